@@ -1,0 +1,86 @@
+"""Array back ends: the one module that imports CuPy.
+
+Every kernel starts with ``xp = get_array_module(x)`` and then uses only the
+NumPy-compatible namespace ``xp``, so the same code runs on the CPU (NumPy) and
+on a GPU (CuPy).
+
+Examples
+--------
+>>> import numpy as np
+>>> get_array_module(np.zeros(3)) is np
+True
+>>> get_array_module("cpu") is np
+True
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+try:  # CuPy is optional: ``pip install aetdask[gpu]``
+    import cupy as _cupy
+except Exception:  # pragma: no cover - depends on the machine
+    _cupy = None
+
+DEVICES = ("cpu", "gpu")
+
+
+def cupy_available() -> bool:
+    """True if CuPy imports *and* a GPU answers (CuPy installs without one)."""
+    if _cupy is None:
+        return False
+    try:
+        return bool(_cupy.is_available())
+    except Exception:  # pragma: no cover - depends on the machine
+        return False
+
+
+def _cupy_or_raise():
+    if not cupy_available():
+        raise RuntimeError(
+            "device 'gpu' was requested but CuPy with a working GPU is not available; "
+            "install aetdask[gpu] on a machine with a CUDA GPU, or use device='cpu'"
+        )
+    return _cupy
+
+
+def get_array_module(x=None):
+    """Return the array namespace (``numpy`` or ``cupy``) for ``x``.
+
+    Parameters
+    ----------
+    x : array, dask array, {"cpu", "gpu"} or None
+        A NumPy or CuPy array; a Dask array (its ``_meta`` decides); a device
+        name; or None to use the configured ``aetdask.device``.
+    """
+    if x is None:
+        from aetdask import config
+
+        x = config.get("device")
+    if isinstance(x, str):
+        if x == "cpu":
+            return np
+        if x == "gpu":
+            return _cupy_or_raise()
+        raise ValueError(f"unknown device {x!r}; expected one of {DEVICES}")
+    meta = getattr(x, "_meta", None)  # dask arrays
+    if meta is not None:
+        x = meta
+    if _cupy is not None and isinstance(x, _cupy.ndarray):
+        return _cupy
+    if isinstance(x, (np.ndarray, np.generic, list, tuple, float, int)):
+        return np
+    raise TypeError(f"cannot tell the array module of {type(x).__name__}")
+
+
+def asnumpy(x) -> np.ndarray:
+    """Bring an array (NumPy or CuPy) to host memory as NumPy."""
+    if _cupy is not None and isinstance(x, _cupy.ndarray):
+        return _cupy.asnumpy(x)
+    return np.asarray(x)
+
+
+def asarray(x, device=None, dtype=None):
+    """Put ``x`` on ``device`` ("cpu", "gpu" or None = config)."""
+    xp = get_array_module(device)
+    return xp.asarray(x, dtype=dtype)

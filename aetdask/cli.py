@@ -1,0 +1,192 @@
+"""The ``aetdask`` command line: thin wrappers over the Python API."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import pathlib
+import sys
+
+import click
+import numpy as np
+
+from aetdask import config
+from aetdask._version import __version__
+from aetdask.errors import AetdaskError
+
+
+def _handle_errors(func):
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except AetdaskError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        except (KeyError, TypeError, ValueError) as exc:
+            if type(exc).__module__ != "aetdask.config" and "aetdask" not in str(exc):
+                raise
+            click.echo(f"error: {exc.args[0]}", err=True)
+            sys.exit(2)
+
+    return wrapper
+
+
+def _computing(func):
+    """Options shared by commands that compute: cluster address and parameter file."""
+
+    @click.option("--scheduler", default=None, help="Address of a running Dask scheduler (default: a local cluster).")
+    @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+                  help="YAML file of aetdask parameters.")
+    @functools.wraps(func)
+    def wrapper(*args, scheduler=None, config_file=None, **kwargs):
+        from aetdask.cluster import cluster
+
+        overrides = config.load(config_file) if config_file else {}
+        with config.set(overrides), cluster(scheduler, quiet=kwargs.get("as_json", False)):
+            return func(*args, **kwargs)
+
+    return wrapper
+
+
+@click.group()
+@click.version_option(__version__, prog_name="aetdask")
+def main():
+    """aetdask: atomic electron tomography on Dask.
+
+    Start with `aetdask demo`; `aetdask COMMAND --help` explains each command.
+    """
+
+
+@main.command("import")
+@click.argument("tilts", type=click.Path(exists=True, dir_okay=False))
+@click.option("--angles", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Angle file: one θ per projection or (φ, θ, ψ) rows, degrees (.mat, .npy, text).")
+@click.option("--pixel-size", required=True, type=float, help="Pixel size in Å.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run store to write.")
+@click.option("--var", default=None, help="Variable name inside a .mat holding several arrays.")
+@click.option("--units", type=click.Choice(["counts", "a.u."]), default="counts", show_default=True)
+@click.option("--dose", type=float, default=None, help="Dose per projection (e⁻/Å²), if known.")
+@_handle_errors
+def import_(tilts, angles, pixel_size, out, var, units, dose):
+    """Read a tilt series and write it as the `raw` product of a run store."""
+    from aetdask.io import RunStore, read_tilt_series
+
+    ts = read_tilt_series(tilts, angles=angles, pixel_size=pixel_size, var=var, units=units, dose=dose)
+    store = RunStore(out)
+    store.write("raw", ts)
+    click.echo(f"wrote {store.path}/raw: {ts.sizes['tilt']} projections of {ts.sizes['y']}×{ts.sizes['x']} "
+               f"px, pixel {ts.attrs['pixel_size']} Å, θ {ts.theta.values.min():g}…{ts.theta.values.max():g}°")
+
+
+@main.command()
+@click.option("--model", type=click.Choice(["linear"]), default="linear", show_default=True,
+              help="Imaging model (multislice comes with the simulation campaigns).")
+@click.option("--atoms", "atoms_file", type=click.Path(exists=True), default=None,
+              help="Atom file; default: a random amorphous particle (--n-atoms, --species).")
+@click.option("--n-atoms", type=int, default=200, show_default=True)
+@click.option("--species", default="Si", show_default=True, help="Comma-separated species of the random particle.")
+@click.option("--angles", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Angle file; default θ = 0:3:177.")
+@click.option("--pixel-size", type=float, default=0.3, show_default=True, help="Å")
+@click.option("--shape", type=int, default=64, show_default=True, help="Pixels per side.")
+@click.option("--dose", type=float, default=None, help="e⁻/Å² per projection; none = noise-free.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run store to write.")
+@_handle_errors
+@_computing
+def simulate(model, atoms_file, n_atoms, species, angles, pixel_size, shape, dose, seed, out):
+    """Simulate a tilt series; writes `raw` and `truth` to a run store."""
+    from aetdask.io import RunStore, read_angles, read_atoms
+    from aetdask.simulate import amorphous_particle, linear
+
+    truth = read_atoms(atoms_file) if atoms_file else amorphous_particle(
+        n_atoms, species=[s.strip() for s in species.split(",")], seed=seed)
+    euler = read_angles(angles) if angles else np.arange(0.0, 180.0, 3.0)
+    ts = linear(truth, angles=euler, pixel_size=pixel_size, shape=shape, dose=dose, seed=seed)
+    store = RunStore(out)
+    store.write("truth", truth)
+    store.write("raw", ts, progress=True)
+    click.echo(f"wrote {store.path}: raw ({ts.sizes['tilt']}×{shape}×{shape}), truth ({truth.sizes['atom']} atoms)")
+
+
+@main.command()
+@click.argument("traced", type=click.Path(exists=True))
+@click.option("--truth", required=True, type=click.Path(exists=True), help="Ground-truth atom file (or run store).")
+@click.option("--cutoff", required=True, type=float, help="Matching distance in Å.")
+@click.option("--no-center", is_flag=True, help="Do not start from coinciding centroids.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_handle_errors
+def evaluate(traced, truth, cutoff, no_center, as_json):
+    """Score TRACED (a run store or an atom file) against the ground truth."""
+    from aetdask.evaluate import evaluate as _evaluate
+    from aetdask.evaluate import to_json
+    from aetdask.io import RunStore
+
+    result = _evaluate(traced, truth, cutoff, center=not no_center)
+    if pathlib.Path(traced).is_dir():
+        RunStore(traced, create=False).write_json("metrics.json", to_json(result))
+    if as_json:
+        click.echo(json.dumps(to_json(result)))
+        return
+    click.echo(f"{'species':8} {'truth':>7} {'traced':>7} {'matched':>8} {'ident. %':>9} {'precision pm':>13}")
+    for name, r in [*result["species"].items(), ("overall", result["overall"])]:
+        click.echo(f"{name:8} {r['truth']:7d} {r['traced']:7d} {r['matched']:8d} "
+                   f"{r['identification_pct']:9.1f} {r['precision_pm']:13.1f}")
+    s = result["strict"]
+    click.echo(f"strict one-to-one: TP {s['true_positives']}, FP {s['false_positives']}, "
+               f"FN {s['false_negatives']}, precision {s['precision_pm']:.1f} pm")
+
+
+@main.command()
+@click.argument("store", type=click.Path(exists=True, file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_handle_errors
+def info(store, as_json):
+    """Describe the products of a run store."""
+    from aetdask.io import RunStore
+
+    rs = RunStore(store, create=False)
+    out = {}
+    for name in rs.products():
+        obj = rs.read(name)
+        prov = obj.attrs.get("provenance", [])
+        entry = {"stages": [p.get("stage") for p in prov]}
+        if hasattr(obj, "dims") and "tilt" in obj.dims:
+            entry.update(shape=list(obj.shape), pixel_size=obj.attrs.get("pixel_size"),
+                         units=obj.attrs.get("units"), dose=obj.attrs.get("dose"),
+                         theta=[float(obj.theta.min()), float(obj.theta.max())])
+        elif "atom" in getattr(obj, "dims", {}):
+            sp, counts = np.unique(obj.species.values.astype(str), return_counts=True)
+            entry.update(atoms=int(obj.sizes["atom"]), species=dict(zip(sp.tolist(), counts.tolist())))
+        else:
+            entry.update(shape=list(obj.shape), voxel_size=obj.attrs.get("voxel_size"))
+        out[name] = entry
+    metrics = rs.read_json("metrics.json")
+    if as_json:
+        click.echo(json.dumps({"store": str(rs.path), "products": out, "metrics": metrics}))
+        return
+    click.echo(f"{rs.path}")
+    for name, e in out.items():
+        details = ", ".join(f"{k} {v}" for k, v in e.items() if k != "stages")
+        click.echo(f"  {name:13} {details}\n  {'':13} made by: {' → '.join(e['stages'])}")
+    if metrics:
+        o = metrics["overall"]
+        click.echo(f"  metrics.json  identification {o['identification_pct']}%, precision {o['precision_pm']} pm")
+
+
+@main.command()
+@click.option("--out", default="aetdask-demo", show_default=True, type=click.Path(file_okay=False),
+              help="Directory for the run store and figures.")
+@_handle_errors
+@_computing
+def demo(out):
+    """Run the end-to-end demo on a small simulated particle."""
+    from aetdask.demo import run_demo
+
+    run_demo(out, echo=click.echo)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,44 @@
+"""Where the work runs: the embedded local Dask cluster, or an existing one.
+
+Examples
+--------
+>>> with cluster(n_workers=1, processes=False, quiet=True) as client:  # doctest: +SKIP
+...     client.dashboard_link
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+from aetdask import config
+
+
+@contextlib.contextmanager
+def cluster(scheduler: str | None = None, n_workers: int | None = None, processes: bool = True, quiet: bool = False):
+    """A ``distributed.Client`` for the duration of a ``with`` block.
+
+    ``scheduler`` (or ``aetdask.scheduler`` in config) joins a running cluster;
+    otherwise a ``LocalCluster`` with one single-threaded worker process per core
+    is started and closed afterwards. The dashboard link is printed.
+    """
+    from distributed import Client, LocalCluster
+
+    address = config.get("scheduler", scheduler)
+    if address:
+        client = Client(address)
+        local = None
+    else:
+        n = n_workers or max(1, os.cpu_count() or 1)
+        local = LocalCluster(
+            n_workers=n, threads_per_worker=1, processes=processes, dashboard_address=":0", silence_logs=40
+        )
+        client = Client(local)
+    if not quiet:
+        print(f"Dask dashboard: {client.dashboard_link}")
+    try:
+        yield client
+    finally:
+        client.close()
+        if local is not None:
+            local.close()

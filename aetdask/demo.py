@@ -1,0 +1,54 @@
+"""The end-to-end demo on the embedded default: a local Dask cluster and a run store on disk.
+
+For now: a small amorphous particle → linear ADF tilt series with Poisson noise
+→ run store (``raw``, ``truth``) → PNG of projections → evaluation of the truth
+against itself (the reconstruction stages plug in here as they land).
+"""
+
+from __future__ import annotations
+
+import pathlib
+import time
+
+import numpy as np
+
+from aetdask import config, plot
+from aetdask.evaluate import evaluate
+from aetdask.io import RunStore
+from aetdask.simulate import amorphous_particle, linear
+
+
+def run_demo(out="aetdask-demo", *, echo=print) -> dict:
+    """Run the demo into directory ``out``; return the evaluation result."""
+    out = pathlib.Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    species = config.get("demo.species")
+    n_atoms = config.get("demo.atoms")
+    seed = config.get("demo.seed")
+    truth = amorphous_particle(n_atoms, species=species, seed=seed)
+    echo(f"[1/4] amorphous particle: {n_atoms} atoms ({', '.join(species)}), seed {seed}")
+
+    angles = np.arange(0.0, 180.0, 3.0)  # the seed paper's single-axis scheme
+    tilts = linear(
+        truth, angles=angles, pixel_size=config.get("demo.pixel_size"), shape=config.get("demo.shape"),
+        dose=config.get("demo.dose"), seed=seed,
+    )
+    store = RunStore(out / "run.zarr")
+    store.write("truth", truth)
+    echo(f"[2/4] linear ADF-STEM tilt series: {tilts.shape[0]} projections of "
+         f"{tilts.shape[1]}×{tilts.shape[2]} px at {tilts.attrs['dose']:.3g} e⁻/Å², one task each")
+    store.write("raw", tilts, progress=True)
+
+    png = plot.projections(store.read("raw"), out / "projections.png",
+                           title=f"demo tilt series, {n_atoms} atoms, dose {tilts.attrs['dose']:.3g} e⁻/Å²")
+    echo(f"[3/4] wrote {store.path} ({', '.join(store.products())}) and {png}")
+
+    result = evaluate(store.read("truth"), truth, cutoff=0.9)
+    store.write_json("metrics.json", result)
+    o, s = result["overall"], result["strict"]
+    echo(f"[4/4] truth vs itself: identification {o['identification_pct']:.1f}% "
+         f"({o['matched']}/{o['truth']}), strict TP {s['true_positives']} FP {s['false_positives']} "
+         f"FN {s['false_negatives']}")
+    echo(f"done in {time.perf_counter() - t0:.1f} s")
+    return result

@@ -1,0 +1,70 @@
+"""Amorphous test particles by random sequential addition in a sphere."""
+
+from __future__ import annotations
+
+import numpy as np
+from ase.data import atomic_numbers, covalent_radii
+
+from aetdask.errors import InputError
+from aetdask.schema import atoms as make_atoms
+from aetdask.schema import normalize_species, provenance_record
+
+
+def minimum_distance(a: str, b: str, factor: float = 0.95) -> float:
+    """Closest allowed approach (Å) of two species: ``factor`` × the sum of covalent radii."""
+    return factor * float(covalent_radii[atomic_numbers[a]] + covalent_radii[atomic_numbers[b]])
+
+
+def amorphous_particle(
+    n: int,
+    species=("Si",),
+    fractions=None,
+    radius: float | None = None,
+    packing: float = 0.25,
+    seed: int = 0,
+    max_tries: int = 200_000,
+):
+    """A random amorphous particle: ``n`` atoms placed one by one in a sphere.
+
+    Each new atom is accepted only if it keeps at least
+    :func:`minimum_distance` from every atom already placed (random sequential
+    addition). The sphere's ``radius`` defaults to the one that gives the
+    ``packing`` fraction of hard spheres of the largest minimum distance.
+
+    Examples
+    --------
+    >>> model = amorphous_particle(50, seed=1)
+    >>> model.sizes["atom"], bool(abs(model.position.mean("atom")).max() < 1e-9)
+    (50, True)
+    """
+    symbols = normalize_species(species)
+    frac = np.full(len(symbols), 1 / len(symbols)) if fractions is None else np.asarray(fractions, float)
+    if frac.shape != symbols.shape or np.any(frac < 0) or frac.sum() <= 0:
+        raise InputError("amorphous_particle: fractions must be non-negative, one per species")
+    rng = np.random.default_rng(seed)
+    kinds = rng.choice(len(symbols), size=n, p=frac / frac.sum())
+    dmin = np.array([[minimum_distance(a, b) for b in symbols] for a in symbols])
+    if radius is None:
+        radius = dmin.max() * (n / (8 * packing)) ** (1 / 3)
+    pos = np.empty((n, 3))
+    placed, tries = 0, 0
+    while placed < n:
+        tries += 1
+        if tries > max_tries:
+            raise InputError(
+                f"amorphous_particle: could place only {placed} of {n} atoms in a sphere of "
+                f"radius {radius:.2f} Å; give a larger radius"
+            )
+        p = rng.uniform(-radius, radius, 3)
+        if p @ p > radius**2:
+            continue
+        d2 = np.sum((pos[:placed] - p) ** 2, axis=1)
+        if np.all(d2 >= dmin[kinds[placed], kinds[:placed]] ** 2):
+            pos[placed] = p
+            placed += 1
+    pos -= pos.mean(axis=0)
+    record = provenance_record(
+        "simulate.amorphous_particle",
+        {"n": n, "species": symbols.tolist(), "fractions": frac.tolist(), "radius": radius, "seed": seed},
+    )
+    return make_atoms(pos, symbols[kinds], provenance=[record])
