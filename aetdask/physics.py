@@ -16,6 +16,7 @@ E. J. Kirkland, *Advanced Computing in Electron Microscopy*, 3rd ed. (2020), ch.
 from __future__ import annotations
 
 import functools
+import math
 import importlib.util
 import json
 import pathlib
@@ -36,7 +37,7 @@ def wavelength(energy: float) -> float:
     0.02508
     """
     e = float(energy)
-    return HC / np.sqrt(e * (2 * MC2 + e))
+    return HC / math.sqrt(e * (2 * MC2 + e))
 
 
 def lorentz_factor(energy: float) -> float:

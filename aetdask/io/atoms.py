@@ -116,7 +116,7 @@ def _read_text(path, species):
     if all(_is_number(v) for v in first):
         codes = np.array([float(v) for v in first])
         if header or species is not None:  # the paper's "%"-header layout: type codes
-            return xyz, _codes_to_species(codes, species or TYPE_TABLES["%-text"], path, "column 1")
+            return xyz, _codes_to_species(codes, TYPE_TABLES["%-text"] if species is None else species, path, "column 1")
         return xyz, normalize_species(codes, name=f"{path}: atomic numbers in column 1")
     return xyz, normalize_species(first, name=f"{path}: species in column 1")
 
@@ -159,7 +159,7 @@ def _read_mat_atoms(path, species, types):
         coord = coord if coord.shape[0] == 3 else coord.T
         xyz = np.stack([coord[1], coord[0], coord[2]], axis=1)  # (dim1, dim2, dim3) = (y, x, z)
         codes = _find_types_file(path, types, len(xyz))
-        return xyz, _codes_to_species(codes, species or TYPE_TABLES["final_atom_types"], path, "final_atom_types")
+        return xyz, _codes_to_species(codes, TYPE_TABLES["final_atom_types"] if species is None else species, path, "final_atom_types")
     pos = [k for k, v in arrays.items() if v.ndim == 2 and 3 in v.shape and v.dtype.kind == "f" and max(v.shape) > 3]
     if len(pos) != 1:
         raise InputError(f"{path}: expected one (n, 3) position array, found {pos or 'none'} in {sorted(arrays)}")
@@ -171,7 +171,7 @@ def _read_mat_atoms(path, species, types):
     typed = [k for k, v in arrays.items() if k != pos[0] and v.size == n and "type" in k.lower()]
     if len(typed) != 1:
         raise InputError(f"{path}: expected one array of {n} type codes or 'atomic_number', found {typed or 'none'}")
-    table = species or TYPE_TABLES.get(typed[0])
+    table = TYPE_TABLES.get(typed[0]) if species is None else species
     if table is None:
         raise InputError(f"{path}: type codes in {typed[0]!r}; pass species=[...] naming codes 1, 2, ...")
     return xyz, _codes_to_species(arrays[typed[0]], table, path, typed[0])

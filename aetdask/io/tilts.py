@@ -90,10 +90,11 @@ def _load_npy(path: pathlib.Path) -> np.ndarray:
         raise InputError(f"{path}: cannot read this .npy file; is it truncated? ({exc})") from None
 
 
-def read_angles(path) -> np.ndarray:
+def read_angles(path, var=None) -> np.ndarray:
     """Tilt angles as an ``(n, 3)`` array of (φ, θ, ψ) in degrees.
 
-    ``.mat`` (the single numeric array inside, v5 or v7.3), ``.npy``, or a text
+    ``.mat`` (v5 or v7.3: the variable ``var``, else the single (φ, θ, ψ) table
+    or the single numeric array inside), ``.npy``, or a text
     file (whitespace or comma separated; ``#`` and ``%`` start comments), each
     holding one θ per projection or rows of (φ, θ, ψ).
     """
@@ -102,7 +103,11 @@ def read_angles(path) -> np.ndarray:
         raise InputError(f"{path}: no such file")
     suffix = path.suffix.lower()
     if suffix == ".mat":
-        arr = pick(read_mat(path), path, None, (1, 2), "angle")
+        arrays = read_mat(path)
+        tables = [k for k, v in arrays.items() if v.ndim == 2 and 3 in v.shape and v.size > 3]
+        if var is None and len(tables) == 1:  # e.g. Angle_OPT beside R_OPT in a refinement output
+            var = tables[0]
+        arr = pick(arrays, path, var, (1, 2), "angle")
     elif suffix == ".npy":
         arr = _load_npy(path)
     else:

@@ -77,7 +77,7 @@ def linear(
     >>> from aetdask.schema import atoms as make_atoms
     >>> model = make_atoms([[0.0, 0.0, 0.0]], ["Si"])
     >>> ts = linear(model, angles=[0, 90], pixel_size=0.2, shape=16)
-    >>> ts.shape, int(ts[0].argmax()) == 8 * 16 + 8
+    >>> ts.shape, int(ts[0].values.argmax()) == 8 * 16 + 8
     ((2, 16, 16), True)
     """
     validate_atoms(atoms)

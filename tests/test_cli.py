@@ -1,0 +1,84 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import scipy.io
+import xarray as xr
+from click.testing import CliRunner
+
+from aetdask.cli import main
+from aetdask.io import RunStore, write_atoms
+from aetdask.simulate import amorphous_particle
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+def test_import_info_and_errors(tmp_path, runner):
+    arr = np.random.default_rng(0).poisson(2.0, (16, 16, 5)).astype(np.uint8)  # MATLAB (dim1, dim2, angle)
+    scipy.io.savemat(tmp_path / "t.mat", {"proj": arr})
+    np.savetxt(tmp_path / "angles.txt", np.arange(5) * 3.0)
+    out = tmp_path / "run.zarr"
+    r = runner.invoke(main, ["import", str(tmp_path / "t.mat"), "--angles", str(tmp_path / "angles.txt"),
+                             "--pixel-size", "0.2", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    ts = xr.open_zarr(out, group="raw")["tilt_series"]
+    np.testing.assert_array_equal(ts.values[2], arr[:, :, 2])
+    r = runner.invoke(main, ["info", str(out), "--json"])
+    info = json.loads(r.output)
+    assert info["products"]["raw"]["shape"] == [5, 16, 16] and info["products"]["raw"]["pixel_size"] == 0.2
+
+    np.savetxt(tmp_path / "bad.txt", np.arange(4) * 3.0)
+    r = runner.invoke(main, ["import", str(tmp_path / "t.mat"), "--angles", str(tmp_path / "bad.txt"),
+                             "--pixel-size", "0.2", "--out", str(tmp_path / "x.zarr")])
+    assert r.exit_code == 2 and "5 projections but 4 angles" in r.output
+    assert "Traceback" not in r.output
+
+
+def test_evaluate_json_schema(tmp_path, runner):
+    truth = amorphous_particle(60, species=["Si", "Ge"], seed=1)
+    traced = truth.isel(atom=slice(3, None))
+    write_atoms(truth, tmp_path / "gt.xyz")
+    write_atoms(traced, tmp_path / "traced.csv")
+    r = runner.invoke(main, ["evaluate", str(tmp_path / "traced.csv"), "--truth", str(tmp_path / "gt.xyz"),
+                             "--cutoff", "0.9", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    keys = {"truth", "traced", "matched", "identification_pct", "precision_pm"}
+    assert set(out["species"]) == {"Si", "Ge"} and keys <= set(out["overall"])
+    assert out["overall"]["matched"] == 57 and out["overall"]["truth"] == 60
+    assert out["strict"]["false_negatives"] == 3 and out["strict"]["false_positives"] == 0
+    assert {"true_positives", "false_positives", "false_negatives", "precision_pm"} <= set(out["strict"])
+
+    store = RunStore(tmp_path / "run.zarr")
+    store.write("atoms", traced)
+    r = runner.invoke(main, ["evaluate", str(store.path), "--truth", str(tmp_path / "gt.xyz"), "--cutoff", "0.9"])
+    assert r.exit_code == 0 and "overall" in r.output
+    assert store.read_json("metrics.json")["overall"]["matched"] == 57
+
+
+def test_unreadable_atoms_file_is_a_clear_error(tmp_path, runner):
+    (tmp_path / "gt.txt").write_text("% 2\n1 0 0 0\n1 2.0 0\n")
+    r = runner.invoke(main, ["evaluate", str(tmp_path / "gt.txt"), "--truth", str(tmp_path / "gt.txt"),
+                             "--cutoff", "0.9"])
+    assert r.exit_code == 2 and "gt.txt" in r.output and "Traceback" not in r.output
+
+
+def test_simulate_and_demo_end_to_end(tmp_path):
+    """The real commands, on the embedded local cluster (worker processes)."""
+    cmd = [sys.executable, "-m", "aetdask.cli"]
+    r = subprocess.run(cmd + ["simulate", "--n-atoms", "40", "--shape", "32", "--dose", "1e4",
+                              "--out", str(tmp_path / "sim.zarr")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "Dask dashboard: http" in r.stdout
+    store = RunStore(tmp_path / "sim.zarr", create=False)
+    assert store.products() == ["raw", "truth"] and store.read("raw").shape == (60, 32, 32)
+    r = subprocess.run(cmd + ["demo", "--out", str(tmp_path / "demo")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "demo" / "projections.png").stat().st_size > 10_000
+    metrics = json.loads((tmp_path / "demo" / "run.zarr" / "metrics.json").read_text())
+    assert metrics["overall"]["identification_pct"] == 100.0 and metrics["strict"]["false_positives"] == 0
