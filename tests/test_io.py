@@ -6,6 +6,7 @@ the arrays and the error messages; the seed paper's own files are checked when
 """
 
 import pathlib
+import re
 
 import h5py
 import numpy as np
@@ -48,6 +49,21 @@ def truncate(path):
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     return path
+
+
+def input_error(path, pattern, func, *args, **kwargs):
+    """``func(*args, **kwargs)`` must raise InputError naming ``path``.
+
+    ``pattern`` is searched in the message with every file path blanked out, so
+    it cannot match by accident inside a tmp_path (which holds the test's name).
+    """
+    with pytest.raises(InputError) as e:
+        func(*args, **kwargs)
+    msg = str(e.value)
+    assert str(path) in msg, msg
+    bare = re.sub(r"/[^\s:'\",()\]]+", "<path>", msg)
+    assert re.search(pattern, bare), f"{pattern!r} not found in {bare!r}"
+    return msg
 
 
 def assert_orientation(ts, arr):
@@ -145,24 +161,16 @@ class TestReadTiltSeries:
                                       np.moveaxis(b, 2, 0))
         np.testing.assert_array_equal(read_tilt_series(f, THETA, PIXEL, var="first").values,
                                       np.moveaxis(a, 2, 0))
-        with pytest.raises(InputError) as e:
-            read_tilt_series(f, THETA, PIXEL)
-        msg = str(e.value)
-        assert str(f) in msg and "first" in msg and "second" in msg and "var=" in msg
-        with pytest.raises(InputError, match="nope") as e:
-            read_tilt_series(f, THETA, PIXEL, var="nope")
-        assert str(f) in str(e.value) and "first" in str(e.value)
-        with pytest.raises(InputError, match="not 3-D") as e:
-            read_tilt_series(f, THETA, PIXEL, var="pixel")
-        assert str(f) in str(e.value)
+        input_error(f, r"exactly one 3-D array, found \['first', 'second'\].*var=", read_tilt_series, f, THETA, PIXEL)
+        input_error(f, r"no numeric variable 'nope'.*'first'", read_tilt_series, f, THETA, PIXEL, var="nope")
+        input_error(f, r"'pixel' is not 3-D", read_tilt_series, f, THETA, PIXEL, var="pixel")
 
     def test_var_selects_array_v73(self, tmp_path):
         a, b = pattern(), pattern() + 7
         f = write_v73(tmp_path / "two73.mat", first=a, second=b)
         np.testing.assert_array_equal(read_tilt_series(f, THETA, PIXEL, var="second").values,
                                       np.moveaxis(b, 2, 0))
-        with pytest.raises(InputError, match="first.*second"):
-            read_tilt_series(f, THETA, PIXEL)
+        input_error(f, r"\['first', 'second'\]", read_tilt_series, f, THETA, PIXEL)
 
     def test_angles_as_array_and_units_dose(self, tmp_path):
         f = tmp_path / "ts.npy"
@@ -227,32 +235,29 @@ class TestReadAngles:
         np.testing.assert_allclose(read_angles(f, var="R_OPT")[:, 1], np.full(7, 0.038), rtol=1e-6)
 
     def test_errors(self, tmp_path):
-        with pytest.raises(InputError, match="no such file"):
-            read_angles(tmp_path / "missing.txt")
+        missing = tmp_path / "missing.txt"
+        input_error(missing, "no such file", read_angles, missing)
         bad = tmp_path / "bad.txt"
         bad.write_text("phi theta psi\n0 1 2\n")
-        with pytest.raises(InputError, match="text numbers") as e:
-            read_angles(bad)
-        assert str(bad) in str(e.value)
+        input_error(bad, "text numbers", read_angles, bad)
+        ragged = tmp_path / "ragged.txt"
+        ragged.write_text("0 1 2\n0 3\n")
+        input_error(ragged, "text numbers", read_angles, ragged)
         empty = tmp_path / "empty.txt"
         empty.write_text("# nothing here\n")
-        with pytest.raises(InputError, match="no angles") as e:
-            read_angles(empty)
-        assert str(empty) in str(e.value)
+        input_error(empty, "no angles", read_angles, empty)
         nan = tmp_path / "nan.npy"
         np.save(nan, np.array([0.0, np.nan, 3.0]))
-        with pytest.raises(InputError, match="NaN") as e:
-            read_angles(nan)
-        assert str(nan) in str(e.value)
+        input_error(nan, "NaN", read_angles, nan)
+        two = tmp_path / "two.mat"
+        scipy.io.savemat(two, {"a": THETA, "b": THETA + 1})
+        input_error(two, r"exactly one angle array, found \['a', 'b'\]", read_angles, two)
 
 
 # ----------------------------------------------------------------------------- tilt-series errors
 class TestTiltSeriesErrors:
     def check(self, path, match, *args, **kwargs):
-        with pytest.raises(InputError, match=match) as e:
-            read_tilt_series(path, *args, **kwargs)
-        assert str(path) in str(e.value), str(e.value)
-        return str(e.value)
+        return input_error(path, match, read_tilt_series, path, *args, **kwargs)
 
     def test_truncated_mat_v5(self, tmp_path):
         f = tmp_path / "cut.mat"
@@ -261,7 +266,7 @@ class TestTiltSeriesErrors:
 
     def test_truncated_mat_v73(self, tmp_path):
         f = write_v73(tmp_path / "cut73.mat", P=pattern())
-        self.check(truncate(f), "v7.3", THETA, PIXEL)
+        self.check(truncate(f), r"v7\.3 \(HDF5\)", THETA, PIXEL)
 
     def test_truncated_npy(self, tmp_path):
         f = tmp_path / "cut.npy"
@@ -271,7 +276,7 @@ class TestTiltSeriesErrors:
     def test_garbage_tif(self, tmp_path):
         f = tmp_path / "junk.tif"
         f.write_bytes(b"this is not a TIFF file at all \x00\x01\x02" * 8)
-        self.check(f, "TIFF", THETA, PIXEL)
+        self.check(f, "cannot read this TIFF", THETA, PIXEL)
 
     def test_angle_count_mismatch(self, tmp_path, angle_file):
         f = tmp_path / "ts.npy"
@@ -285,36 +290,34 @@ class TestTiltSeriesErrors:
         stack[3, 1, 1] = np.nan
         f = tmp_path / "nan.npy"
         np.save(f, stack)
-        msg = self.check(f, "NaN", THETA, PIXEL)
-        assert "tilt 3" in msg
+        self.check(f, r"NaN or Inf \(first at tilt 3\)", THETA, PIXEL)
 
     def test_negative_counts(self, tmp_path):
         stack = np.moveaxis(pattern(), 2, 0).copy()
         stack[2, 0, 3] = -4.0
         f = tmp_path / "neg.npy"
         np.save(f, stack)
-        msg = self.check(f, "negative", THETA, PIXEL)
-        assert "tilt 2" in msg and "a.u." in msg
-        self.check(f, "negative", THETA, PIXEL, units="counts")
+        self.check(f, r"negative values in count data \(tilt 2, min -4\).*units='a\.u\.'", THETA, PIXEL)
+        self.check(f, "negative values", THETA, PIXEL, units="counts")
         ts = read_tilt_series(f, THETA, PIXEL, units="a.u.")
         assert ts.attrs["units"] == "a.u." and ts.values[2, 0, 3] == -4.0
 
     def test_non_square(self, tmp_path):
         f = tmp_path / "rect.mat"
         scipy.io.savemat(f, {"P": np.ones((8, 6, NT))})
-        self.check(f, "square", THETA, PIXEL)
+        self.check(f, "images must be square, got 8×6", THETA, PIXEL)
 
     def test_all_zero(self, tmp_path):
         f = tmp_path / "zero.npy"
         np.save(f, np.zeros((NT, N, N)))
-        self.check(f, "zero", THETA, PIXEL)
+        self.check(f, "every pixel is zero", THETA, PIXEL)
 
     def test_missing_pixel_size_and_angles(self, tmp_path):
         f = tmp_path / "ts.npy"
         np.save(f, np.moveaxis(pattern(), 2, 0))
         self.check(f, "pixel size", THETA)
         self.check(f, "pixel size", THETA, None)
-        self.check(f, "angles", None, PIXEL)
+        self.check(f, "tilt angles are needed", None, PIXEL)
 
     def test_not_3d(self, tmp_path):
         f = tmp_path / "img.npy"
@@ -334,9 +337,7 @@ class TestTiltSeriesErrors:
         f = tmp_path / "ts.npy"
         np.save(f, np.moveaxis(pattern(), 2, 0))
         missing = tmp_path / "noangles.txt"
-        with pytest.raises(InputError, match="no such file") as e:
-            read_tilt_series(f, missing, PIXEL)
-        assert str(missing) in str(e.value)
+        input_error(missing, "no such file", read_tilt_series, f, missing, PIXEL)
 
 
 @needs_seed
@@ -453,13 +454,10 @@ class TestSyntheticAtoms:
 
     def test_percent_text_code_out_of_range(self, tmp_path):
         f = write_percent_text(tmp_path / "m.txt", [1, 2, 1, 1, 1])
-        with pytest.raises(InputError, match="type codes run from 1 to 2") as e:
-            read_atoms(f)  # default table is ("Si",)
-        assert str(f) in str(e.value) and "species=" in str(e.value)
+        # the default table is ("Si",)
+        input_error(f, r"type codes run from 1 to 2 .*\['Si'\].*species=", read_atoms, f)
         f0 = write_percent_text(tmp_path / "m0.txt", [0, 1, 1, 1, 1])
-        with pytest.raises(InputError, match="type codes") as e:
-            read_atoms(f0)
-        assert str(f0) in str(e.value)
+        input_error(f0, "type codes run from 0 to 1", read_atoms, f0)
 
     def test_tab_text_atomic_numbers(self, tmp_path):
         f = tmp_path / "model.txt"
@@ -484,22 +482,16 @@ class TestSyntheticAtoms:
         assert ds.species.values.tolist() == ["Si", "Ge", "Sn", "Sn", "Ge"]
         np.testing.assert_array_equal(ds.position.values, POS)
         assert read_atoms(f, species=["C", "N", "O"]).species.values.tolist() == ["C", "N", "O", "O", "N"]
-        with pytest.raises(InputError, match="type codes") as e:
-            read_atoms(f, species=["C", "N"])
-        assert str(f) in str(e.value)
+        input_error(f, "type codes run from 1 to 3", read_atoms, f, species=["C", "N"])
         bad = tmp_path / "sigesn4.mat"
         scipy.io.savemat(bad, {"si_40radius_3Atoms_xyz": POS,
                                "si_40radius_3Atoms_type": np.array([[1], [2], [4], [3], [2]], np.uint8)})
-        with pytest.raises(InputError, match="from 1 to 4") as e:
-            read_atoms(bad)
-        assert str(bad) in str(e.value)
+        input_error(bad, "si_40radius_3Atoms_type type codes run from 1 to 4", read_atoms, bad)
 
     def test_mat_unknown_type_table_needs_species(self, tmp_path):
         f = tmp_path / "other.mat"
         scipy.io.savemat(f, {"xyz": POS, "atom_type": np.array([[1, 2, 1, 2, 1]], np.uint8)})
-        with pytest.raises(InputError, match="species=") as e:
-            read_atoms(f)
-        assert str(f) in str(e.value)
+        input_error(f, r"type codes in 'atom_type'; pass species=", read_atoms, f)
         assert read_atoms(f, species=["Cu", "Zr"]).species.values.tolist() == ["Cu", "Zr", "Cu", "Zr", "Cu"]
 
     def test_mg_layout(self, tmp_path):
@@ -524,17 +516,14 @@ class TestSyntheticAtoms:
         d.mkdir()
         f = d / "coords.mat"
         scipy.io.savemat(f, {"final_atom_coord_inAngstrom": POS.T})
-        with pytest.raises(InputError, match="final_atom_types") as e:
-            read_atoms(f)
-        assert str(f) in str(e.value) and "types=" in str(e.value)
+        input_error(f, r"final_atom_types, 5 values\) were not found .*types=FILE", read_atoms, f)
         elsewhere = tmp_path / "t.mat"
         scipy.io.savemat(elsewhere, {"final_atom_types": np.array([[3, 3, 2, 1, 1]], np.uint8)})
         assert read_atoms(f, types=elsewhere).species.values.tolist() == ["Pt", "Pt", "Pd", "Co", "Co"]
         wrong_n = tmp_path / "t4.mat"
         scipy.io.savemat(wrong_n, {"final_atom_types": np.array([[3, 3, 2, 1]], np.uint8)})
-        with pytest.raises(InputError, match="final_atom_types") as e:
-            read_atoms(f, types=wrong_n)
-        assert str(wrong_n) in str(e.value)
+        msg = input_error(f, r"final_atom_types, 5 values\) were not found in", read_atoms, f, types=wrong_n)
+        assert str(wrong_n) in msg
 
     def test_sio2_mat(self, tmp_path):
         f = tmp_path / "model_GT.mat"
@@ -552,53 +541,41 @@ class TestSyntheticAtoms:
     def test_unknown_element(self, tmp_path):
         f = tmp_path / "bad.txt"
         f.write_text("Si 0 0 0\nQq 1 1 1\n")
-        with pytest.raises(InputError, match="unknown species 'Qq'") as e:
-            read_atoms(f)
-        assert str(f) in str(e.value)
+        input_error(f, "unknown species 'Qq'", read_atoms, f)
         g = write_percent_text(tmp_path / "m.txt", [1, 2, 1, 1, 1])
-        with pytest.raises(InputError, match="unknown species") as e:
-            read_atoms(g, species=["Si", "Zz"])
-        assert str(g) in str(e.value)
+        input_error(g, "unknown species 'Zz'", read_atoms, g, species=["Si", "Zz"])
         c = tmp_path / "bad.csv"
         c.write_text("species,x,y,z\nSi,0,0,0\nXy,1,1,1\n")
-        with pytest.raises(InputError, match="unknown species") as e:
-            read_atoms(c)
-        assert str(c) in str(e.value)
+        input_error(c, "unknown species 'Xy'", read_atoms, c)
 
     def test_truncated_text(self, tmp_path):
         f = write_percent_text(tmp_path / "m.txt", [1] * 5)
         text = f.read_text()
-        f.write_text(text[: len(text) - 12])  # cut inside the last row
-        with pytest.raises(InputError, match="truncated") as e:
-            read_atoms(f)
-        assert str(f) in str(e.value)
+        f.write_text(text[: len(text) - 12])  # cut inside the last row: "1 0.500000 0.25000"
+        assert f.read_text().splitlines()[-1].split() == ["1", "0.500000", "0.25000"]
+        input_error(f, r"rows with \[3, 4\] columns \(truncated file\?\)", read_atoms, f)
 
     def test_ragged_csv_and_bad_numbers(self, tmp_path):
         c = tmp_path / "ragged.csv"
         c.write_text("species,x,y,z\nSi,0,0,0\nSi,1,1\n")
-        with pytest.raises(InputError, match="truncated") as e:
-            read_atoms(c)
-        assert str(c) in str(e.value)
+        input_error(c, r"every CSV row needs 4 fields \(truncated file\?\)", read_atoms, c)
         t = tmp_path / "nan.txt"
         t.write_text("Si 0 0 0\nSi 1 abc 1\n")
-        with pytest.raises(InputError) as e:
-            read_atoms(t)
-        assert str(t) in str(e.value)
+        input_error(t, "positions must be numbers", read_atoms, t)
+        h = tmp_path / "nohead.csv"
+        h.write_text("element,x,y,z\nSi,0,0,0\n")
+        input_error(h, "CSV header must name columns species, x, y, z", read_atoms, h)
 
     def test_missing_and_empty(self, tmp_path):
-        with pytest.raises(InputError, match="no such file"):
-            read_atoms(tmp_path / "nope.xyz")
+        nope = tmp_path / "nope.xyz"
+        input_error(nope, "no such file", read_atoms, nope)
         e_ = tmp_path / "empty.txt"
         e_.write_text("% 0\n")
-        with pytest.raises(InputError) as e:
-            read_atoms(e_)
-        assert str(e_) in str(e.value)
+        input_error(e_, "no atom rows found", read_atoms, e_)
         junk = tmp_path / "junk.mat"
         scipy.io.savemat(junk, {"P": pattern()})
         truncate(junk)
-        with pytest.raises(InputError) as e:
-            read_atoms(junk)
-        assert str(junk) in str(e.value)
+        input_error(junk, "cannot read this MATLAB file", read_atoms, junk)
 
 
 # ----------------------------------------------------------------------------- write/read round trip

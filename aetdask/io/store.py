@@ -100,9 +100,10 @@ class RunStore:
         old = None
         if final.exists():
             old = self.path / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(final, old)
+            shutil.rmtree(final)
         os.replace(tmp, final)
-
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
         zarr.consolidate_metadata(str(self.path))
 
     def write_json(self, name: str, data: dict) -> pathlib.Path:

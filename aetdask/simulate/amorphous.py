@@ -22,7 +22,7 @@ def amorphous_particle(
     radius: float | None = None,
     packing: float = 0.25,
     seed: int = 0,
-    max_tries: int = 200_000,
+    max_tries: int | None = None,
 ):
     """A random amorphous particle: ``n`` atoms placed one by one in a sphere.
 
@@ -46,6 +46,10 @@ def amorphous_particle(
     dmin = np.array([[minimum_distance(a, b) for b in symbols] for a in symbols])
     if radius is None:
         radius = dmin.max() * (n / (8 * packing)) ** (1 / 3)
+    max_tries = 100 * n + 1000 if max_tries is None else max_tries
+    cell = float(dmin.max())
+    grid: dict[tuple, list[int]] = {}  # cell index -> atoms in it (neighbour search in O(1))
+    offsets = [(i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)]
     pos = np.empty((n, 3))
     placed, tries = 0, 0
     while placed < n:
@@ -58,10 +62,15 @@ def amorphous_particle(
         p = rng.uniform(-radius, radius, 3)
         if p @ p > radius**2:
             continue
-        d2 = np.sum((pos[:placed] - p) ** 2, axis=1)
-        if np.all(d2 >= dmin[kinds[placed], kinds[:placed]] ** 2):
-            pos[placed] = p
-            placed += 1
+        c = tuple(np.floor(p / cell).astype(int))
+        near = [i for o in offsets for i in grid.get((c[0] + o[0], c[1] + o[1], c[2] + o[2]), ())]
+        if near:
+            d2 = np.sum((pos[near] - p) ** 2, axis=1)
+            if np.any(d2 < dmin[kinds[placed], kinds[near]] ** 2):
+                continue
+        pos[placed] = p
+        grid.setdefault(c, []).append(placed)
+        placed += 1
     pos -= pos.mean(axis=0)
     record = provenance_record(
         "simulate.amorphous_particle",
