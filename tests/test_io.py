@@ -532,6 +532,13 @@ class TestSyntheticAtoms:
         assert ds.species.values.tolist() == ["Si", "O", "O", "Si", "O"]
         np.testing.assert_array_equal(ds.position.values, POS)
 
+    def test_mat_positions_stored_3_by_n(self, tmp_path):
+        f = tmp_path / "posT.mat"
+        scipy.io.savemat(f, {"pos": POS.T, "atomic_number": np.array([[14.0, 8, 8, 14, 8]])})
+        ds = read_atoms(f)
+        np.testing.assert_array_equal(ds.position.values, POS)
+        assert ds.species.values.tolist() == ["Si", "O", "O", "Si", "O"]
+
     def test_v73_atoms(self, tmp_path):
         f = write_v73(tmp_path / "m73.mat", pos=POS, atomic_number=np.array([[14.0, 8, 8, 14, 8]]))
         ds = read_atoms(f)

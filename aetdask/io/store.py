@@ -100,7 +100,7 @@ class RunStore:
         old = None
         if final.exists():
             old = self.path / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
-            shutil.rmtree(final)
+            os.replace(final, old)
         os.replace(tmp, final)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
