@@ -617,6 +617,7 @@ def test_round_trip_csv(tmp_path, model):
     back = read_atoms(f)
     np.testing.assert_allclose(back.position.values, model.position.values, atol=1e-6, rtol=0)
     np.testing.assert_array_equal(back.species.values, model.species.values)
+    np.testing.assert_allclose(back.intensity.values, model.intensity.values, rtol=1e-5)
 
 
 def test_round_trip_csv_with_flag(tmp_path):

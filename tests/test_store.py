@@ -285,3 +285,19 @@ def test_json_round_trip(store):
     assert store.read_json("metrics.json") == {"n": 1}
     assert store.read_json("absent.json") is None
     assert leftovers(store) == []
+
+
+def test_interrupted_replacement_is_recovered_on_open(tmp_path):
+    import os
+
+    import numpy as np
+
+    from aetdask.io import RunStore
+    from aetdask.schema import tilt_series
+
+    store = RunStore(tmp_path / "r.zarr")
+    store.write("raw", tilt_series(np.full((2, 4, 4), 3.0), [0, 90], 0.5))
+    os.replace(store.path / "raw", store.path / ".raw.old-deadbeef")  # crash between the two renames
+    reopened = RunStore(store.path, create=False)
+    assert reopened.products() == ["raw"] and float(reopened.read("raw").mean()) == 3.0
+    assert not list(store.path.glob(".raw.old-*"))

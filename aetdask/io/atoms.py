@@ -64,11 +64,12 @@ def read_atoms(path, species=None, types=None) -> xr.Dataset:
     if not path.exists():
         raise InputError(f"{path}: no such file")
     suffix = path.suffix.lower()
+    extra = {}
     try:
         if suffix == ".mat":
             pos, sp = _read_mat_atoms(path, species, types)
         elif suffix == ".csv":
-            pos, sp = _read_csv(path)
+            pos, sp, extra = _read_csv(path)
         elif suffix in (".txt", ".dat"):
             pos, sp = _read_text(path, species)
         else:
@@ -79,7 +80,7 @@ def read_atoms(path, species=None, types=None) -> xr.Dataset:
         raise InputError(f"{path}: cannot read atoms ({type(exc).__name__}: {exc})") from None
     if len(pos) == 0:
         raise InputError(f"{path}: no atoms found")
-    ds = make_atoms(pos, sp, frame="sample", provenance=[provenance_record("io.read_atoms", {}, [str(path)])])
+    ds = make_atoms(pos, sp, frame="sample", provenance=[provenance_record("io.read_atoms", {}, [str(path)])], **extra)
     return validate_atoms(ds, source=str(path))
 
 
@@ -142,7 +143,8 @@ def _read_csv(path):
         raise InputError(f"{path}: every CSV row needs {len(head)} fields (truncated file?)")
     col = {h: i for i, h in enumerate(head)}
     xyz = np.array([[float(r[col[c]]) for c in "xyz"] for r in rows])
-    return xyz, normalize_species([r[col["species"]].strip() for r in rows], name=f"{path}: species")
+    extra = {k: np.array([float(r[col[k]]) for r in rows]) for k in ("intensity", "flag") if k in col}
+    return xyz, normalize_species([r[col["species"]].strip() for r in rows], name=f"{path}: species"), extra
 
 
 def _read_ase(path):

@@ -53,6 +53,7 @@ class RunStore:
         self.path = pathlib.Path(path)
         if (self.path / ".zgroup").exists() or (self.path / "zarr.json").exists():
             self._check_version()
+            self._recover()
         elif create:
             if self.path.exists() and any(self.path.iterdir()):
                 raise StoreError(f"{self.path}: exists and is not an aetdask run store")
@@ -71,6 +72,16 @@ class RunStore:
                 f"{attrs['store_version']}); this aetdask {__version__} reads format ≤ {STORE_VERSION}. "
                 "Upgrade aetdask."
             )
+
+    def _recover(self):
+        """Finish an interrupted replacement: a product moved aside but not yet replaced comes back."""
+        for old in self.path.glob(".*.old-*"):
+            final = self.path / old.name[1:].split(".old-")[0]
+            if not final.exists() and (old / ".zgroup").exists():
+                os.replace(old, final)
+                zarr.consolidate_metadata(str(self.path))
+            elif final.exists():
+                shutil.rmtree(old, ignore_errors=True)
 
     # ------------------------------------------------------------------ listing
     def products(self) -> list[str]:

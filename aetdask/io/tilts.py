@@ -54,7 +54,10 @@ def read_tilt_series(path, angles=None, pixel_size=None, var=None, *, units="cou
     )
     if data.dtype.kind in "biu":
         data = data.astype(np.float32)
-    ts = tilt_series(data, euler, pixel_size, units=units, dose=dose, provenance=[record])
+    try:
+        ts = tilt_series(data, euler, pixel_size, units=units, dose=dose, provenance=[record])
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from None
     return validate_tilt_series(ts, source=str(path))
 
 
