@@ -24,11 +24,6 @@ def _handle_errors(func):
         except AetdaskError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
-        except (KeyError, TypeError, ValueError) as exc:
-            if type(exc).__module__ != "aetdask.config" and "aetdask" not in str(exc):
-                raise
-            click.echo(f"error: {exc.args[0]}", err=True)
-            sys.exit(2)
 
     return wrapper
 

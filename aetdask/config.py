@@ -23,6 +23,8 @@ from numbers import Real
 import dask.config
 import yaml
 
+from aetdask.errors import ConfigError, ConfigKeyError, ConfigTypeError
+
 _DEFAULTS_FILE = pathlib.Path(__file__).with_name("aetdask.yaml")
 with open(_DEFAULTS_FILE) as _f:
     DEFAULTS: dict = yaml.safe_load(_f)
@@ -60,19 +62,19 @@ def _check_key(key: str) -> str:
     k = _strip(key)
     if k not in _FLAT_DEFAULTS:
         allowed = ", ".join(sorted(_FLAT_DEFAULTS))
-        raise KeyError(f"unknown aetdask configuration key {key!r}; allowed keys: {allowed}")
+        raise ConfigKeyError(f"unknown aetdask configuration key {key!r}; allowed keys: {allowed}")
     return k
 
 
 def validate(key: str, value):
-    """Raise ``ValueError``/``TypeError`` if ``value`` is not allowed for ``key``."""
+    """Raise :class:`~aetdask.errors.ConfigError` (a ``ValueError``) if ``value`` is not allowed for ``key``."""
     k = _check_key(key)
     default = _FLAT_DEFAULTS[k]
     if value is None and (k in NULLABLE or default is None):
         return value
     if k in CHOICES:
         if value not in CHOICES[k]:
-            raise ValueError(f"aetdask.{k} = {value!r} is not allowed; choose one of {CHOICES[k]}")
+            raise ConfigError(f"aetdask.{k} = {value!r} is not allowed; choose one of {CHOICES[k]}")
         return value
     if isinstance(default, bool):
         ok = isinstance(value, bool)
@@ -85,7 +87,7 @@ def validate(key: str, value):
     else:
         ok = isinstance(value, type(default))
     if not ok:
-        raise TypeError(
+        raise ConfigTypeError(
             f"aetdask.{k} = {value!r} has the wrong kind; expected a value like {default!r}"
         )
     return value
@@ -122,14 +124,14 @@ def load(path) -> dict:
         with open(path) as f:
             data = yaml.safe_load(f) or {}
     except (OSError, yaml.YAMLError) as exc:
-        raise ValueError(f"{path}: cannot read the configuration file ({exc})") from None
+        raise ConfigError(f"{path}: cannot read the configuration file ({exc})") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping of parameters at the top level")
+        raise ConfigError(f"{path}: expected a mapping of parameters at the top level")
     data = data.get("aetdask", data)
     flat = _flatten(data)
     try:
         for k, v in flat.items():
             validate(k, v)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"{path}: {exc.args[0]}") from None
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc.args[0]}") from None
     return {f"aetdask.{_strip(k)}": v for k, v in flat.items()}

@@ -40,7 +40,8 @@ def run_demo(out="aetdask-demo", *, echo=print) -> dict:
          f"{tilts.shape[1]}×{tilts.shape[2]} px at {tilts.attrs['dose']:.3g} e⁻/Å², one task each")
     store.write("raw", tilts, progress=True)
 
-    png = plot.projections(store.read("raw"), out / "projections.png",
+    model = linear(truth, like=tilts)  # the noise-free model, for the figure
+    png = plot.projections(store.read("raw"), out / "projections.png", rows={"noise-free model": model},
                            title=f"demo tilt series, {n_atoms} atoms, dose {tilts.attrs['dose']:.3g} e⁻/Å²")
     echo(f"[3/4] wrote {store.path} ({', '.join(store.products())}) and {png}")
 

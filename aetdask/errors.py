@@ -11,3 +11,18 @@ class InputError(AetdaskError, ValueError):
 
 class StoreError(AetdaskError):
     """A run store that cannot be used (missing product, newer format, ...)."""
+
+
+class ConfigError(AetdaskError, ValueError):
+    """A configuration value that is not allowed."""
+
+
+class ConfigKeyError(ConfigError, KeyError):
+    """An unknown configuration key."""
+
+    def __str__(self):  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class ConfigTypeError(ConfigError, TypeError):
+    """A configuration value of the wrong kind."""

@@ -16,23 +16,28 @@ def _pyplot():
     return plt
 
 
-def projections(tilt_series, path, n: int = 4, title: str | None = None) -> pathlib.Path:
-    """Save a PNG panel of ``n`` projections spread evenly over the tilt range."""
+def projections(tilt_series, path, n: int = 4, title: str | None = None, rows: dict | None = None) -> pathlib.Path:
+    """Save a PNG panel of ``n`` projections spread evenly over the tilt range.
+
+    ``rows`` maps row labels to further tilt series of the same geometry
+    (e.g. the noise-free model) shown under the first one.
+    """
     plt = _pyplot()
+    series = {f"{tilt_series.attrs.get('units', '')}": tilt_series, **(rows or {})}
     nt = tilt_series.sizes["tilt"]
     picks = np.unique(np.linspace(0, nt - 1, min(n, nt)).round().astype(int))
     ext = [float(tilt_series.x[0]), float(tilt_series.x[-1]), float(tilt_series.y[-1]), float(tilt_series.y[0])]
-    fig, axes = plt.subplots(1, len(picks), figsize=(3.2 * len(picks), 3.4), squeeze=False)
-    for ax, k in zip(axes[0], picks):
-        img = np.asarray(tilt_series[k].values, dtype=float)
-        ax.imshow(img, cmap="gray", extent=ext)
-        t = tilt_series.isel(tilt=k)
-        ax.set_title(f"θ = {float(t.theta):.1f}°  (φ {float(t.phi):.1f}, ψ {float(t.psi):.1f})", fontsize=9)
-        ax.set_xlabel("x (Å), tilt axis")
-    axes[0][0].set_ylabel("y (Å)")
-    units = tilt_series.attrs.get("units", "")
-    fig.suptitle(title or f"tilt series ({units})", fontsize=10)
-    fig.tight_layout()
+    fig, axes = plt.subplots(len(series), len(picks), figsize=(3.0 * len(picks), 3.1 * len(series)),
+                             squeeze=False, layout="constrained")
+    for r, (label, ts) in enumerate(series.items()):
+        for ax, k in zip(axes[r], picks):
+            ax.imshow(np.asarray(ts[k].values, dtype=float), cmap="gray", extent=ext)
+            t = ts.isel(tilt=k)
+            ax.set_title(f"θ = {float(t.theta):.1f}°  (φ {float(t.phi):.1f}, ψ {float(t.psi):.1f})", fontsize=9)
+            if r == len(series) - 1:
+                ax.set_xlabel("x (Å), tilt axis")
+        axes[r][0].set_ylabel(f"{label}\ny (Å)")
+    fig.suptitle(title or "tilt series", fontsize=10)
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -82,3 +82,11 @@ def test_simulate_and_demo_end_to_end(tmp_path):
     assert (tmp_path / "demo" / "projections.png").stat().st_size > 10_000
     metrics = json.loads((tmp_path / "demo" / "run.zarr" / "metrics.json").read_text())
     assert metrics["overall"]["identification_pct"] == 100.0 and metrics["strict"]["false_positives"] == 0
+
+
+def test_bad_parameter_file_is_a_clear_error(tmp_path, runner):
+    f = tmp_path / "params.yaml"
+    f.write_text("aetdask:\n  simulate:\n    energie: 300000.0\n")
+    r = runner.invoke(main, ["demo", "--out", str(tmp_path / "d"), "--config", str(f)])
+    assert r.exit_code == 2
+    assert "unknown aetdask configuration key 'simulate.energie'" in r.output and "simulate.energy" in r.output
