@@ -84,3 +84,14 @@ def asarray(x, device=None, dtype=None):
     """Put ``x`` on ``device`` ("cpu", "gpu" or None = config)."""
     xp = get_array_module(device)
     return xp.asarray(x, dtype=dtype)
+
+
+def sparse_module(xp):
+    """``scipy.sparse`` for NumPy, ``cupyx.scipy.sparse`` for CuPy."""
+    if xp is np:
+        import scipy.sparse
+
+        return scipy.sparse
+    import cupyx.scipy.sparse
+
+    return cupyx.scipy.sparse

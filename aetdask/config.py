@@ -34,6 +34,7 @@ dask.config.update_defaults(DEFAULTS)
 CHOICES = {
     "device": ("cpu", "gpu"),
     "dtype": ("float32", "float64"),
+    "reconstruct.method": ("resire", "sirt", "fbp"),
 }
 #: Values that may be None besides their default's kind.
 NULLABLE = {"scheduler"}
