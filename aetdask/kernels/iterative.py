@@ -15,6 +15,7 @@ object from projections", J. Theor. Biol. 36, 105 (1972) (SIRT).
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 
@@ -42,18 +43,64 @@ def _to_numpy(x):
     return x.get() if hasattr(x, "get") else np.asarray(x)
 
 
+@numba.njit(parallel=True, cache=True)
+def _residual_numba(calc, meas, res, num):  # pragma: no cover - compiled
+    for k in numba.prange(calc.shape[0]):
+        acc = 0.0
+        for j in range(calc.shape[1]):
+            d = calc[k, j] - meas[k, j]
+            res[k, j] = d
+            acc += abs(d)
+        num[k] = acc
+
+
+@numba.njit(parallel=True, cache=True)
+def _descend_numba(vol, grad, t, support, use_support):  # pragma: no cover - compiled
+    for i in numba.prange(vol.shape[0]):
+        v = vol[i] - t * grad[i]
+        if v < 0:
+            v = 0
+        if use_support:
+            v *= support[i]
+        vol[i] = v
+
+
+def residual(calculated, measured):
+    """Residual Π O − b and its per-projection Σ|·| (one fused pass on the CPU)."""
+    if isinstance(calculated, np.ndarray):
+        n = calculated.shape[0]
+        calc2, meas2 = calculated.reshape(n, -1), np.ascontiguousarray(measured).reshape(n, -1)
+        res = np.empty_like(calc2)
+        num = np.empty(n, dtype=np.float64)
+        _residual_numba(calc2, meas2, res, num)
+        return res.reshape(calculated.shape), num
+    res = calculated - measured
+    return res, _to_numpy(abs(res).sum(axis=tuple(range(1, res.ndim)), dtype=float))
+
+
+def descend(volume, gradient, t, support=None):
+    """In place: O ← max(0, O − t·g) [· support]."""
+    if isinstance(volume, np.ndarray) and volume.flags.c_contiguous:
+        sup = support.reshape(-1) if support is not None else volume.reshape(-1)[:1]
+        _descend_numba(volume.reshape(-1), np.ascontiguousarray(gradient).reshape(-1), volume.dtype.type(t),
+                       sup, support is not None)
+        return volume
+    xp = volume.__array_namespace__() if hasattr(volume, "__array_namespace__") else np
+    volume -= t * gradient
+    xp.maximum(volume, 0, out=volume)
+    if support is not None:
+        volume *= support
+    return volume
+
+
 def resire_step(volume, measured, projector, t, support=None):
-    """One RESIRE update; returns (new volume, calculated projections of the old one).
+    """One RESIRE update, in place; returns the per-projection Σ|Π O − b| of the volume before it.
 
     O ← max(0, O − t · Σ_θ Π_θᵀ(Π_θ O − b_θ))   [· support]
     """
-    xp = projector.xp
-    calculated = projector.forward(volume)
-    gradient = projector.backward(calculated - measured)
-    volume = xp.maximum(volume - t * gradient, 0)
-    if support is not None:
-        volume *= support
-    return volume, calculated
+    res, num = residual(projector.forward(volume), measured)
+    descend(volume, projector.backward(res), t, support)
+    return num
 
 
 def resire(measured, projector, iterations, step=1.0, *, support=None, initial=None, callback=None):
@@ -98,10 +145,11 @@ def resire(measured, projector, iterations, step=1.0, *, support=None, initial=N
     n_proj = measured.shape[0]
     t = float(step) / (n_proj * projector.thickness)
     volume = xp.zeros(projector.volume_shape(measured), dtype=measured.dtype) if initial is None else initial.copy()
+    den = _to_numpy(xp.abs(measured).sum(axis=tuple(range(1, measured.ndim)), dtype=xp.float64))
     history = []
     for it in range(int(iterations)):
-        volume, calculated = resire_step(volume, measured, projector, t, support)
-        history.append(r_factor_terms(measured, calculated))
+        num = resire_step(volume, measured, projector, t, support)
+        history.append((num, den))
         if callback is not None and callback(it, history[-1]):
             break
     return volume, history

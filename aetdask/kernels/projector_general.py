@@ -110,7 +110,7 @@ def _offsets(subsamples) -> np.ndarray:
     return np.stack([x.ravel(), y.ravel(), z.ravel()], axis=1)
 
 
-def _geometry(matrices, vol_shape, det_shape, subsamples):
+def _geometry(matrices, vol_shape, det_shape, subsamples, offset=(0.0, 0.0, 0.0)):
     """Per projection: pixel indices of voxel (0, 0, 0)'s centre, increments, sub-sample offsets.
 
     Returns ``origin`` (n, 2), ``inc`` (n, 3, 2) for steps along (x, y, z) and ``doff``
@@ -119,7 +119,7 @@ def _geometry(matrices, vol_shape, det_shape, subsamples):
     nz, ny, nx = vol_shape
     dy, dx = det_shape
     a2 = matrices[:, :2, :]  # rows x_det, y_det
-    r0 = np.array([-(nx // 2), -(ny // 2), -(nz // 2)], dtype=np.float64)
+    r0 = np.array([-(nx // 2), -(ny // 2), -(nz // 2)], dtype=np.float64) + np.asarray(offset, dtype=np.float64)
     origin = a2 @ r0 + np.array([dx // 2, dy // 2], dtype=np.float64)
     inc = np.ascontiguousarray(np.swapaxes(a2, 1, 2))  # inc[p, axis] = A[:2] · e_axis
     doff = np.ascontiguousarray(np.einsum("pij,sj->psi", a2, _offsets(subsamples)))
@@ -248,11 +248,11 @@ def _backward_kernel(proj, origin, inc, doff, wsub, out):  # pragma: no cover - 
                 out[iz, iy, ix] = acc[iy, ix] * wsub
 
 
-def _forward_numba(volume, matrices, det_shape, subsamples, scheme=None):
+def _forward_numba(volume, matrices, det_shape, subsamples, scheme=None, offset=(0.0, 0.0, 0.0)):
     """Numba forward projection of a NumPy volume (float64 inside); ``scheme`` forces
     ``"projection"`` or ``"slab"`` parallelisation (default: by projection if n ≥ threads)."""
     vol = np.ascontiguousarray(volume, dtype=np.float64)
-    origin, inc, doff = _geometry(matrices, vol.shape, det_shape, subsamples)
+    origin, inc, doff = _geometry(matrices, vol.shape, det_shape, subsamples, offset)
     wsub = 1.0 / doff.shape[1]
     n = matrices.shape[0]
     threads = numba.get_num_threads()
@@ -270,10 +270,10 @@ def _forward_numba(volume, matrices, det_shape, subsamples, scheme=None):
     return out
 
 
-def _backward_numba(projections, matrices, vol_shape, subsamples):
+def _backward_numba(projections, matrices, vol_shape, subsamples, offset=(0.0, 0.0, 0.0)):
     """Numba back projection of NumPy projections (float64 inside)."""
     proj = np.ascontiguousarray(projections, dtype=np.float64)
-    origin, inc, doff = _geometry(matrices, vol_shape, proj.shape[1:], subsamples)
+    origin, inc, doff = _geometry(matrices, vol_shape, proj.shape[1:], subsamples, offset)
     out = np.empty(tuple(vol_shape))
     _backward_kernel(proj, origin, inc, doff, 1.0 / doff.shape[1], out)
     return out
@@ -297,8 +297,11 @@ def _xp_splat(xp, origin, inc, doff, z0, z1, ny, nx, dy, dx):
     y = xp.arange(ny, dtype=xp.float64)[None, None, :, None]
     z = xp.arange(z0, z1, dtype=xp.float64)[None, :, None, None]
     d = xp.asarray(doff)
-    ux = (float(origin[0]) + z * float(inc[2, 0]) + y * float(inc[1, 0])) + d[:, 0, None, None, None] + x * float(inc[0, 0])
-    uy = (float(origin[1]) + z * float(inc[2, 1]) + y * float(inc[1, 1])) + d[:, 1, None, None, None] + x * float(inc[0, 1])
+    ux, uy = (
+        float(origin[c]) + z * float(inc[2, c]) + y * float(inc[1, c])
+        + d[:, c, None, None, None] + x * float(inc[0, c])
+        for c in (0, 1)
+    )
     fi = xp.floor(uy)
     fj = xp.floor(ux)
     fy = uy - fi
@@ -318,12 +321,12 @@ def _xp_splat(xp, origin, inc, doff, z0, z1, ny, nx, dy, dx):
     return index, weight
 
 
-def _forward_xp(volume, matrices, det_shape, subsamples):
+def _forward_xp(volume, matrices, det_shape, subsamples, offset=(0.0, 0.0, 0.0)):
     """Vectorised forward projection (NumPy or CuPy), float64 inside, chunked over z."""
     xp = get_array_module(volume)
     nz, ny, nx = volume.shape
     dy, dx = det_shape
-    origin, inc, doff = _geometry(matrices, volume.shape, det_shape, subsamples)
+    origin, inc, doff = _geometry(matrices, volume.shape, det_shape, subsamples, offset)
     wsub = 1.0 / doff.shape[1]
     out = xp.zeros((matrices.shape[0], dy * dx), dtype=xp.float64)
     for z0, z1 in _xp_chunks(volume.shape, doff.shape[1]):
@@ -335,12 +338,12 @@ def _forward_xp(volume, matrices, det_shape, subsamples):
     return out.reshape(-1, dy, dx)
 
 
-def _backward_xp(projections, matrices, vol_shape, subsamples):
+def _backward_xp(projections, matrices, vol_shape, subsamples, offset=(0.0, 0.0, 0.0)):
     """Vectorised back projection (NumPy or CuPy), float64 inside, chunked over z."""
     xp = get_array_module(projections)
     nz, ny, nx = vol_shape
     n, dy, dx = projections.shape
-    origin, inc, doff = _geometry(matrices, vol_shape, (dy, dx), subsamples)
+    origin, inc, doff = _geometry(matrices, vol_shape, (dy, dx), subsamples, offset)
     wsub = 1.0 / doff.shape[1]
     padded = xp.zeros((n, dy * dx + 1), dtype=xp.float64)  # last column: the dump bin, always 0
     padded[:, : dy * dx] = projections.reshape(n, dy * dx)
@@ -357,7 +360,7 @@ def _backward_xp(projections, matrices, vol_shape, subsamples):
 # --------------------------------------------------------------------------- public API
 
 
-def forward(volume, matrices, det_shape, subsamples=(2, 2, 2)):
+def forward(volume, matrices, det_shape, subsamples=(2, 2, 2), offset=(0.0, 0.0, 0.0)):
     """Project a volume at arbitrary Euler angles (sub-sampled, bilinear splatting).
 
     Parameters
@@ -372,6 +375,9 @@ def forward(volume, matrices, det_shape, subsamples=(2, 2, 2)):
         Detector ``(dy, dx)``; its pixel equals the voxel, origin at ``(dy//2, dx//2)``.
     subsamples : int or (int, int, int), optional
         Sub-samples per voxel along ``(z, y, x)``.
+    offset : (float, float, float), optional
+        Position ``(x, y, z)`` (voxels) of this volume's centre voxel in the
+        sample frame: a z-slab of a larger volume projects with its own offset.
 
     Returns
     -------
@@ -396,13 +402,13 @@ def forward(volume, matrices, det_shape, subsamples=(2, 2, 2)):
     xp = get_array_module(volume)
     dtype = _out_dtype(volume.dtype)
     if xp is np:
-        out = _forward_numba(np.asarray(volume), a, det, sub)
+        out = _forward_numba(np.asarray(volume), a, det, sub, offset=offset)
     else:
-        out = _forward_xp(volume, a, det, sub)
+        out = _forward_xp(volume, a, det, sub, offset)
     return out.astype(dtype, copy=False)
 
 
-def backward(projections, matrices, vol_shape, subsamples=(2, 2, 2)):
+def backward(projections, matrices, vol_shape, subsamples=(2, 2, 2), offset=(0.0, 0.0, 0.0)):
     """Back-project: the exact adjoint (transpose) of :func:`forward`.
 
     Parameters
@@ -415,6 +421,8 @@ def backward(projections, matrices, vol_shape, subsamples=(2, 2, 2)):
         ``(nz, ny, nx)`` of the volume.
     subsamples : int or (int, int, int), optional
         Sub-samples per voxel along ``(z, y, x)``, as in :func:`forward`.
+    offset : (float, float, float), optional
+        As in :func:`forward`.
 
     Returns
     -------
@@ -441,7 +449,7 @@ def backward(projections, matrices, vol_shape, subsamples=(2, 2, 2)):
     xp = get_array_module(projections)
     dtype = _out_dtype(projections.dtype)
     if xp is np:
-        out = _backward_numba(np.asarray(projections), a, shape, sub)
+        out = _backward_numba(np.asarray(projections), a, shape, sub, offset)
     else:
-        out = _backward_xp(projections, a, shape, sub)
+        out = _backward_xp(projections, a, shape, sub, offset)
     return out.astype(dtype, copy=False)
