@@ -24,44 +24,65 @@ import xarray as xr
 from skimage.registration import phase_cross_correlation
 
 from aetdask import config
-from aetdask.reconstruct.projectors import EulerProjector
+from aetdask.reconstruct.projectors import EulerProjector, is_single_axis
 from aetdask.reconstruct.runner import Executor, split
 from aetdask.reconstruct.stage import euler_angles, prepared_projections, reconstruct
+from aetdask.kernels.shift import fourier_shift
 from aetdask.schema import add_provenance
 
 
-def _search_angles(volume, measured, euler, indices, offsets, subsamples):
-    """Best (φ, θ, ψ) per projection by a one-angle-at-a-time grid search with a parabolic step."""
+def _register(reference, image, upsample):
+    """Sub-pixel shift (dy, dx) that moves ``image`` onto ``reference``, and the squared residual after it."""
+    shift, _, _ = phase_cross_correlation(reference, image, upsample_factor=upsample, normalization=None)
+    moved = fourier_shift(image[None], shift[None])[0]
+    return shift, float(((moved - reference) ** 2).sum())
+
+
+def _search_angles(volume, measured, euler, offsets, subsamples, upsample, passes=3):
+    """Best (φ, θ, ψ) and shift per projection.
+
+    Grid search one angle at a time (θ, then φ, then ψ), each candidate scored by
+    the squared residual after the best sub-pixel shift, a parabolic step
+    through the best grid point and its neighbours, repeated until stable.
+    Angles and shifts are searched together because they trade off (a tilt
+    error moves the image much like a shift does).
+    """
     out = np.array(euler, dtype=float)
-    dy, dx = measured.shape[1:]
-    for k in range(len(indices)):
-        for comp in (1, 0, 2):  # θ first: it matters most
-            cands = np.repeat(out[k][None], len(offsets), axis=0)
-            cands[:, comp] += offsets
-            proj = EulerProjector(cands, (dy, dx), volume.shape, subsamples).forward(volume)
-            cost = ((proj - measured[k][None]) ** 2).sum(axis=(1, 2), dtype=float)
-            i = int(np.argmin(cost))
-            step = offsets[1] - offsets[0]
-            delta = offsets[i]
-            if 0 < i < len(offsets) - 1:
-                c0, c1, c2 = cost[i - 1], cost[i], cost[i + 1]
-                curv = c0 - 2 * c1 + c2
-                if curv > 0:
-                    delta += 0.5 * step * (c0 - c2) / curv
-            out[k, comp] += delta
-    return out
+    shifts = np.zeros((len(out), 2))
+    step = offsets[1] - offsets[0]
+    for k in range(len(out)):
+        for _ in range(passes):
+            before = out[k].copy()
+            for comp in (1, 0, 2):
+                cands = np.repeat(out[k][None], len(offsets), axis=0)
+                cands[:, comp] += offsets
+                proj = EulerProjector(cands, measured.shape[1:], volume.shape, subsamples).forward(volume)
+                scored = [_register(p, measured[k], upsample) for p in proj]
+                cost = np.array([c for _, c in scored])
+                i = int(np.argmin(cost))
+                delta = offsets[i]
+                if 0 < i < len(offsets) - 1:
+                    curv = cost[i - 1] - 2 * cost[i] + cost[i + 1]
+                    if curv > 0:
+                        delta += 0.5 * step * (cost[i - 1] - cost[i + 1]) / curv
+                out[k, comp] += delta
+            if np.abs(out[k] - before).max() < 0.05 * step:
+                break
+        final = EulerProjector(out[k][None], measured.shape[1:], volume.shape, subsamples).forward(volume)[0]
+        shifts[k] = _register(final, measured[k], upsample)[0]
+    return out, shifts
 
 
-def _shift_and_scale(measured, reprojected, upsample):
-    shifts = np.zeros((len(measured), 2))
-    scales = np.ones(len(measured))
-    for k in range(len(measured)):
-        shifts[k], _, _ = phase_cross_correlation(reprojected[k], measured[k], upsample_factor=upsample,
-                                                  normalization=None)
-        m = measured[k].astype(float)
-        denom = float((m * m).sum())
-        scales[k] = float((m * reprojected[k]).sum()) / denom if denom > 0 else 1.0
-    return shifts, scales
+def _subsamples(euler, s: int):
+    """The projector's sub-samples for this geometry: (s, s, 1) single-axis, (s, s, s) otherwise."""
+    return (s, s, 1) if is_single_axis(euler) else (s, s, s)
+
+
+def _scale(measured, reprojected) -> float:
+    """Least-squares factor s with s·b ≈ Π O."""
+    m = measured.astype(float)
+    denom = float((m * m).sum())
+    return float((m * reprojected).sum()) / denom if denom > 0 else 1.0
 
 
 def refine(
@@ -90,7 +111,7 @@ def refine(
     if points < 3 or points % 2 == 0:
         raise ValueError(f"angle_points: expected an odd number ≥ 3, got {points}")
     upsample = int(config.get("refine.shift_upsample"))
-    subsamples = int(config.get("reconstruct.subsamples"))
+    s = int(config.get("reconstruct.subsamples"))
     offsets = step * (np.arange(points) - points // 2)
     n = tilts.sizes["tilt"]
     current = tilts.copy()
@@ -104,32 +125,36 @@ def refine(
         volume = np.asarray(vol.values)
         euler = euler_angles(current)
         measured = prepared_projections(current)
+        subsamples = _subsamples(euler, s)  # the projector the volume was reconstructed with
         reproj = EulerProjector(euler, measured.shape[1:], volume.shape, subsamples).forward(volume)
         record = {"round": r + 1, "r_factor": vol.attrs["provenance"][-1]["params"]["r_final"]}
-        if shifts or scales:
-            d_shift, d_scale = _shift_and_scale(measured, reproj, upsample)
-            if shifts:
-                d_shift -= d_shift.mean(axis=0)
-                current = current.assign_coords(shift_y=current.shift_y + d_shift[:, 0],
-                                                shift_x=current.shift_x + d_shift[:, 1])
-                record["shift_rms_change"] = float(np.sqrt((d_shift**2).sum(axis=1).mean()))
-            if scales:
-                current = current.assign_coords(scale=current.scale * d_scale / d_scale.mean())
-            measured = prepared_projections(current)
         if angles:
             vol_f = ex.scatter(volume)
             chunks = split(n, max(1, ex.workers) * 2)
             found = ex.gather([
-                ex.submit(_search_angles, vol_f, measured[a:b], euler[a:b], range(b - a), offsets, subsamples)
+                ex.submit(_search_angles, vol_f, measured[a:b], euler[a:b], offsets, subsamples, upsample)
                 for a, b in chunks
             ])
-            new = np.concatenate(found, axis=0)
+            new = np.concatenate([f[0] for f in found], axis=0)
+            d_shift = np.concatenate([f[1] for f in found], axis=0)
             delta = new - euler
             delta[:, :2] -= delta[:, :2].mean(axis=0)  # hold the mean φ and θ (the frame)
             euler = euler + delta
             current = current.assign_coords(phi=("tilt", euler[:, 0]), theta=("tilt", euler[:, 1]),
                                             psi=("tilt", euler[:, 2]))
             record["angle_rms_change"] = float(np.sqrt((delta**2).sum(axis=1).mean()))
+            reproj = EulerProjector(euler, measured.shape[1:], volume.shape, subsamples).forward(volume)
+        else:
+            d_shift = np.stack([_register(p, m, upsample)[0] for p, m in zip(reproj, measured)])
+        if shifts:
+            d_shift -= d_shift.mean(axis=0)  # hold the mean shift (the frame)
+            current = current.assign_coords(shift_y=current.shift_y + d_shift[:, 0],
+                                            shift_x=current.shift_x + d_shift[:, 1])
+            record["shift_rms_change"] = float(np.sqrt((d_shift**2).sum(axis=1).mean()))
+        if scales:
+            moved = prepared_projections(current)
+            d_scale = np.array([_scale(m, p) for m, p in zip(moved, reproj)])
+            current = current.assign_coords(scale=current.scale * d_scale / d_scale.mean())
         history.append(record)
         if progress:
             print(f"refinement round {r + 1}/{rounds}: {record}")
