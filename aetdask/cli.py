@@ -13,7 +13,7 @@ import numpy as np
 
 from aetdask import config
 from aetdask._version import __version__
-from aetdask.errors import AetdaskError
+from aetdask.errors import AetdaskError, StoreError
 
 
 def _handle_errors(func):
@@ -169,6 +169,49 @@ def info(store, as_json):
     if metrics:
         o = metrics["overall"]
         click.echo(f"  metrics.json  identification {o['identification_pct']}%, precision {o['precision_pm']} pm")
+
+
+@main.command()
+@click.argument("store", type=click.Path(exists=True, file_okay=False))
+@click.option("--method", type=click.Choice(["resire", "sirt", "fbp"]), default=None,
+              help="Reconstruction method (default: config, resire).")
+@click.option("--iterations", type=int, default=None, help="Iterations (default: config, 100).")
+@click.option("--step", type=float, default=None, help="RESIRE step / SIRT relaxation (default: config).")
+@click.option("--refine-angles", is_flag=True,
+              help="Refine angles, shifts and scales against the reconstruction (recorded on the tilt series).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_handle_errors
+@_computing
+def reconstruct(store, method, iterations, step, refine_angles, as_json):
+    """Reconstruct the volume of a run store (from `preprocessed`, else `raw`)."""
+    import time
+
+    from aetdask.io import RunStore
+    from aetdask.reconstruct import reconstruct as _reconstruct
+    from aetdask.reconstruct.refine import refine
+
+    rs = RunStore(store, create=False)
+    source = "preprocessed" if "preprocessed" in rs else "raw"
+    if source not in rs:
+        raise StoreError(f"{rs.path}: no tilt series to reconstruct (run `aetdask import` first)")
+    tilts = rs.read(source).compute()
+    t0 = time.perf_counter()
+    if refine_angles:
+        with config.set({k: v for k, v in {"reconstruct.method": method, "reconstruct.iterations": iterations,
+                                            "reconstruct.step": step}.items() if v is not None}):
+            volume, refined = refine(tilts, progress=not as_json)
+        rs.write(source, refined)
+    else:
+        volume = _reconstruct(tilts, method, iterations, step, progress=not as_json)
+    seconds = time.perf_counter() - t0
+    rs.write("volume", volume.chunk({"z": 64, "y": 64, "x": 64}))
+    p = volume.attrs["provenance"][-1 if not refine_angles else -2]["params"]
+    out = {"method": p["method"], "iterations": p["iterations_run"], "r_factor": p["r_final"], "seconds": seconds}
+    if as_json:
+        click.echo(json.dumps(out))
+    else:
+        click.echo(f"wrote {rs.path}/volume {volume.shape}: {out['method']}, {out['iterations']} iterations, "
+                   f"R = {out['r_factor']:.4f}, {seconds:.1f} s")
 
 
 @main.command()

@@ -81,3 +81,50 @@ def detector_coordinates(positions, angles) -> np.ndarray:
 def pixel_position(coords, n: int, pixel_size: float):
     """Convert physical detector coordinates (Å) to fractional pixel indices (origin at ``n // 2``)."""
     return np.asarray(coords, dtype=float) / float(pixel_size) + n // 2
+
+
+def _cross_matrix(w) -> np.ndarray:
+    x, y, z = w
+    return np.array([[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]])
+
+
+def rigid_motion_basis(angles) -> tuple[np.ndarray, np.ndarray]:
+    """How a rigid motion of the whole object shows up in each projection's geometry.
+
+    A global rotation or translation of the object cannot be told from the
+    data: it changes every projection's angles and image shift in a fixed,
+    correlated way. Refinement holds these directions fixed.
+
+    Returns
+    -------
+    rotation : (n, 3, 3)
+        ``rotation[k] @ ω`` is the change of projection k's (φ, θ, ψ), degrees,
+        when the object turns by the small rotation vector ω (radians, sample frame).
+    translation : (n, 2, 3)
+        ``translation[k] @ t`` is the change of projection k's image position
+        (y, x) when the object moves by t = (x, y, z) (same length unit).
+    """
+    e = as_euler(angles)
+    a = projection_matrices(e)
+    h = 1e-5
+    rotation = np.empty((len(e), 3, 3))
+    for k in range(len(e)):
+        deriv = []
+        for c in range(3):
+            ep, em = e[k].copy(), e[k].copy()
+            ep[c] += h
+            em[c] -= h
+            deriv.append(((projection_matrices(ep[None])[0] - projection_matrices(em[None])[0]) / (2 * h)).ravel())
+        d = np.stack(deriv, axis=1)  # (9, 3): d vec(A) / d angle (per degree)
+        targets = np.stack([(a[k] @ _cross_matrix(np.eye(3)[i])).ravel() for i in range(3)], axis=1)
+        rotation[k] = np.linalg.lstsq(d, targets, rcond=None)[0]
+    translation = a[:, [1, 0], :]
+    return rotation, translation
+
+
+def remove_rigid_motion(delta, basis) -> np.ndarray:
+    """``delta`` (n, m) less its least-squares component along ``basis`` (n, m, p)."""
+    d = np.asarray(delta, dtype=float)
+    b = np.asarray(basis, dtype=float)
+    coef = np.linalg.lstsq(b.reshape(-1, b.shape[-1]), d.reshape(-1), rcond=None)[0]
+    return d - b @ coef

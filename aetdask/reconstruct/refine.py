@@ -11,10 +11,11 @@ Each round reconstructs with the current geometry, then, per projection:
   through the best grid point and its neighbours (the squared residual is
   smooth in the angle, the L1 R-factor is not).
 
-A global rotation about the tilt axis, a global in-plane translation and a
-global intensity scale cannot be told from the data (they move or brighten the
-object as a whole), so the mean θ and φ corrections, the mean shift and the
-mean scale are held at their input values: the user's angles fix the frame.
+A rigid motion of the whole object (3 rotations, 3 translations) and a global
+intensity scale cannot be told from the data: they change every projection's
+angles and shifts in a fixed, correlated way
+(:func:`aetdask.geometry.rigid_motion_basis`). Those components are removed
+from every correction, so the object keeps the frame of the input angles.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from aetdask import config
 from aetdask.reconstruct.projectors import EulerProjector, is_single_axis
 from aetdask.reconstruct.runner import Executor, split
 from aetdask.reconstruct.stage import euler_angles, prepared_projections, reconstruct
+from aetdask.geometry import remove_rigid_motion, rigid_motion_basis
 from aetdask.kernels.shift import fourier_shift
 from aetdask.schema import add_provenance
 
@@ -120,15 +122,19 @@ def refine(
             current = current.assign_coords({name: ("tilt", np.full(n, value))})
     ex = Executor()
     history = []
+    volume = None
     for r in range(rounds):
-        vol = reconstruct(current, "resire", iterations, progress=progress)
+        # the first round aligns shifts only: they are the largest errors, and angles
+        # searched against a volume blurred by misalignment drift
+        search_angles = angles and (r > 0 or not shifts)
+        vol = reconstruct(current, "resire", iterations, initial=volume, progress=progress)
         volume = np.asarray(vol.values)
         euler = euler_angles(current)
         measured = prepared_projections(current)
         subsamples = _subsamples(euler, s)  # the projector the volume was reconstructed with
         reproj = EulerProjector(euler, measured.shape[1:], volume.shape, subsamples).forward(volume)
         record = {"round": r + 1, "r_factor": vol.attrs["provenance"][-1]["params"]["r_final"]}
-        if angles:
+        if search_angles:
             vol_f = ex.scatter(volume)
             chunks = split(n, max(1, ex.workers) * 2)
             found = ex.gather([
@@ -137,8 +143,8 @@ def refine(
             ])
             new = np.concatenate([f[0] for f in found], axis=0)
             d_shift = np.concatenate([f[1] for f in found], axis=0)
-            delta = new - euler
-            delta[:, :2] -= delta[:, :2].mean(axis=0)  # hold the mean φ and θ (the frame)
+            rotation, _ = rigid_motion_basis(euler)
+            delta = remove_rigid_motion(new - euler, rotation)  # a global rotation is not observable
             euler = euler + delta
             current = current.assign_coords(phi=("tilt", euler[:, 0]), theta=("tilt", euler[:, 1]),
                                             psi=("tilt", euler[:, 2]))
@@ -147,7 +153,7 @@ def refine(
         else:
             d_shift = np.stack([_register(p, m, upsample)[0] for p, m in zip(reproj, measured)])
         if shifts:
-            d_shift -= d_shift.mean(axis=0)  # hold the mean shift (the frame)
+            d_shift = remove_rigid_motion(d_shift, rigid_motion_basis(euler)[1])  # nor is a global translation
             current = current.assign_coords(shift_y=current.shift_y + d_shift[:, 0],
                                             shift_x=current.shift_x + d_shift[:, 1])
             record["shift_rms_change"] = float(np.sqrt((d_shift**2).sum(axis=1).mean()))
@@ -158,7 +164,7 @@ def refine(
         history.append(record)
         if progress:
             print(f"refinement round {r + 1}/{rounds}: {record}")
-    volume = reconstruct(current, "resire", config.get("reconstruct.iterations"), progress=progress)
+    volume = reconstruct(current, "resire", config.get("reconstruct.iterations"), initial=volume, progress=progress)
     params = {"rounds": rounds, "iterations": iterations, "angles": angles, "shifts": shifts, "scales": scales,
               "angle_step": step, "angle_points": points, "history": history}
     current = add_provenance(current, "reconstruct.refine", params)

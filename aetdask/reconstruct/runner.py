@@ -59,7 +59,8 @@ class Executor:
         return self.client.gather(futures)
 
     def scatter(self, value):
-        return _Done(value) if self.client is None else self.client.scatter(value)
+        # hash=False: a re-scatter of equal data must not share a key that is being released
+        return _Done(value) if self.client is None else self.client.scatter(value, hash=False)
 
 
 def split(n: int, parts: int) -> list[tuple[int, int]]:
@@ -87,7 +88,7 @@ def _angular_range(theta) -> float:
     return float(min(180.0, t[-1] - t[0] + step))
 
 
-def run_single_axis(b, theta, *, method, iterations, step, subsamples, support=None, slabs=None,
+def run_single_axis(b, theta, *, method, iterations, step, subsamples, support=None, initial=None, slabs=None,
                     round_size=10, plateau=0.0, progress=None):
     """Reconstruct a single-axis series in slabs along x; returns (volume, R per iteration)."""
     ex = Executor()
@@ -95,9 +96,8 @@ def run_single_axis(b, theta, *, method, iterations, step, subsamples, support=N
     ranges = split(dx, slabs or ex.workers)
     b_f = [ex.scatter(np.ascontiguousarray(b[:, :, x0:x1])) for x0, x1 in ranges]
     sup = [None if support is None else np.ascontiguousarray(support[:, :, x0:x1]) for x0, x1 in ranges]
-    vols = [None] * len(ranges)
+    vols = [None if initial is None else ex.scatter(np.ascontiguousarray(initial[:, :, x0:x1])) for x0, x1 in ranges]
     r_history: list[float] = []
-    den = None
     todo = 1 if method == "fbp" else int(iterations)
     while todo > 0:
         k = todo if method == "fbp" else min(round_size, todo)
@@ -149,7 +149,7 @@ def _zslab_update(volume, residual, t, support, euler, det_shape, full_shape, su
     return volume
 
 
-def run_euler(b, euler, *, method, iterations, step, subsamples, support=None, slabs=None,
+def run_euler(b, euler, *, method, iterations, step, subsamples, support=None, initial=None, slabs=None,
               plateau=0.0, progress=None):
     """Reconstruct at general Euler angles with z-slabs and a per-iteration sum of projections."""
     ex = Executor()
@@ -158,7 +158,8 @@ def run_euler(b, euler, *, method, iterations, step, subsamples, support=None, s
     ranges = split(full[0], slabs or ex.workers)
     geo = (np.asarray(euler, float), (dy, dx), full, subsamples)
     sup = [None if support is None else support[z0:z1] for z0, z1 in ranges]
-    vols = [ex.scatter(np.zeros((z1 - z0, dy, dx), dtype=b.dtype)) for z0, z1 in ranges]
+    vols = [ex.scatter(np.zeros((z1 - z0, dy, dx), dtype=b.dtype) if initial is None
+                       else np.ascontiguousarray(initial[z0:z1])) for z0, z1 in ranges]
     r_history: list[float] = []
     if method == "fbp":
         filtered = iterative.ramp_filter(b, axis=1)

@@ -48,6 +48,7 @@ def reconstruct(
     *,
     subsamples: int | None = None,
     support=None,
+    initial=None,
     plateau: float | None = None,
     slabs: int | None = None,
     progress: bool = False,
@@ -71,6 +72,8 @@ def reconstruct(
         step (t = step / (projections × thickness)) or SIRT's relaxation.
     support : array (z, y, x), optional
         1 inside the object, 0 outside.
+    initial : array (z, y, x), optional
+        Starting volume of an iterative method (default zeros).
 
     Returns
     -------
@@ -105,11 +108,15 @@ def reconstruct(
         support = np.asarray(support, dtype=b.dtype)
         if support.shape != (dy, dy, dx):
             raise InputError(f"support: expected shape {(dy, dy, dx)}, got {support.shape}")
+    if initial is not None:
+        initial = np.asarray(initial, dtype=b.dtype)
+        if initial.shape != (dy, dy, dx):
+            raise InputError(f"initial: expected shape {(dy, dy, dx)}, got {initial.shape}")
     euler = euler_angles(tilts)
     single = is_single_axis(euler)
     report = _progress_printer(params["iterations"] if method != "fbp" else 1) if progress else None
     t0 = time.perf_counter()
-    common = dict(method=method, iterations=params["iterations"], step=params["step"], support=support,
+    common = dict(method=method, iterations=params["iterations"], step=params["step"], support=support, initial=initial,
                   slabs=params["slabs"], plateau=params["plateau"], progress=report)
     if single:
         vol, r = run_single_axis(b, euler[:, 1], subsamples=params["subsamples"],
