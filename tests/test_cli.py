@@ -90,3 +90,18 @@ def test_bad_parameter_file_is_a_clear_error(tmp_path, runner):
     r = runner.invoke(main, ["demo", "--out", str(tmp_path / "d"), "--config", str(f)])
     assert r.exit_code == 2
     assert "unknown aetdask configuration key 'simulate.energie'" in r.output and "simulate.energy" in r.output
+
+
+def test_reconstruct_command_writes_the_volume(tmp_path):
+    cmd = [sys.executable, "-m", "aetdask.cli"]
+    store = str(tmp_path / "r.zarr")
+    r = subprocess.run(cmd + ["simulate", "--n-atoms", "30", "--shape", "32", "--out", store],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run(cmd + ["reconstruct", store, "--iterations", "60", "--json"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["method"] == "resire" and out["iterations"] == 60 and out["r_factor"] < 0.05 and out["seconds"] > 0
+    vol = xr.open_zarr(store, group="volume")["volume"]
+    assert vol.shape == (32, 32, 32) and vol.attrs["voxel_size"] == 0.3

@@ -130,3 +130,21 @@ def test_seed_noise_free_resire_reaches_five_percent(seed_dir):
     r = vol.attrs["provenance"][-1]["params"]["r_factor"]
     assert len(r) == 100 and r[-1] <= 0.05
     assert r_factor(model.values, SliceProjector((128, 128), 128, model.theta.values).forward(vol.values)) <= 0.05
+
+
+@pytest.mark.skipif(not __import__("aetdask.backend", fromlist=["x"]).cupy_available(), reason="needs CuPy and a GPU")
+def test_cupy_slice_projector_and_resire_match_numpy():
+    import cupy
+
+    from aetdask.kernels.iterative import resire as resire_kernel
+
+    rng = np.random.default_rng(5)
+    theta = np.arange(0, 180, 6.0)
+    vol = rng.random((24, 24, 7), dtype=np.float32)
+    cpu = SliceProjector((24, 24), 24, theta)
+    gpu = SliceProjector((24, 24), 24, theta, xp=cupy)
+    np.testing.assert_allclose(cupy.asnumpy(gpu.forward(cupy.asarray(vol))), cpu.forward(vol), rtol=1e-5, atol=1e-5)
+    b = cpu.forward(vol)
+    v_cpu, _ = resire_kernel(b, cpu, 20)
+    v_gpu, _ = resire_kernel(cupy.asarray(b), gpu, 20)
+    np.testing.assert_allclose(cupy.asnumpy(v_gpu), v_cpu, rtol=1e-4, atol=1e-4 * v_cpu.max())

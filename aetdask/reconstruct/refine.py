@@ -160,7 +160,8 @@ def refine(
         if scales:
             moved = prepared_projections(current)
             d_scale = np.array([_scale(m, p) for m, p in zip(moved, reproj)])
-            current = current.assign_coords(scale=current.scale * d_scale / d_scale.mean())
+            scale = np.asarray(current.scale) * d_scale
+            current = current.assign_coords(scale=("tilt", scale / scale.mean()))  # the mean scale is the frame
         history.append(record)
         if progress:
             print(f"refinement round {r + 1}/{rounds}: {record}")

@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from aetdask.geometry import projection_matrices, remove_rigid_motion, rigid_motion_basis
+from aetdask.kernels.shift import fourier_shift
+from aetdask.reconstruct.refine import refine
+from aetdask.simulate import amorphous_particle, linear
+
+
+def test_rigid_motion_basis_predicts_a_rotated_object():
+    e = np.c_[np.full(5, 1.0), [0, 30, 60, 120, 150.0], np.full(5, -2.0)]  # away from θ = 90° (gimbal lock)
+    rotation, translation = rigid_motion_basis(e)
+    w = np.array([0.001, -0.002, 0.0015])
+    predicted = e + np.einsum("kij,j->ki", rotation, w)
+    g = Rotation.from_rotvec(w).as_matrix()
+    np.testing.assert_allclose(projection_matrices(predicted), projection_matrices(e) @ g, atol=1e-5)
+    t = np.array([0.3, -0.2, 0.5])
+    np.testing.assert_allclose(translation @ t, (projection_matrices(e) @ t)[:, [1, 0]])
+
+
+def test_remove_rigid_motion_keeps_only_what_is_observable():
+    e = np.c_[np.zeros(12), np.arange(0, 180, 15.0), np.zeros(12)]
+    _, translation = rigid_motion_basis(e)
+    rng = np.random.default_rng(0)
+    local = rng.normal(0, 0.1, (12, 2))
+    mixed = local + translation @ np.array([1.0, -2.0, 0.7])
+    cleaned = remove_rigid_motion(mixed, translation)
+    np.testing.assert_allclose(remove_rigid_motion(cleaned, translation), cleaned, atol=1e-12)
+    assert np.abs(remove_rigid_motion(translation @ np.array([1.0, -2.0, 0.7]), translation)).max() < 1e-9
+    assert np.sqrt((cleaned**2).mean()) <= np.sqrt((local**2).mean())
+
+
+@pytest.fixture(scope="module")
+def perturbed():
+    rng = np.random.default_rng(0)
+    model = amorphous_particle(40, species=["Pt", "Si"], seed=5)
+    n = 30
+    truth = np.c_[np.zeros(n), np.arange(0, 180, 6.0), np.zeros(n)]
+    ts = linear(model, angles=truth, pixel_size=0.4, shape=40).compute()
+    shifts = rng.uniform(-1.5, 1.5, (n, 2))
+    ts = ts.copy(data=fourier_shift(ts.values, shifts))
+    given = truth + np.c_[rng.normal(0, 0.3, n), rng.normal(0, 0.5, n), rng.normal(0, 0.3, n)]
+    return ts, truth, given, shifts
+
+
+def test_shift_refinement_recovers_known_shifts(perturbed):
+    ts, truth, _, shifts = perturbed
+    _, out = refine(ts, rounds=5, iterations=40, angles=False)
+    err = remove_rigid_motion(np.c_[out.shift_y, out.shift_x] + shifts, rigid_motion_basis(truth)[1])
+    assert np.sqrt((err**2).mean(axis=0)).max() < 0.1  # pixels, up to a global translation
+    np.testing.assert_allclose(np.asarray(out.scale).mean(), 1.0)
+
+
+def test_angle_and_shift_refinement(perturbed):
+    ts, truth, given, shifts = perturbed
+    ts = ts.assign_coords(phi=("tilt", given[:, 0]), theta=("tilt", given[:, 1]), psi=("tilt", given[:, 2]))
+    vol, out = refine(ts, rounds=6, iterations=40)
+    rotation, translation = rigid_motion_basis(truth)
+    before = np.sqrt((remove_rigid_motion(given - truth, rotation) ** 2).mean(axis=0))
+    est = np.c_[out.phi, out.theta, out.psi]
+    after = np.sqrt((remove_rigid_motion(est - truth, rotation) ** 2).mean(axis=0))
+    assert np.all(after < 0.2) and np.all(after < 0.6 * before), (before, after)
+    err = remove_rigid_motion(np.c_[out.shift_y, out.shift_x] + shifts, translation)
+    assert np.sqrt((err**2).mean(axis=0)).max() < 0.1
+    hist = out.attrs["provenance"][-1]["params"]["history"]
+    assert hist[-1]["r_factor"] < 0.2 * hist[0]["r_factor"]
+    assert vol.attrs["provenance"][-1]["stage"] == "reconstruct.refine"
