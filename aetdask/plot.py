@@ -43,3 +43,33 @@ def projections(tilt_series, path, n: int = 4, title: str | None = None, rows: d
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def volume_slices(volume, path, title: str | None = None, rows: dict | None = None) -> pathlib.Path:
+    """Save a PNG of the three central slices of a ``(z, y, x)`` volume, with axes in Å.
+
+    ``rows`` maps labels to further volumes of the same grid shown underneath.
+    """
+    plt = _pyplot()
+    series = {"": volume, **(rows or {})}
+    fig, axes = plt.subplots(len(series), 3, figsize=(10, 3.4 * len(series)), layout="constrained", squeeze=False)
+    for r, (name, vol) in enumerate(series.items()):
+        v = np.asarray(vol.values, dtype=float)
+        nz, ny, nx = v.shape
+        c = {d: vol[d].values for d in ("z", "y", "x")}
+        views = [
+            ("z = 0 (x–y plane)", v[nz // 2], c["x"], c["y"], "x (Å)", "y (Å)"),
+            ("y = 0 (x–z plane)", v[:, ny // 2], c["x"], c["z"], "x (Å)", "z (Å)"),
+            ("x = 0 (y–z plane)", v[:, :, nx // 2], c["y"], c["z"], "y (Å)", "z (Å)"),
+        ]
+        for ax, (label, img, h, w, xl, yl) in zip(axes[r], views):
+            ax.imshow(img, cmap="magma", extent=[h[0], h[-1], w[-1], w[0]])
+            ax.set_title(f"{name}  {label}".strip(), fontsize=9)
+            ax.set_xlabel(xl)
+            ax.set_ylabel(yl)
+    fig.suptitle(title or "volume", fontsize=10)
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

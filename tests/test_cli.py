@@ -80,6 +80,8 @@ def test_simulate_and_demo_end_to_end(tmp_path):
     r = subprocess.run(cmd + ["demo", "--out", str(tmp_path / "demo")], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "demo" / "projections.png").stat().st_size > 10_000
+    assert (tmp_path / "demo" / "volume.png").stat().st_size > 10_000
+    assert RunStore(tmp_path / "demo" / "run.zarr", create=False).products() == ["raw", "volume", "truth"]
     metrics = json.loads((tmp_path / "demo" / "run.zarr" / "metrics.json").read_text())
     assert metrics["overall"]["identification_pct"] == 100.0 and metrics["strict"]["false_positives"] == 0
 

@@ -18,10 +18,12 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from aetdask.backend import get_array_module
+
 
 def r_factor_terms(measured, calculated):
     """Per-projection numerator Σ|b − Πo| and denominator Σ|b| (float64 NumPy, shape (n,))."""
-    xp = calculated.__array_namespace__() if hasattr(calculated, "__array_namespace__") else np
+    xp = get_array_module(calculated)
     num = xp.abs(measured - calculated).sum(axis=tuple(range(1, measured.ndim)), dtype=xp.float64)
     den = xp.abs(measured).sum(axis=tuple(range(1, measured.ndim)), dtype=xp.float64)
     return _to_numpy(num), _to_numpy(den)
@@ -85,7 +87,7 @@ def descend(volume, gradient, t, support=None):
         _descend_numba(volume.reshape(-1), np.ascontiguousarray(gradient).reshape(-1), volume.dtype.type(t),
                        sup, support is not None)
         return volume
-    xp = volume.__array_namespace__() if hasattr(volume, "__array_namespace__") else np
+    xp = get_array_module(volume)
     volume -= t * gradient
     xp.maximum(volume, 0, out=volume)
     if support is not None:
@@ -182,7 +184,7 @@ def sirt(measured, projector, iterations, relaxation=1.0, *, support=None, initi
 
 def ramp_filter(projections, axis: int = 1):
     """Ram-Lak filter along the detector axis ``axis`` (zero-padded to ≥ 2N, power of two)."""
-    xp = projections.__array_namespace__() if hasattr(projections, "__array_namespace__") else np
+    xp = get_array_module(projections)
     n = projections.shape[axis]
     size = max(64, int(2 ** np.ceil(np.log2(2 * n))))
     freq = xp.fft.fftfreq(size).astype(projections.dtype)
