@@ -16,6 +16,14 @@ def _pyplot():
     return plt
 
 
+def _save(fig, path) -> pathlib.Path:
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+    return path
+
+
 def projections(tilt_series, path, n: int = 4, title: str | None = None, rows: dict | None = None) -> pathlib.Path:
     """Save a PNG panel of ``n`` projections spread evenly over the tilt range.
 
@@ -38,11 +46,7 @@ def projections(tilt_series, path, n: int = 4, title: str | None = None, rows: d
                 ax.set_xlabel("x (Å), tilt axis")
         axes[r][0].set_ylabel(f"{label}\ny (Å)")
     fig.suptitle(title or "tilt series", fontsize=10)
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def volume_slices(volume, path, title: str | None = None, rows: dict | None = None) -> pathlib.Path:
@@ -68,8 +72,4 @@ def volume_slices(volume, path, title: str | None = None, rows: dict | None = No
             ax.set_xlabel(xl)
             ax.set_ylabel(yl)
     fig.suptitle(title or "volume", fontsize=10)
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

@@ -130,6 +130,9 @@ def test_seed_noise_free_resire_reaches_five_percent(seed_dir):
     r = vol.attrs["provenance"][-1]["params"]["r_factor"]
     assert len(r) == 100 and r[-1] <= 0.05
     assert r_factor(model.values, SliceProjector((128, 128), 128, model.theta.values).forward(vol.values)) <= 0.05
+    r_sirt = sirt(model, iterations=100).attrs["provenance"][-1]["params"]["r_final"]
+    r_fbp = fbp(model).attrs["provenance"][-1]["params"]["r_final"]
+    assert r_sirt <= 0.05 and 0 < r_fbp < 0.3  # both run and report R; FBP has no positivity or iterations
 
 
 @pytest.mark.skipif(not __import__("aetdask.backend", fromlist=["x"]).cupy_available(), reason="needs CuPy and a GPU")

@@ -33,6 +33,7 @@ from aetdask.kernels.shift import fourier_shift
 from aetdask.schema import add_provenance
 
 
+
 def _register(reference, image, upsample):
     """Sub-pixel shift (dy, dx) that moves ``image`` onto ``reference``, and the squared residual after it."""
     shift, _, _ = phase_cross_correlation(reference, image, upsample_factor=upsample, normalization=None)
@@ -40,27 +41,32 @@ def _register(reference, image, upsample):
     return shift, float(((moved - reference) ** 2).sum())
 
 
-def _search_angles(volume, measured, euler, offsets, subsamples, upsample, passes=3):
+def _search_angles(volume, measured, euler, offsets, subsamples, upsample, passes=4):
     """Best (φ, θ, ψ) and shift per projection.
 
-    Grid search one angle at a time (θ, then φ, then ψ), each candidate scored by
-    the squared residual after the best sub-pixel shift, a parabolic step
-    through the best grid point and its neighbours, repeated until stable.
-    Angles and shifts are searched together because they trade off (a tilt
-    error moves the image much like a shift does).
+    Each pass registers the image to the reprojection at the current angles
+    (sub-pixel shift), then grid-searches one angle at a time (θ, then φ, then
+    ψ) with that shift held fixed, scoring candidates by the squared residual
+    and taking a parabolic step through the best grid point and its
+    neighbours. Holding the shift fixed inside a pass keeps the cost smooth in
+    the angle; alternating the two handles their coupling (a tilt error moves
+    the image much like a shift does). Passes repeat until the angles settle.
     """
     out = np.array(euler, dtype=float)
     shifts = np.zeros((len(out), 2))
     step = offsets[1] - offsets[0]
+    shape = measured.shape[1:]
     for k in range(len(out)):
         for _ in range(passes):
             before = out[k].copy()
+            current = EulerProjector(out[k][None], shape, volume.shape, subsamples).forward(volume)[0]
+            shifts[k] = _register(current, measured[k], upsample)[0]
+            moved = fourier_shift(measured[k][None], shifts[k][None])[0]
             for comp in (1, 0, 2):
                 cands = np.repeat(out[k][None], len(offsets), axis=0)
                 cands[:, comp] += offsets
-                proj = EulerProjector(cands, measured.shape[1:], volume.shape, subsamples).forward(volume)
-                scored = [_register(p, measured[k], upsample) for p in proj]
-                cost = np.array([c for _, c in scored])
+                proj = EulerProjector(cands, shape, volume.shape, subsamples).forward(volume)
+                cost = ((proj - moved[None]) ** 2).sum(axis=(1, 2), dtype=float)
                 i = int(np.argmin(cost))
                 delta = offsets[i]
                 if 0 < i < len(offsets) - 1:
@@ -70,7 +76,7 @@ def _search_angles(volume, measured, euler, offsets, subsamples, upsample, passe
                 out[k, comp] += delta
             if np.abs(out[k] - before).max() < 0.05 * step:
                 break
-        final = EulerProjector(out[k][None], measured.shape[1:], volume.shape, subsamples).forward(volume)[0]
+        final = EulerProjector(out[k][None], shape, volume.shape, subsamples).forward(volume)[0]
         shifts[k] = _register(final, measured[k], upsample)[0]
     return out, shifts
 

@@ -90,7 +90,7 @@ def reconstruct(
     >>> vol.dims, vol.shape, [int(i) for i in np.unravel_index(int(vol.values.argmax()), vol.shape)]
     (('z', 'y', 'x'), (16, 16, 16), [8, 8, 8])
     """
-    validate_tilts = validate_tilt_series(tilts, values=False)
+    tilts = validate_tilt_series(tilts, values=False)
     method = config.get("reconstruct.method", method)
     if method not in METHODS:
         raise InputError(f"method: {method!r} is not one of {METHODS}")
@@ -102,7 +102,7 @@ def reconstruct(
         "plateau": float(config.get("reconstruct.plateau", plateau)),
         "slabs": int(config.get("reconstruct.slabs", slabs)) or None,
     }
-    b = prepared_projections(validate_tilts)
+    b = prepared_projections(tilts)
     n, dy, dx = b.shape
     if support is not None:
         support = np.asarray(support, dtype=b.dtype)
