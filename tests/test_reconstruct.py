@@ -108,7 +108,7 @@ def test_result_does_not_depend_on_the_number_of_workers(small_series, euler):
     if euler:
         rng = np.random.default_rng(4)
         angles = np.c_[rng.normal(0, 2, 12), np.arange(0, 180, 15.0), rng.normal(0, 2, 12)]
-        ts = linear(model, angles=angles, pixel_size=0.35, shape=36).compute()
+        ts = linear(model, angles=angles, pixel_size=0.35, shape=40).compute()
     results = []
     for workers in (1, 2, 3):
         with LocalCluster(n_workers=workers, threads_per_worker=1, processes=False, dashboard_address=None) as c, \
