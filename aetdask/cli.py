@@ -173,6 +173,53 @@ def info(store, as_json):
 
 @main.command()
 @click.argument("store", type=click.Path(exists=True, file_okay=False))
+@click.option("--denoiser", type=click.Choice(["bm3d", "nlm", "none"]), default=None,
+              help="Denoiser after the variance-stabilising transform (default: config, bm3d — non-commercial "
+                   "licence; nlm is free).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_handle_errors
+@_computing
+def preprocess(store, denoiser, as_json):
+    """Preprocess the `raw` tilt series of a run store into `preprocessed` (+ a PNG panel)."""
+    import time
+
+    from aetdask import plot
+    from aetdask.io import RunStore
+    from aetdask.preprocess import aligned, denoise_image
+    from aetdask.preprocess import preprocess as _preprocess
+
+    rs = RunStore(store, create=False)
+    raw = rs.read("raw")
+    t0 = time.perf_counter()
+    rs.write("preprocessed", _preprocess(raw, denoiser), progress=not as_json)
+    seconds = time.perf_counter() - t0
+    pre = rs.read("preprocessed")
+    n = pre.sizes["tilt"]
+    picks = np.unique(np.linspace(0, n - 1, config.get("preprocess.panel_tilts")).round().astype(int))
+    method = pre.attrs["provenance"][-1]["params"]["denoiser"]
+    shown = aligned(pre)
+    rows = {}
+    for k in picks:
+        img = raw[k].values
+        den = denoise_image(img, float(pre.noise_alpha[k]), float(pre.noise_sigma[k]), method)
+        rows[f"θ = {float(pre.theta[k]):.1f}°"] = {"raw": img, f"denoised ({method})": den,
+                                                   "background subtracted, aligned": shown[k].values}
+    png = plot.preprocessing_panel(rows, rs.path.parent / f"{rs.path.name}-preprocessing.png")
+    out = {"denoiser": method, "projections": n, "seconds": seconds,
+           "noise_alpha_median": float(np.nanmedian(pre.noise_alpha)),
+           "noise_sigma_median": float(np.nanmedian(pre.noise_sigma)),
+           "shift_rms_px": float(np.sqrt(np.mean(pre.shift_y.values**2 + pre.shift_x.values**2))),
+           "figure": str(png)}
+    if as_json:
+        click.echo(json.dumps(out))
+    else:
+        click.echo(f"wrote {rs.path}/preprocessed: {n} projections, {method}, α ≈ {out['noise_alpha_median']:.3g}, "
+                   f"σ ≈ {out['noise_sigma_median']:.3g}, shifts {out['shift_rms_px']:.2f} px RMS, "
+                   f"{seconds:.1f} s; {png}")
+
+
+@main.command()
+@click.argument("store", type=click.Path(exists=True, file_okay=False))
 @click.option("--method", type=click.Choice(["resire", "sirt", "fbp"]), default=None,
               help="Reconstruction method (default: config, resire).")
 @click.option("--iterations", type=int, default=None, help="Iterations (default: config, 100).")

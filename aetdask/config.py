@@ -35,6 +35,7 @@ CHOICES = {
     "device": ("cpu", "gpu"),
     "dtype": ("float32", "float64"),
     "reconstruct.method": ("resire", "sirt", "fbp"),
+    "preprocess.denoiser": ("bm3d", "nlm", "none"),
 }
 #: Values that may be None besides their default's kind.
 NULLABLE = {"scheduler"}

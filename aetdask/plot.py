@@ -73,3 +73,26 @@ def volume_slices(volume, path, title: str | None = None, rows: dict | None = No
             ax.set_ylabel(yl)
     fig.suptitle(title or "volume", fontsize=10)
     return _save(fig, path)
+
+
+def preprocessing_panel(rows: dict, path, title: str | None = None) -> pathlib.Path:
+    """One row per chosen projection, one column per processing step (e.g. raw, denoised, background-subtracted).
+
+    ``rows`` maps a row label to ``{column label: 2-D image}``.
+    """
+    plt = _pyplot()
+    labels = list(rows)
+    cols = list(rows[labels[0]])
+    fig, axes = plt.subplots(len(labels), len(cols), figsize=(3.0 * len(cols), 3.0 * len(labels)),
+                             squeeze=False, layout="constrained")
+    for r, label in enumerate(labels):
+        for c, col in enumerate(cols):
+            ax = axes[r][c]
+            ax.imshow(np.asarray(rows[label][col], dtype=float), cmap="gray")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(col, fontsize=10)
+        axes[r][0].set_ylabel(label, fontsize=9)
+    fig.suptitle(title or "preprocessing", fontsize=10)
+    return _save(fig, path)

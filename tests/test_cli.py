@@ -1,4 +1,5 @@
 import json
+import pathlib
 import subprocess
 import sys
 
@@ -107,3 +108,20 @@ def test_reconstruct_command_writes_the_volume(tmp_path):
     assert out["method"] == "resire" and out["iterations"] == 60 and out["r_factor"] < 0.05 and out["seconds"] > 0
     vol = xr.open_zarr(store, group="volume")["volume"]
     assert vol.shape == (32, 32, 32) and vol.attrs["voxel_size"] == 0.3
+
+
+def test_preprocess_command(tmp_path):
+    cmd = [sys.executable, "-m", "aetdask.cli"]
+    store = str(tmp_path / "p.zarr")
+    r = subprocess.run(cmd + ["simulate", "--n-atoms", "30", "--shape", "64", "--dose", "2e4", "--out", store],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run(cmd + ["preprocess", store, "--denoiser", "nlm", "--json"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["denoiser"] == "nlm" and out["projections"] == 60
+    assert 0.8 < out["noise_alpha_median"] < 1.25  # Poisson counts: gain ≈ 1
+    pre = xr.open_zarr(store, group="preprocessed")
+    assert {"shift_y", "shift_x", "scale", "noise_alpha"} <= set(pre.coords)
+    assert pathlib.Path(out["figure"]).stat().st_size > 10_000

@@ -1,0 +1,5 @@
+"""Preprocessing of raw tilt series: noise model, VST + denoising, background, alignment, normalization."""
+
+from aetdask.preprocess.stage import aligned, denoise_image, preprocess
+
+__all__ = ["preprocess", "aligned", "denoise_image"]
