@@ -82,7 +82,7 @@ def test_simulate_and_demo_end_to_end(tmp_path):
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "demo" / "projections.png").stat().st_size > 10_000
     assert (tmp_path / "demo" / "volume.png").stat().st_size > 10_000
-    assert RunStore(tmp_path / "demo" / "run.zarr", create=False).products() == ["raw", "volume", "truth"]
+    assert RunStore(tmp_path / "demo" / "run.zarr", create=False).products() == ["raw", "preprocessed", "volume", "truth"]
     metrics = json.loads((tmp_path / "demo" / "run.zarr" / "metrics.json").read_text())
     assert metrics["overall"]["identification_pct"] == 100.0 and metrics["strict"]["false_positives"] == 0
 

@@ -4,7 +4,7 @@ from scipy.ndimage import gaussian_filter
 
 from aetdask.geometry import remove_rigid_motion, rigid_motion_basis
 from aetdask.kernels.shift import fourier_shift
-from aetdask.preprocess import aligned, preprocess
+from aetdask.preprocess import aligned, combine_frames, preprocess
 from aetdask.simulate import amorphous_particle, linear
 
 from ._util import needs_seed, raise_if_dask_computes
@@ -74,3 +74,50 @@ def test_seed_series_matches_the_noise_free_model(seed_dir):
     print(f"seed NCC: preprocessed mean {scores.mean():.3f} min {scores.min():.3f}; raw mean {raw_scores.mean():.3f}; "
           f"Gaussian blur mean {blur_scores.mean():.3f}")
     assert scores.mean() >= 0.90 and scores.min() >= 0.85
+
+
+def test_combine_frames_undoes_drift(series):
+    from aetdask.kernels.shift import fourier_shift as shift
+
+    _, _, clean = series
+    img = clean.values[:2] - 1.0
+    rng = np.random.default_rng(1)
+    frames = np.stack([shift(img, np.array([[0.4 * f, -0.3 * f]] * 2)) for f in range(6)], axis=1)
+    noisy = rng.poisson(np.clip(frames, 0, None) * 50) / 50.0
+    import xarray as xr
+
+    da4 = xr.DataArray(noisy, dims=("tilt", "frame", "y", "x"),
+                       coords={"theta": ("tilt", [0.0, 6.0]), "y": clean.y, "x": clean.x},
+                       attrs={"pixel_size": 0.3, "units": "a.u."})
+    out = combine_frames(da4)
+    assert out.dims == ("tilt", "y", "x") and out.data.numblocks[0] == 2
+    avg = out.values
+    plain = noisy.mean(axis=1)
+    for k in range(2):
+        assert ncc(avg[k], img[k]) > ncc(plain[k], img[k]) + 0.02 and ncc(avg[k], img[k]) > 0.95
+
+
+def test_writing_the_product_cleans_each_projection_once(series, tmp_path, monkeypatch):
+    import aetdask.preprocess.stage as stage
+    from aetdask.io import RunStore
+
+    _, _, clean = series
+    calls = []
+    original = stage._clean
+    monkeypatch.setattr(stage, "_clean", lambda block, *a: calls.append(len(block)) or original(block, *a))
+    RunStore(tmp_path / "s.zarr").write("preprocessed", stage.preprocess(clean, "none"))
+    assert sum(calls) == clean.sizes["tilt"]
+
+
+def test_neighbour_alignment_mode(series):
+    _, _, clean = series
+    rng = np.random.default_rng(3)
+    n = clean.sizes["tilt"]
+    drift = np.cumsum(rng.normal(0, 0.5, (n, 2)), axis=0)  # a slow random walk, as stage drift would be
+    data = fourier_shift(clean.values - 1.0, drift) + 1.0
+    out = preprocess(clean.copy(data=data), "none", alignment="neighbours").compute()
+    err = remove_rigid_motion(np.c_[out.shift_y, out.shift_x] + drift, rigid_motion_basis(clean.theta.values)[1])
+    raw_err = remove_rigid_motion(drift, rigid_motion_basis(clean.theta.values)[1])
+    assert np.sqrt((err**2).mean()) < 0.5 < np.sqrt((raw_err**2).mean())
+    with pytest.raises(ValueError, match="alignment"):
+        preprocess(clean, "none", alignment="sideways")

@@ -229,6 +229,9 @@ def _group_fit(m, v, s, n_groups):
     return float(coef[0]), float(coef[1]), float(np.sqrt(cov[0, 0]))
 
 
+_LATTICE_MAX_COUNTS = 1000.0
+
+
 def _lattice_refine(image, mask, alpha0, alpha_se, sigma0, smoothing=4.0, per_group=5000):
     """Maximum likelihood (α, σ) on background pixels under the exact model.
 
@@ -377,7 +380,10 @@ def estimate_noise(image, mask=None, *, fit_mask=None, lattice=False):
         bg = inner & np.isfinite(v)
     sigma2 = float(np.mean(v[bg]) - alpha * np.mean(m[bg]))
     sigma = float(np.sqrt(max(sigma2, 0.0)))
-    if lattice and sigma < alpha and mask.sum() >= 256:
+    # the photon-count lattice is resolvable (and the likelihood affordable) only at low counts
+    # per pixel: beyond ~1000 photons the Poisson sum is huge and the moments are accurate anyway
+    low_counts = np.isfinite(alpha) and alpha > 0 and float(np.max(image[mask])) / alpha <= _LATTICE_MAX_COUNTS
+    if lattice and sigma < alpha and mask.sum() >= 256 and low_counts:
         alpha, sigma = _lattice_refine(image, mask, alpha, alpha_se, sigma)
     return float(alpha), sigma
 

@@ -13,7 +13,6 @@ the noise parameters ``noise_alpha`` and ``noise_sigma``.
 
 from __future__ import annotations
 
-import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
@@ -29,11 +28,15 @@ from aetdask.schema import add_provenance, validate_tilt_series
 
 # ------------------------------------------------------------------ per projection (kernels on one image)
 def _noise_params(block):
-    """(α, σ) per image; NaN where no Poisson noise is found (noise-free or non-count data)."""
+    """(α, σ) per image; NaN where no Poisson noise is found (noise-free or non-count data).
+
+    The moment estimate is refined by the likelihood of the exact Poisson–Gaussian model on
+    the background (``lattice=True``): ≈ 0.2–0.5 s per image, a few per cent of BM3D's time,
+    for σ estimates within a few per cent where moments alone can be off by 10 % or more."""
     out = np.empty((block.shape[0], 2))
     for k, img in enumerate(block):
         try:
-            out[k] = noise_k.estimate_noise(np.asarray(img, dtype=np.float64))
+            out[k] = noise_k.estimate_noise(np.asarray(img, dtype=np.float64), lattice=True)
         except ValueError:
             out[k] = np.nan
     return out
@@ -43,6 +46,9 @@ def denoise_image(image, alpha, sigma, method):
     """VST → [0.15, 0.85] → denoise → exact unbiased inverse → least-squares rescale to the counts."""
     z = np.asarray(image, dtype=np.float64)
     if method == "none" or not (np.isfinite(alpha) and alpha > 0):
+        return z
+    level = max(float(np.mean(np.abs(z))), 1e-300)
+    if np.sqrt(alpha * level + sigma**2) < 1e-4 * level:  # practically noise-free: nothing to remove
         return z
     d = noise_k.anscombe(z, alpha, sigma)
     scaled, sigma_scaled, mapping = noise_k.to_unit_range(d)
@@ -79,12 +85,29 @@ def _com_dy(block):
     return align_k.center_of_mass_shifts(np.asarray(block, dtype=np.float64))
 
 
-def _alignment(lines, com_dy):
-    return np.stack([com_dy, align_k.common_line_shifts(lines[:, None, :])], axis=1)
+ALIGNMENTS = ("center", "neighbours", "none")
 
 
-def _scales(lines):
-    return align_k.common_line_scales(lines[:, None, :])
+def _global_steps(stats, alignment, normalize):
+    """From per-projection statistics [CoM shift | common line] to (shift_y, shift_x, scale) columns."""
+    com_dy, lines = stats[:, 0], stats[:, 1:][:, None, :]
+    n = len(stats)
+    out = np.zeros((n, 3))
+    out[:, 2] = 1.0
+    if alignment == "center":
+        out[:, 0] = com_dy
+        out[:, 1] = align_k.common_line_shifts(lines)
+    if normalize:
+        out[:, 2] = align_k.common_line_scales(lines)
+    return out
+
+
+def _neighbour_shifts(stack, theta):
+    """Cross-correlation chain between neighbouring tilts (in θ order), relative to the middle one."""
+    order = np.argsort(theta)
+    shifts = np.empty((len(stack), 2))
+    shifts[order] = align_k.prealign_neighbours(np.asarray(stack, dtype=np.float64)[order])
+    return shifts
 
 
 def preprocess(
@@ -92,7 +115,7 @@ def preprocess(
     denoiser: str | None = None,
     *,
     background: bool = True,
-    alignment: bool = True,
+    alignment: str | bool = "center",
     normalize: bool = True,
 ) -> xr.DataArray:
     """Preprocess a raw tilt series (lazy; one task per projection).
@@ -104,9 +127,16 @@ def preprocess(
     denoiser : {"bm3d", "nlm", "none"}
         None = ``aetdask.preprocess.denoiser`` (bm3d; its licence is
         non-commercial, ``nlm`` is the free alternative).
-    background, alignment, normalize : bool
-        Subtract the background; record centre-of-mass / common-line shifts;
-        record equal-intensity scales.
+    background : bool
+        Subtract the background.
+    alignment : {"center", "neighbours", "none"}
+        ``"center"``: centre of mass across the tilt axis and common lines along
+        it — for an isolated particle, whose projections all share the same
+        centre and common line; ``"neighbours"``: cross-correlation of
+        neighbouring tilts chained from the middle of the series — for samples
+        that fill the field of view (films), where neither holds. (True = "center".)
+    normalize : bool
+        Record equal-intensity (common-line total) scales.
 
     Returns
     -------
@@ -115,6 +145,9 @@ def preprocess(
         ``noise_alpha``, ``noise_sigma``, ``shift_y``, ``shift_x``, ``scale``.
     """
     tilts = validate_tilt_series(tilts, values=False)
+    alignment = {True: "center", False: "none"}.get(alignment, alignment)
+    if alignment not in ALIGNMENTS:
+        raise ValueError(f"alignment: {alignment!r} is not one of {ALIGNMENTS}")
     method = config.get("preprocess.denoiser", denoiser)
     if method not in DENOISERS:
         raise ValueError(f"denoiser: {method!r} is not one of {DENOISERS}")
@@ -128,14 +161,17 @@ def preprocess(
                         new_axes={"c": 2}, concatenate=True, dtype=np.float32,
                         meta=np.empty((0, 0, 0, 0), np.float32))
     clean, unmasked = both[:, 0], both[:, 1]
-    lines = unmasked.sum(axis=1)  # (n, nx): the common lines, a small reduction
-    if alignment:
-        com = unmasked.map_blocks(_com_dy, dtype=np.float64, drop_axis=[1, 2], meta=np.empty((0,)))
-        shifts = da.from_delayed(dask.delayed(_alignment)(lines, com), shape=(n, 2), dtype=np.float64)
-    else:
-        shifts = da.zeros((n, 2), chunks=(n, 2))
-    scales = (da.from_delayed(dask.delayed(_scales)(lines), shape=(n,), dtype=np.float64) if normalize
-              else da.ones(n, chunks=n))
+    # small per-projection statistics, gathered into one block for the global steps; kept as
+    # dask arrays (not delayed calls) so the whole product is optimised, and computed, as one graph
+    lines = unmasked.sum(axis=1)  # (n, nx): the common lines
+    com = unmasked.map_blocks(_com_dy, dtype=np.float64, drop_axis=[1, 2], meta=np.empty((0,)))
+    stats = da.concatenate([com[:, None], lines.astype(np.float64)], axis=1).rechunk(-1)
+    steps = stats.map_blocks(_global_steps, alignment, normalize, chunks=(n, 3), dtype=np.float64)
+    shifts, scales = steps[:, :2], steps[:, 2]
+    if alignment == "neighbours":
+        theta = tilts.theta.values
+        shifts = unmasked.rechunk({0: -1}).map_blocks(_neighbour_shifts, theta, drop_axis=[1, 2], new_axis=[1],
+                                                      chunks=(n, 2), dtype=np.float64, meta=np.empty((0, 2)))
     out = xr.DataArray(clean, dims=tilts.dims, coords=tilts.coords, attrs=dict(tilts.attrs), name="tilt_series")
     out = out.assign_coords(
         noise_alpha=("tilt", params[:, 0]), noise_sigma=("tilt", params[:, 1]),
@@ -162,3 +198,26 @@ def aligned(tilts: xr.DataArray) -> xr.DataArray:
 
 def _apply(block, shifts, scales):
     return fourier_shift(np.asarray(block), shifts) * scales[:, None, None].astype(block.dtype)
+
+
+def _combine(block):
+    return np.stack([align_k.drift_correct(np.asarray(frames, dtype=np.float64))[0] for frames in block])
+
+
+def combine_frames(frames: xr.DataArray) -> xr.DataArray:
+    """Drift-correct and average repeated frames: ``(tilt, frame, y, x)`` → a ``(tilt, y, x)`` tilt series.
+
+    Each tilt's frames are registered, a linear drift (including the shear it
+    causes along the slow scan axis y) is fitted and undone, and the frames are
+    averaged (:func:`aetdask.kernels.align.drift_correct`); one task per tilt.
+    The other coords and attrs are kept; the average is in counts per frame.
+    """
+    if tuple(frames.dims) != ("tilt", "frame", "y", "x"):
+        raise ValueError(f"frames: expected dims ('tilt', 'frame', 'y', 'x'), got {tuple(frames.dims)}")
+    data = frames.data if isinstance(frames.data, da.Array) else da.from_array(frames.values, chunks=(1, -1, -1, -1))
+    data = data.rechunk({0: 1, 1: -1, 2: -1, 3: -1})
+    avg = data.map_blocks(_combine, drop_axis=1, dtype=np.float32, meta=np.empty((0, 0, 0), np.float32))
+    out = xr.DataArray(avg, dims=("tilt", "y", "x"),
+                       coords={k: v for k, v in frames.coords.items() if "frame" not in v.dims},
+                       attrs=dict(frames.attrs), name="tilt_series")
+    return add_provenance(out, "preprocess.combine_frames", {"frames": int(frames.sizes["frame"])})
