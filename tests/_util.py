@@ -4,6 +4,7 @@ import contextlib
 import pathlib
 
 import dask
+import numpy as np
 import pytest
 
 SEED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "reference" / "seed-paper"
@@ -19,3 +20,10 @@ def raise_if_dask_computes():
 
     with dask.config.set(scheduler=scheduler):
         yield
+
+
+def ncc(a, b):
+    """Normalised cross-correlation (Pearson) of two images."""
+    a = np.asarray(a, float) - np.mean(a)
+    b = np.asarray(b, float) - np.mean(b)
+    return float((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum()))

@@ -7,13 +7,7 @@ from aetdask.kernels.shift import fourier_shift
 from aetdask.preprocess import aligned, combine_frames, preprocess
 from aetdask.simulate import amorphous_particle, linear
 
-from ._util import needs_seed, raise_if_dask_computes
-
-
-def ncc(a, b):
-    a = np.asarray(a, float) - np.mean(a)
-    b = np.asarray(b, float) - np.mean(b)
-    return float((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum()))
+from ._util import ncc, needs_seed, raise_if_dask_computes
 
 
 @pytest.fixture(scope="module")

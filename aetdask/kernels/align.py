@@ -36,6 +36,8 @@ centre of mass and common line).
 from __future__ import annotations
 
 import numpy as np
+
+from aetdask.backend import asnumpy
 from scipy import ndimage
 
 __all__ = [
@@ -51,8 +53,7 @@ __all__ = [
 
 
 def _to_numpy(x, dtype=float):
-    x = x.get() if hasattr(x, "get") else x
-    return np.asarray(x, dtype=dtype)
+    return np.asarray(asnumpy(x), dtype=dtype)
 
 
 def _stack(stack, name):

@@ -49,15 +49,13 @@ subtraction by Laplacian interpolation inside an Otsu mask).
 from __future__ import annotations
 
 import numpy as np
+
+from aetdask.backend import asnumpy
 import scipy.sparse
 import scipy.sparse.linalg
 from scipy import ndimage
 
 __all__ = ["subtract_background", "particle_mask", "harmonic_fill"]
-
-
-def _to_numpy(x):
-    return x.get() if hasattr(x, "get") else np.asarray(x)
 
 
 def particle_mask(image, *, otsu_factor=1.0, dilation=None):
@@ -86,7 +84,7 @@ def particle_mask(image, *, otsu_factor=1.0, dilation=None):
     """
     from skimage.filters import threshold_otsu
 
-    img = np.asarray(_to_numpy(image), dtype=float)
+    img = np.asarray(asnumpy(image), dtype=float)
     if img.ndim != 2:
         raise ValueError(f"particle_mask: need one 2-D image, got shape {img.shape}")
     if dilation is None:
@@ -124,8 +122,8 @@ def harmonic_fill(values, mask):
     >>> bool(np.allclose(harmonic_fill(np.where(m, 99.0, plane), m), plane))
     True
     """
-    v = np.array(_to_numpy(values), dtype=float)
-    m = np.asarray(_to_numpy(mask), dtype=bool)
+    v = np.array(asnumpy(values), dtype=float)
+    m = np.asarray(asnumpy(mask), dtype=bool)
     if not m.any():
         return v
     if m.all():
@@ -210,7 +208,7 @@ def subtract_background(image, *, otsu_factor=1.0, smoothing=1.0, dilation=None,
     >>> float(abs(background - plane).max()) < 0.05, bool(np.all(corrected[mask == 0] == 0))
     (True, True)
     """
-    img = np.asarray(_to_numpy(image), dtype=float)
+    img = np.asarray(asnumpy(image), dtype=float)
     if trend not in (0, 1, 2):
         raise ValueError(f"subtract_background: trend must be 0, 1 or 2, got {trend!r}")
     if dilation is None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from aetdask.backend import get_array_module
+from aetdask.backend import asnumpy, get_array_module
 
 
 def r_factor_terms(measured, calculated):
@@ -26,7 +26,7 @@ def r_factor_terms(measured, calculated):
     xp = get_array_module(calculated)
     num = xp.abs(measured - calculated).sum(axis=tuple(range(1, measured.ndim)), dtype=xp.float64)
     den = xp.abs(measured).sum(axis=tuple(range(1, measured.ndim)), dtype=xp.float64)
-    return _to_numpy(num), _to_numpy(den)
+    return asnumpy(num), asnumpy(den)
 
 
 def r_factor(measured, calculated) -> float:
@@ -39,10 +39,6 @@ def r_factor(measured, calculated) -> float:
     """
     num, den = r_factor_terms(measured, calculated)
     return float(np.mean(num / np.where(den > 0, den, 1.0)))
-
-
-def _to_numpy(x):
-    return x.get() if hasattr(x, "get") else np.asarray(x)
 
 
 @numba.njit(parallel=True, cache=True)
@@ -77,7 +73,7 @@ def residual(calculated, measured):
         _residual_numba(calc2, meas2, res, num)
         return res.reshape(calculated.shape), num
     res = calculated - measured
-    return res, _to_numpy(abs(res).sum(axis=tuple(range(1, res.ndim)), dtype=float))
+    return res, asnumpy(abs(res).sum(axis=tuple(range(1, res.ndim)), dtype=float))
 
 
 def descend(volume, gradient, t, support=None):
@@ -147,7 +143,7 @@ def resire(measured, projector, iterations, step=1.0, *, support=None, initial=N
     n_proj = measured.shape[0]
     t = float(step) / (n_proj * projector.thickness)
     volume = xp.zeros(projector.volume_shape(measured), dtype=measured.dtype) if initial is None else initial.copy()
-    den = _to_numpy(xp.abs(measured).sum(axis=tuple(range(1, measured.ndim)), dtype=xp.float64))
+    den = asnumpy(xp.abs(measured).sum(axis=tuple(range(1, measured.ndim)), dtype=xp.float64))
     history = []
     for it in range(int(iterations)):
         num = resire_step(volume, measured, projector, t, support)
