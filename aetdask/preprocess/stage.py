@@ -59,8 +59,9 @@ def denoise_image(image, alpha, sigma, method):
 
 
 #: Length (Å) over which the particle's signal fades into the background: the probe's tails and the
-#: partial-coherence blur (≈ 0.35 Å) spread each atom over about this radius. It sets the mask's
-#: dilation and the smoothing of the background around the particle, converted to pixels.
+#: partial-coherence blur (≈ 0.35 Å) spread each atom over about this radius. It sets the particle
+#: mask's dilation, converted to pixels. Under the particle the background is a quadratic trend,
+#: fitted to a ring around the mask, plus a harmonic fill of the rest.
 FADE_LENGTH = 2.0
 
 
@@ -73,7 +74,7 @@ def _clean(block, params, method, subtract, pixel_size):
         alpha, sigma = params[k]
         den = denoise_image(img, alpha, sigma, method)
         if subtract:
-            out[k, 0], bg, _ = background_k.subtract_background(den, dilation=fade, denoise=float(fade))
+            out[k, 0], bg, _ = background_k.subtract_background(den, dilation=fade, trend=2)
             out[k, 1] = den - bg
         else:
             out[k, 0] = out[k, 1] = den
