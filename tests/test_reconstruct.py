@@ -151,3 +151,15 @@ def test_cupy_slice_projector_and_resire_match_numpy():
     v_cpu, _ = resire_kernel(b, cpu, 20)
     v_gpu, _ = resire_kernel(cupy.asarray(b), gpu, 20)
     np.testing.assert_allclose(cupy.asnumpy(v_gpu), v_cpu, rtol=1e-4, atol=1e-4 * v_cpu.max())
+
+
+def test_euler_geometry_runs_all_three_methods(small_series):
+    model, _ = small_series
+    rng = np.random.default_rng(6)
+    angles = np.c_[rng.normal(0, 2, 15), np.arange(0, 180, 12.0), rng.normal(0, 2, 15)]
+    ts = linear(model, angles=angles, pixel_size=0.35, shape=40).compute()
+    r = {m: reconstruct(ts, m, iterations=40).attrs["provenance"][-1]["params"] for m in ("resire", "sirt", "fbp")}
+    assert all(p["geometry"] == "euler" for p in r.values())
+    for m in ("resire", "sirt"):
+        assert r[m]["r_factor"][-1] < 0.3 * r[m]["r_factor"][0] and r[m]["r_final"] < 0.1
+    assert 0 < r["fbp"]["r_final"] < 0.6

@@ -24,7 +24,7 @@ import numba
 import numpy as np
 import scipy.sparse
 
-from aetdask.backend import get_array_module, sparse_module
+from aetdask.backend import sparse_module
 
 
 def subsample_offsets(s: int) -> np.ndarray:
@@ -182,9 +182,3 @@ class SliceProjector:
         nx = projections.shape[2]
         out = self._apply(self._at, projections.reshape(self.n_angles * self.n_det, nx))
         return out.reshape(*self.vol_shape, nx)
-
-
-def check_array_module(x, xp):
-    """Raise if ``x`` lives on another device than the projector."""
-    if get_array_module(x) is not xp:
-        raise TypeError("array and projector live on different devices (NumPy vs CuPy)")

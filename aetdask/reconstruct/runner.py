@@ -138,15 +138,19 @@ def _zslab_forward(volume, euler, det_shape, full_shape, subsamples, z_range):
     return EulerProjector(euler, det_shape, full_shape, subsamples, z_range).forward(volume)
 
 
-def _zslab_update(volume, residual, t, support, euler, det_shape, full_shape, subsamples, z_range, method):
-    proj = EulerProjector(euler, det_shape, full_shape, subsamples, z_range)
-    if method == "fbp":
-        return proj.backward(residual)
-    g = proj.backward(residual)
-    volume = np.maximum(volume + t * g if method == "sirt" else volume - t * g, 0)
-    if support is not None:
-        volume *= support
-    return volume
+def _zslab_backward(residual, euler, det_shape, full_shape, subsamples, z_range):
+    return EulerProjector(euler, det_shape, full_shape, subsamples, z_range).backward(residual)
+
+
+def _zslab_descend(volume, residual, t, weight, support, euler, det_shape, full_shape, subsamples, z_range):
+    """One slab's update, O ← max(0, O − t · weight · Πᵀ residual) [· support].
+
+    RESIRE: residual = Π O − b, no weight. SIRT: residual = R (Π O − b), weight = C, t = λ.
+    """
+    g = _zslab_backward(residual, euler, det_shape, full_shape, subsamples, z_range)
+    if weight is not None:
+        g = g * weight
+    return iterative.descend(volume.copy(), g, t, support)  # a copy: task inputs are not ours to change
 
 
 def run_euler(b, euler, *, method, iterations, step, subsamples, support=None, initial=None, slabs=None,
@@ -164,9 +168,8 @@ def run_euler(b, euler, *, method, iterations, step, subsamples, support=None, i
     if method == "fbp":
         filtered = iterative.ramp_filter(b, axis=1)
         scale = np.pi * _angular_range(euler[:, 1]) / 180.0 / (2 * n)
-        parts = ex.gather([ex.submit(_zslab_update, v, filtered, 1.0, None, *geo, r, "fbp")
-                           for v, r in zip(vols, ranges)])
-        volume = np.concatenate(parts, axis=0) * scale
+        parts = [scale * p for p in ex.gather([ex.submit(_zslab_backward, filtered, *geo, r) for r in ranges])]
+        volume = np.concatenate(parts, axis=0)
         calc = sum(ex.gather([ex.submit(_zslab_forward, p, *geo, r) for p, r in zip(parts, ranges)]))
         return volume, [iterative.r_factor(b, calc)]
     t = float(step) / (n * max(full))
@@ -174,29 +177,20 @@ def run_euler(b, euler, *, method, iterations, step, subsamples, support=None, i
         ones = [ex.submit(np.ones, (z1 - z0, dy, dx), dtype=b.dtype) for z0, z1 in ranges]
         row = sum(ex.gather([ex.submit(_zslab_forward, o, *geo, r) for o, r in zip(ones, ranges)]))
         inv_row = np.where(row > 1e-6, 1 / np.maximum(row, 1e-6), 0).astype(b.dtype)
-        col = ex.gather([ex.submit(_zslab_update, None, np.ones_like(b), 1.0, None, *geo, r, "fbp") for r in ranges])
+        col = ex.gather([ex.submit(_zslab_backward, np.ones_like(b), *geo, r) for r in ranges])
         inv_col = [np.where(c > 1e-6, 1 / np.maximum(c, 1e-6), 0).astype(b.dtype) for c in col]
     for it in range(int(iterations)):
         calc = sum(ex.gather([ex.submit(_zslab_forward, v, *geo, r) for v, r in zip(vols, ranges)]))
         num, den = iterative.r_factor_terms(b, calc)
         r_history.append(float(np.mean(num / np.where(den > 0, den, 1.0))))
         if method == "sirt":
-            res = ex.scatter(inv_row * (b - calc))
-            vols = [ex.submit(_sirt_update, v, res, ic, s, *geo, r, step)
-                    for v, ic, s, r in zip(vols, inv_col, sup, ranges)]
+            res, rate, weights = ex.scatter(inv_row * (calc - b)), float(step), inv_col
         else:
-            res = ex.scatter((calc - b).astype(b.dtype))
-            vols = [ex.submit(_zslab_update, v, res, t, s, *geo, r, "resire") for v, s, r in zip(vols, sup, ranges)]
+            res, rate, weights = ex.scatter((calc - b).astype(b.dtype)), t, [None] * len(ranges)
+        vols = [ex.submit(_zslab_descend, v, res, rate, w, s, *geo, r)
+                for v, w, s, r in zip(vols, weights, sup, ranges)]
         if progress is not None:
             progress(len(r_history), r_history[-1])
         if plateau and _plateaued(r_history, plateau):
             break
     return np.concatenate(ex.gather(vols), axis=0), r_history
-
-
-def _sirt_update(volume, residual, inv_col, support, euler, det_shape, full_shape, subsamples, z_range, relaxation):
-    proj = EulerProjector(euler, det_shape, full_shape, subsamples, z_range)
-    volume = np.maximum(volume + relaxation * inv_col * proj.backward(residual), 0)
-    if support is not None:
-        volume *= support
-    return volume
