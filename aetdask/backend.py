@@ -95,3 +95,13 @@ def sparse_module(xp):
     import cupyx.scipy.sparse
 
     return cupyx.scipy.sparse
+
+
+def scatter_add(out, index, values) -> None:
+    """``out[index] += values`` with repeated indices accumulated (NumPy ``add.at``, CuPy ``scatter_add``)."""
+    if isinstance(out, np.ndarray):
+        np.add.at(out, index, values)
+        return
+    import cupyx
+
+    cupyx.scatter_add(out, index, values)
