@@ -5,7 +5,9 @@ Anscombe VST → rescale to [0.15, 0.85] → denoise (BM3D by default) → exact
 unbiased inverse VST → least-squares rescale to the counts → background
 subtraction. Then the global steps, small reductions over the series:
 centre of mass across the tilt axis, common-line alignment along it, and
-equal integrated intensity. The alignment is recorded, not applied: the
+equal integrated intensity, each estimate shrunk towards "no correction" by
+its photon-noise error (so noise is not mistaken for misalignment). The
+alignment is recorded, not applied: the
 product carries ``shift_y``, ``shift_x`` (pixels) and ``scale`` coords on
 ``tilt`` (applied by :func:`aligned` and by the reconstruction), together with
 the noise parameters ``noise_alpha`` and ``noise_sigma``.
@@ -83,6 +85,10 @@ def _clean(block, params, method, subtract, pixel_size):
 
 
 # ------------------------------------------------------------------ global steps (small reductions)
+def _uncertainty(raw, signal, params):
+    return np.stack([align_k.photon_uncertainty(r, w, *p) for r, w, p in zip(raw, signal, params)])
+
+
 def _com_dy(block):
     return align_k.center_of_mass_shifts(np.asarray(block, dtype=np.float64))
 
@@ -91,16 +97,18 @@ ALIGNMENTS = ("center", "neighbours", "none")
 
 
 def _global_steps(stats, alignment, normalize):
-    """From per-projection statistics [CoM shift | common line] to (shift_y, shift_x, scale) columns."""
-    com_dy, lines = stats[:, 0], stats[:, 1:][:, None, :]
+    """From per-projection statistics [CoM shift | errors (y, x, total) | common line] to
+    (shift_y, shift_x, scale) columns, each shrunk by its photon-noise error (:func:`shrink`)."""
+    com_dy, errors, lines = stats[:, 0], stats[:, 1:4], stats[:, 4:][:, None, :]
     n = len(stats)
     out = np.zeros((n, 3))
     out[:, 2] = 1.0
     if alignment == "center":
-        out[:, 0] = com_dy
-        out[:, 1] = align_k.common_line_shifts(lines)
+        out[:, 0] = align_k.shrink(com_dy, errors[:, 0])
+        out[:, 1] = align_k.shrink(align_k.common_line_shifts(lines), errors[:, 1])
     if normalize:
-        out[:, 2] = align_k.common_line_scales(lines)
+        scales = align_k.common_line_scales(lines)
+        out[:, 2] = align_k.shrink(scales, errors[:, 2] * scales, center=float(np.mean(scales)))
     return out
 
 
@@ -167,7 +175,9 @@ def preprocess(
     # dask arrays (not delayed calls) so the whole product is optimised, and computed, as one graph
     lines = unmasked.sum(axis=1)  # (n, nx): the common lines
     com = unmasked.map_blocks(_com_dy, dtype=np.float64, drop_axis=[1, 2], meta=np.empty((0,)))
-    stats = da.concatenate([com[:, None], lines.astype(np.float64)], axis=1).rechunk(-1)
+    errors = da.blockwise(_uncertainty, "tv", data, "tyx", unmasked, "tyx", params, "tp", new_axes={"v": 3},
+                          concatenate=True, dtype=np.float64, meta=np.empty((0, 0)))
+    stats = da.concatenate([com[:, None], errors, lines.astype(np.float64)], axis=1).rechunk(-1)
     steps = stats.map_blocks(_global_steps, alignment, normalize, chunks=(n, 3), dtype=np.float64)
     shifts, scales = steps[:, :2], steps[:, 2]
     if alignment == "neighbours":
