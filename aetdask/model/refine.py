@@ -1,4 +1,15 @@
-"""Coordinate refinement: atoms as Gaussians fitted to every projection of the tilt series."""
+"""Coordinate refinement: atoms as Gaussians fitted to every projection of the tilt series.
+
+The model of projection k is ``m_k = bg_k + c_k · Σ_j H_s · exp(−|u − p_kj − o_k|² / 2 s_s²)``:
+atom j of species s at the detector position ``p_kj`` the geometry gives it,
+per-species height H and width s (B = 8π²s²), and per projection a
+background ``bg_k``, a scale ``c_k`` (dose) and an image offset ``o_k``
+(alignment). Raw counts are fitted by maximum likelihood under the mixed
+Poisson–Gaussian noise model estimated in preprocessing (α, σ per projection;
+the shifted-Poisson approximation); projections in arbitrary units by least
+squares. Fitting the counts themselves, not their denoised version, keeps all
+the information the photons carry and none of the denoiser's bias.
+"""
 
 from __future__ import annotations
 
@@ -12,18 +23,87 @@ from aetdask import config
 from aetdask.errors import InputError
 from aetdask.geometry import projection_matrices
 from aetdask.kernels import gaussian_atoms
-from aetdask.reconstruct.stage import euler_angles, prepared_projections
+from aetdask.reconstruct.stage import euler_angles
 from aetdask.schema import add_provenance, validate_atoms, validate_tilt_series
 
 #: Starting Gaussian width (Å) before it is fitted: about the probe-limited resolution.
-_START_WIDTH = 0.4
+_START_WIDTH = 0.5
 
 
-def _detector(positions, a, pixel, n):
-    """Detector pixel positions (t, atoms, 2) as (row, col) and the map d(row, col)/d(x, y, z)."""
-    xyz = np.einsum("tij,nj->tni", a, positions)
-    jac = a[:, [1, 0], :] / pixel  # (t, 2, 3)
-    return xyz[..., [1, 0]] / pixel + n // 2, jac
+def _per_tilt(tilts, name, default):
+    if name in tilts.coords:
+        v = np.asarray(tilts.coords[name].values, dtype=float)
+        return np.where(np.isfinite(v), v, default)
+    return np.full(tilts.sizes["tilt"], float(default))
+
+
+class _Problem:
+    """The misfit and its gradient over all parameters, packed in one vector."""
+
+    def __init__(self, b, a, pixel, kind_of, n_sp, counts, alpha, sigma):
+        self.b, self.pixel, self.kind_of, self.n_sp, self.counts = b, pixel, kind_of, n_sp, counts
+        self.a = a
+        self.jac = a[:, [1, 0], :] / pixel  # d(row, col)/d(x, y, z), (t, 2, 3)
+        self.n_t, self.n_px = b.shape[0], b.shape[1]
+        self.n_at = len(kind_of)
+        if counts:  # shifted Poisson: (z + σ²/α)/α ~ Poisson((m + σ²/α)/α)
+            self.alpha = np.maximum(alpha, 1e-12)[:, None, None]
+            self.offset = (sigma**2)[:, None, None] / self.alpha
+            self.zp = np.clip((b + self.offset) / self.alpha, 0, None)
+        self.calls = 0
+        self.last = np.nan
+        sizes = [3 * self.n_at, n_sp, n_sp, self.n_t, self.n_t, 2 * self.n_t]
+        self.split = np.cumsum(sizes)[:-1]
+
+    def unpack(self, p):
+        pos, h, s, bg, c, o = np.split(p, self.split)
+        return pos.reshape(-1, 3), h, s, bg, c, o.reshape(-1, 2)
+
+    def pack(self, pos, h, s, bg, c, o):
+        return np.concatenate([np.ravel(pos), h, s, bg, c, np.ravel(o)])
+
+    def detector(self, pos, o):
+        xyz = np.einsum("tij,nj->tni", self.a, pos)
+        return xyz[..., [1, 0]] / self.pixel + self.n_px // 2 + o[:, None, :]
+
+    def model(self, p):
+        pos, h, s, bg, c, o = self.unpack(p)
+        atoms = gaussian_atoms.render(self.detector(pos, o), h[self.kind_of], s[self.kind_of] / self.pixel,
+                                      (self.n_px, self.n_px))
+        return bg[:, None, None] + c[:, None, None] * atoms, atoms
+
+    def __call__(self, p, frozen=()):
+        pos, h, s, bg, c, o = self.unpack(p)
+        m, atoms = self.model(p)
+        if self.counts:
+            mp = np.maximum((m + self.offset) / self.alpha, 1e-12)
+            value = float(np.sum(mp - self.zp * np.log(mp)))
+            g = (1.0 - self.zp / mp) / self.alpha  # dL/dm
+        else:
+            r = m - self.b
+            value = 0.5 * float(np.sum(r * r))
+            g = r
+        gp, gh, gs = gaussian_atoms.gradients(g * c[:, None, None], self.detector(pos, o),
+                                              h[self.kind_of], s[self.kind_of] / self.pixel)
+        grad = self.pack(
+            np.einsum("tnc,tcd->nd", gp, self.jac),
+            np.bincount(self.kind_of, gh, self.n_sp),
+            np.bincount(self.kind_of, gs, self.n_sp) / self.pixel,
+            g.sum(axis=(1, 2)),
+            np.sum(g * atoms, axis=(1, 2)),
+            gp.sum(axis=1),
+        )
+        for part in frozen:
+            grad[self._slice(part)] = 0.0
+        self.calls += 1
+        self.last = value
+        return value, grad
+
+    def _slice(self, part):
+        names = ["pos", "h", "s", "bg", "c", "o"]
+        i = names.index(part)
+        edges = np.concatenate([[0], self.split, [3 * self.n_at + 2 * self.n_sp + 4 * self.n_t]])
+        return slice(edges[i], edges[i + 1])
 
 
 def refine(
@@ -31,40 +111,43 @@ def refine(
     tilts: xr.DataArray,
     iterations: int | None = None,
     *,
+    alpha=None,
+    sigma=None,
     max_displacement: float | None = None,
     progress: bool = False,
 ) -> xr.Dataset:
-    """Refine atom positions (and per-species height and width) against the projections.
-
-    Every atom is a Gaussian of its species' height H and width s (B = 8π²s²,
-    Å²) in every projection, at the place the geometry of the tilt series puts
-    it. The squared misfit to the projections is minimised over all positions
-    and the per-species H and s together (L-BFGS-B), each atom kept within
-    ``max_displacement`` Å of its traced position along every axis.
+    """Refine atom positions against the projections (and the per-species H, B and per-projection
+    background, scale and offset).
 
     Parameters
     ----------
     model : xr.Dataset
         Atoms with species (the ``atoms`` product), in Å, in the sample frame.
     tilts : xr.DataArray
-        The preprocessed tilt series the volume was reconstructed from
-        (recorded shifts and scales applied, as in reconstruction).
+        The tilt series: raw counts (units ``"counts"``: maximum likelihood) or
+        preprocessed projections (``"a.u."``: least squares). Recorded
+        ``shift_y``/``shift_x`` coords start the per-projection offsets.
+    alpha, sigma : float or array (n_tilt,), optional
+        Noise model of counts (variance = α·mean + σ²); default the
+        ``noise_alpha``/``noise_sigma`` coords, else pure Poisson (1, 0).
     iterations, max_displacement
-        None = ``aetdask.refine_atoms.*`` configuration.
+        None = ``aetdask.refine_atoms.*`` configuration. Every atom stays within
+        ``max_displacement`` Å of its starting position along each axis.
 
     Returns
     -------
     xr.Dataset
-        The refined model, with ``displacement`` (Å) per atom, and per-species
-        ``height`` / ``b_factor`` and the misfit history in the provenance.
+        The refined model with ``displacement`` (Å) per atom; the per-species
+        height / B-factor, per-projection background, scale and offset, and the
+        misfit before and after, in the last provenance record.
 
     Examples
     --------
     >>> from aetdask.schema import atoms
     >>> from aetdask.simulate import linear
     >>> truth = atoms([[0.0, 0.0, 0.0], [2.5, 0.5, -1.0]], ["Pt", "Pt"])
-    >>> ts = linear(truth, angles=range(0, 180, 15), pixel_size=0.3, shape=24)
-    >>> start = truth.copy(deep=True); start["position"] = start.position + 0.15
+    >>> ts = linear(truth, angles=range(0, 180, 15), pixel_size=0.3, shape=24, background=0.0)
+    >>> start = truth.copy(deep=True); start["position"] = start.position + [[0.15, -0.1, 0.1]]
     >>> out = refine(start, ts, 100)
     >>> bool(np.abs(out.position.values - truth.position.values).max() < 0.03)
     True
@@ -75,74 +158,67 @@ def refine(
     cap = float(config.get("refine_atoms.max_displacement", max_displacement))
     if cap <= 0:
         raise InputError(f"max_displacement: expected a positive distance in Å, got {cap!r}")
-    b = prepared_projections(tilts, dtype="float64")
-    n_t, n_px = b.shape[0], b.shape[1]
+    if model.sizes["atom"] == 0:
+        raise InputError("model: no atoms to refine")
+    counts = tilts.attrs.get("units", "counts") == "counts"
+    b = np.asarray(tilts.values, dtype=np.float64)
+    n_t = b.shape[0]
     pixel = float(tilts.attrs["pixel_size"])
-    a = projection_matrices(euler_angles(tilts))
-    level = float(np.abs(b).max()) or 1.0
-    b = b / level
+    alpha = np.broadcast_to(np.asarray(alpha if alpha is not None else _per_tilt(tilts, "noise_alpha", 1.0), float), n_t)
+    sigma = np.broadcast_to(np.asarray(sigma if sigma is not None else _per_tilt(tilts, "noise_sigma", 0.0), float), n_t)
     start = np.asarray(model.position.values, dtype=float)
     species = np.asarray(model.species.values).astype(str)
     kinds, kind_of = np.unique(species, return_inverse=True)
-    n_at, n_sp = len(start), len(kinds)
+    problem = _Problem(b, projection_matrices(euler_angles(tilts)), pixel, kind_of, len(kinds), counts, alpha, sigma)
     t0 = time.perf_counter()
-    history = []
 
-    def unpack(p):
-        pos = p[: 3 * n_at].reshape(n_at, 3)
-        h, s = p[3 * n_at: 3 * n_at + n_sp], p[3 * n_at + n_sp:]
-        return pos, h, s
+    # starting values: border background, unit scale, recorded alignment, height from the total signal
+    edge = np.concatenate([b[:, :2].reshape(n_t, -1), b[:, -2:].reshape(n_t, -1),
+                           b[:, :, :2].reshape(n_t, -1), b[:, :, -2:].reshape(n_t, -1)], axis=1)
+    bg0 = edge.mean(axis=1) if counts else np.zeros(n_t)
+    s0 = np.full(len(kinds), max(_START_WIDTH, pixel))
+    signal = float(np.mean(np.clip(b - bg0[:, None, None], 0, None).sum(axis=(1, 2))))
+    h0 = np.full(len(kinds), max(signal, 1e-12) / (len(start) * 2 * np.pi * (s0[0] / pixel) ** 2))
+    o0 = -np.stack([_per_tilt(tilts, "shift_y", 0.0), _per_tilt(tilts, "shift_x", 0.0)], axis=1)
+    p = problem.pack(start, h0, s0, bg0, np.ones(n_t), o0)
+    value0 = problem(p)[0]
 
-    def misfit(p, fixed_positions=None):
-        pos, h, s = unpack(p)
-        det, jac = _detector(pos, a, pixel, n_px)
-        hj, sj = h[kind_of], s[kind_of] / pixel
-        res = gaussian_atoms.render(det, hj, sj, (n_px, n_px)) - b
-        gp, gh, gs = gaussian_atoms.gradients(res, det, hj, sj)
-        g_pos = np.einsum("tnc,tcd->nd", gp, jac)
-        g_h = np.bincount(kind_of, gh, n_sp)
-        g_s = np.bincount(kind_of, gs, n_sp) / pixel
-        value = 0.5 * float(np.sum(res * res))
-        history.append(value)
-        if progress and len(history) % 10 == 0:
-            print(f"\rrefining {n_at} atoms: evaluation {len(history)}, misfit {value:.5g}", end="", flush=True)
-        if fixed_positions:
-            g_pos = np.zeros_like(g_pos)
-        return value, np.concatenate([g_pos.ravel(), g_h, g_s])
+    def bounds(free_positions):
+        pos = [(v - cap, v + cap) if free_positions else (v, v) for v in start.ravel()]
+        off = [(v - cap / pixel, v + cap / pixel) if free_positions else (v, v) for v in o0.ravel()]
+        return (pos + [(1e-12, None)] * len(kinds) + [(0.3 * pixel, 5.0)] * len(kinds)
+                + [(None, None)] * n_t + [(0.05, 20.0)] * n_t + off)
 
-    # 1. heights and widths with the positions held, started from the data's own scale
-    h0 = np.full(n_sp, 1.0)
-    s0 = np.full(n_sp, max(_START_WIDTH, pixel))
-    p = np.concatenate([start.ravel(), h0, s0])
-    fixed = [(v, v) for v in start.ravel()]
-    shape_bounds = [(1e-6, None)] * n_sp + [(0.3 * pixel, 5.0)] * n_sp
-    p = scipy.optimize.minimize(misfit, p, args=(True,), jac=True, method="L-BFGS-B",
-                                bounds=fixed + shape_bounds, options={"maxiter": 50}).x
-    n_shape = len(history)
-    # 2. everything together, positions capped
-    free = [(v - cap, v + cap) for v in start.ravel()]
-    result = scipy.optimize.minimize(misfit, p, jac=True, method="L-BFGS-B", bounds=free + shape_bounds,
-                                     options={"maxiter": iterations, "maxcor": 20})
+    def report(_):
+        if progress:
+            print(f"\rrefining {len(start)} atoms against {n_t} projections: evaluation {problem.calls}, "
+                  f"misfit {problem.last:.6g}", end="", flush=True)
+
+    # 1. heights, widths, backgrounds and scales with the atoms held; 2. everything together
+    p = scipy.optimize.minimize(problem, p, args=(("pos", "o"),), jac=True, method="L-BFGS-B", bounds=bounds(False),
+                                callback=report, options={"maxiter": 100}).x
+    result = scipy.optimize.minimize(problem, p, jac=True, method="L-BFGS-B", bounds=bounds(True),
+                                     callback=report, options={"maxiter": iterations, "maxcor": 20})
     if progress:
         print()
-    pos, h, s = unpack(result.x)
+    pos, h, s, bg, c, o = problem.unpack(result.x)
+    # gauge: a translation of all atoms is the same as a pattern of offsets; keep the offsets smallest
+    jac = problem.jac.reshape(-1, 3)
+    t = np.linalg.lstsq(jac, o.ravel(), rcond=None)[0]
+    pos, o = pos + t, (o.ravel() - jac @ t).reshape(-1, 2)
+    scale = float(np.mean(c))
+    h, c = h * scale, c / scale
     out = model.copy(deep=True)
     out["position"] = (("atom", "xyz"), pos, {"units": "Å"})
-    out["displacement"] = ("atom", np.linalg.norm(pos - start, axis=1), {"units": "Å"})
+    out["displacement"] = ("atom", np.linalg.norm(pos - start - t, axis=1), {"units": "Å"})
+    model_images = problem.model(result.x)[0]
     params = {
-        "iterations": iterations, "max_displacement": cap,
-        "species": kinds.tolist(), "height": (h * level).tolist(),
-        "width": s.tolist(), "b_factor": (8 * np.pi**2 * s**2).tolist(),
-        "misfit_start": history[0] * level**2, "misfit_final": float(result.fun) * level**2,
-        "evaluations": len(history), "shape_evaluations": n_shape,
-        "r_factor": _r_factor(result.x, unpack, a, pixel, n_px, kind_of, b),
+        "iterations": iterations, "max_displacement": cap, "likelihood": "poisson-gaussian" if counts else "least-squares",
+        "species": kinds.tolist(), "height": h.tolist(), "width": s.tolist(),
+        "b_factor": (8 * np.pi**2 * s**2).tolist(),
+        "background": bg.tolist(), "scale": c.tolist(), "offset_y": o[:, 0].tolist(), "offset_x": o[:, 1].tolist(),
+        "misfit_start": value0, "misfit_final": float(result.fun), "evaluations": problem.calls,
+        "r_factor": float(np.mean(np.abs(model_images - b).sum(axis=(1, 2)) / np.abs(b).sum(axis=(1, 2)))),
         "seconds": time.perf_counter() - t0,
     }
-    return add_provenance(out, "refine", params, inputs=[f"atoms ({n_at})", f"tilt series ({n_t}×{n_px}×{n_px})"])
-
-
-def _r_factor(p, unpack, a, pixel, n, kind_of, b) -> float:
-    pos, h, s = unpack(p)
-    det, _ = _detector(pos, a, pixel, n)
-    model = gaussian_atoms.render(det, h[kind_of], s[kind_of] / pixel, (n, n))
-    return float(np.mean(np.abs(model - b).sum(axis=(1, 2)) / np.abs(b).sum(axis=(1, 2))))
+    return add_provenance(out, "refine", params, inputs=[f"atoms ({len(start)})", f"tilt series ({n_t}×{b.shape[1]}²)"])
