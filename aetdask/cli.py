@@ -262,6 +262,104 @@ def reconstruct(store, method, iterations, step, refine_angles, as_json):
 
 
 @main.command()
+@click.argument("tilts", type=click.Path(exists=True, dir_okay=False))
+@click.option("--angles", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Angle file: one θ per projection or (φ, θ, ψ) rows, degrees (.mat, .npy, text).")
+@click.option("--pixel-size", required=True, type=float, help="Pixel size in Å.")
+@click.option("--species", required=True, help="Comma-separated elements in the sample, e.g. Si or Co,Pd,Pt.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run store (resumed if it exists).")
+@click.option("--refine-angles", is_flag=True, help="Refine angles, shifts and scales while reconstructing.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object at the end.")
+@_handle_errors
+@_computing
+def run(tilts, angles, pixel_size, species, out, refine_angles, as_json):
+    """Raw counts to atomic model: import → preprocess → reconstruct → trace → classify → refine.
+
+    Every product goes into the run store as it finishes; the same command again
+    resumes after the last finished stage. A report (PNG + HTML) is written
+    next to the store.
+    """
+    from aetdask.pipeline import run as _run
+
+    summary = _run(tilts, out, [s.strip() for s in species.split(",") if s.strip()], angles=angles,
+                   pixel_size=pixel_size, refine_angles=refine_angles, progress=not as_json,
+                   echo=(lambda *a: None) if as_json else click.echo)
+    if as_json:
+        click.echo(json.dumps(summary))
+
+
+def _store_stage(store, source, target, make, describe):
+    from aetdask.io import RunStore
+
+    rs = RunStore(store, create=False)
+    if source not in rs:
+        raise StoreError(f"{rs.path}: product {source!r} is missing (it has {rs.products()})")
+    product = make(rs)
+    rs.write(target, product)
+    click.echo(f"wrote {rs.path}/{target}: {describe(product)}")
+
+
+@main.command()
+@click.argument("store", type=click.Path(exists=True, file_okay=False))
+@click.option("--species", required=True, help="Comma-separated elements in the sample.")
+@_handle_errors
+@_computing
+def trace(store, species):
+    """Trace atom candidates in the volume of a run store (`candidates`)."""
+    from aetdask.model import trace as _trace
+
+    names = [s.strip() for s in species.split(",") if s.strip()]
+    _store_stage(store, "volume", "candidates", lambda rs: _trace(rs.read("volume"), names, progress=True),
+                 lambda c: f"{c.sizes['atom']} candidates")
+
+
+@main.command()
+@click.argument("store", type=click.Path(exists=True, file_okay=False))
+@_handle_errors
+def classify(store):
+    """Classify the candidates of a run store by K-means (`atoms`)."""
+    from aetdask.model import classify as _classify
+
+    _store_stage(store, "candidates", "atoms", lambda rs: _classify(rs.read("candidates")),
+                 lambda a: ", ".join(f"{n} {s}" for s, n in a.attrs["provenance"][-1]["params"]["counts"].items()))
+
+
+@main.command()
+@click.argument("store", type=click.Path(exists=True, file_okay=False))
+@click.option("--truth", type=click.Path(exists=True), default=None, help="Ground-truth atom file (or run store).")
+@click.option("--cutoff", type=float, default=None, help="Matching distance in Å (with --truth; default 1.0).")
+@_handle_errors
+def report(store, truth, cutoff):
+    """Write the report (PNG + HTML) of a run store; with --truth, scored against the ground truth."""
+    from aetdask.report import write_report
+
+    png, page = write_report(store, truth=truth, cutoff=cutoff)
+    click.echo(f"wrote {png} and {page}")
+
+
+@main.command()
+@click.argument("store", type=click.Path(exists=True, file_okay=False))
+@click.option("--atoms", "atoms_file", required=True, type=click.Path(dir_okay=False),
+              help="Output atom file (.xyz extended XYZ, or .csv).")
+@click.option("--product", type=click.Choice(["refined", "atoms", "candidates", "truth"]), default=None,
+              help="Which model (default: the most refined one in the store).")
+@_handle_errors
+def export(store, atoms_file, product):
+    """Write the atomic model of a run store to an atom file."""
+    from aetdask.evaluate import TRACED_PRODUCTS
+    from aetdask.io import RunStore, write_atoms
+
+    rs = RunStore(store, create=False)
+    name = product or next((p for p in TRACED_PRODUCTS if p in rs), None)
+    if name is None or name not in rs:
+        raise StoreError(f"{rs.path}: no atomic model {'(' + product + ') ' if product else ''}in this store "
+                         f"(it has {rs.products()})")
+    model = rs.read(name)
+    path = write_atoms(model, atoms_file)
+    click.echo(f"wrote {path}: {model.sizes['atom']} atoms from {rs.path}/{name}")
+
+
+@main.command()
 @click.option("--out", default="aetdask-demo", show_default=True, type=click.Path(file_okay=False),
               help="Directory for the run store and figures.")
 @_handle_errors

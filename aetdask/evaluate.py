@@ -52,7 +52,8 @@ def evaluate(traced, truth, cutoff: float, *, center: bool = True) -> dict:
         ``{"species": {sym: {"truth", "traced", "matched", "identification_pct",
         "precision_pm"}}, "overall": {...}, "strict": {"true_positives",
         "false_positives", "false_negatives", "precision_pm", "rmsd_pm",
-        "species": {...}}, "shift": [dx, dy, dz], "cutoff": cutoff}``
+        "species": {...}}, "shift": [dx, dy, dz], "cutoff": cutoff,
+        "errors_pm": [distance of every matched atom to its truth atom]}``
 
         ``species``/``overall`` follow the paper (nearest truth atom of the same
         species within the cutoff, not one-to-one, translation re-estimated until
@@ -87,6 +88,7 @@ def evaluate(traced, truth, cutoff: float, *, center: bool = True) -> dict:
         "strict": {**strict["overall"], "species": strict["species"]},
         "shift": [float(v) for v in paper["shift"]],
         "cutoff": float(cutoff),
+        "errors_pm": [round(float(e), 3) for e in 100 * np.linalg.norm(paper["diff"][paper["matched_mask"]], axis=1)],
     }
 
 

@@ -96,6 +96,7 @@ class RunStore:
         """Write a product (computing it if lazy) and publish it atomically."""
         ds = _as_dataset(name, obj)
         tmp = self.path / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
+        ds = ds.drop_encoding()  # chunking follows the data as it is now, not the store it was read from
         try:
             job = ds.to_zarr(str(tmp), mode="w-", consolidated=True, zarr_format=_ZARR_FORMAT, compute=False)
             _compute(job, progress, f"writing {name}")

@@ -202,19 +202,21 @@ def fit_peaks(
         coef = window_samples(c, pos[idx], steps).reshape(len(idx), -1) @ op.T
         coef = np.einsum("nt,kts->nks", coef, dops)
         step = np.zeros((len(idx), 3))
-        for _newton in range(8):  # maximise the fitted polynomial inside the window
-            _, g, h = _poly_derivatives(coef, exps, step)
-            eig = np.linalg.eigvalsh(h)
-            concave = eig[:, -1] < 0
-            delta = np.zeros_like(step)
+        moving = np.ones(len(idx), dtype=bool)
+        for _newton in range(8):  # maximise each fitted polynomial inside its window
+            m = np.flatnonzero(moving)
+            if m.size == 0:
+                break
+            _, g, h = _poly_derivatives(coef[m], exps, step[m])
+            concave = np.linalg.eigvalsh(h)[:, -1] < 0
+            delta = np.zeros((m.size, 3))
             if concave.any():
                 delta[concave] = -np.linalg.solve(h[concave], g[concave][..., None])[..., 0]
             if (~concave).any():  # not a maximum here: climb the gradient by a bounded step
                 gn = g[~concave]
                 delta[~concave] = 0.5 * half * gn / np.maximum(np.linalg.norm(gn, axis=1, keepdims=True), 1e-300)
-            step = np.clip(step + delta, -half, half)
-            if np.all(np.abs(delta) < tolerance):
-                break
+            step[m] = np.clip(step[m] + delta, -half, half)
+            moving[m[np.all(np.abs(delta) < tolerance, axis=1)]] = False
         value = _poly_derivatives(coef, exps, step)[0]
         reverse = np.sum(step * previous[idx], axis=1) < 0
         damping[idx[reverse]] *= 0.5

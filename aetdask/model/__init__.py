@@ -1,0 +1,7 @@
+"""From volume to atomic model: tracing, classification, coordinate refinement."""
+
+from aetdask.model.classify import classify
+from aetdask.model.refine import refine
+from aetdask.model.trace import merge_distance, trace
+
+__all__ = ["trace", "classify", "refine", "merge_distance"]

@@ -1,0 +1,144 @@
+"""The run report: one PNG of the run's key figures and an HTML page around it."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import pathlib
+
+import numpy as np
+
+from aetdask import plot
+from aetdask.errors import StoreError
+from aetdask.evaluate import evaluate
+from aetdask.geometry import detector_coordinates
+from aetdask.io import RunStore
+from aetdask.kernels import gaussian_atoms
+
+
+def _record(obj, stage):
+    for r in reversed(obj.attrs.get("provenance", [])):
+        if r["stage"].startswith(stage):
+            return r["params"]
+    return None
+
+
+def model_projection(refined, tilts, k: int) -> np.ndarray:
+    """The refined model seen at projection ``k``: background + scale × Gaussian atoms, as fitted."""
+    p = _record(refined, "refine")
+    n = tilts.sizes["y"]
+    pixel = float(tilts.attrs["pixel_size"])
+    angles = np.array([[float(tilts.phi[k]), float(tilts.theta[k]), float(tilts.psi[k])]])
+    det = detector_coordinates(refined.position.values, angles) / pixel + n // 2
+    det = det + np.array([p["offset_y"][k], p["offset_x"][k]])
+    kind = {s: i for i, s in enumerate(p["species"])}
+    idx = np.array([kind[s] for s in refined.species.values.astype(str)], dtype=int)
+    img = gaussian_atoms.render(det, np.asarray(p["height"])[idx], np.asarray(p["width"])[idx] / pixel, (n, n))[0]
+    return p["background"][k] + p["scale"][k] * img
+
+
+def write_report(store, truth=None, cutoff: float | None = None) -> tuple[pathlib.Path, pathlib.Path]:
+    """Write ``report.png`` and ``report.html`` next to the run store; return their paths.
+
+    Panels: a projection raw / preprocessed / as the refined model predicts it;
+    the volume's central slices; the traced-intensity histogram with the
+    classes; the R-factor per iteration; and, with ``truth`` (an atom file or
+    Dataset) and ``cutoff`` (Å), the identification and precision with a
+    histogram of position errors (else the refinement's displacements).
+    """
+    store = store if isinstance(store, RunStore) else RunStore(store, create=False)
+    missing = [p for p in ("raw", "volume") if p not in store]
+    if missing:
+        raise StoreError(f"{store.path}: nothing to report yet (missing {missing})")
+    plt = plot._pyplot()
+    raw = store.read("raw")
+    pre = store.read("preprocessed") if "preprocessed" in store else None
+    volume = store.read("volume")
+    model = next((store.read(p) for p in ("refined", "atoms") if p in store), None)
+    k = int(np.argmin(np.abs(raw.theta.values)))
+    metrics = None
+    if truth is not None and model is not None:
+        metrics = evaluate(model, truth, cutoff or 1.0)
+        store.write_json("metrics.json", metrics)
+
+    fig = plt.figure(figsize=(13, 12.5), layout="constrained")
+    grid = fig.add_gridspec(3, 3)
+    images = [("raw counts", raw[k].values)]
+    if pre is not None:
+        images.append(("preprocessed", pre[k].values))
+    if model is not None and _record(model, "refine"):
+        images.append(("refined model, reprojected", model_projection(model, raw, k)))
+    ext = [float(raw.x[0]), float(raw.x[-1]), float(raw.y[-1]), float(raw.y[0])]
+    for c, (label, img) in enumerate(images):
+        ax = fig.add_subplot(grid[0, c])
+        ax.imshow(np.asarray(img, float), cmap="gray", extent=ext)
+        ax.set_title(f"{label}, θ = {float(raw.theta[k]):.1f}°", fontsize=10)
+        ax.set_xlabel("x (Å)")
+        ax.set_ylabel("y (Å)")
+    v = np.asarray(volume.values, dtype=float)
+    nz, ny, nx = v.shape
+    c = {d: volume[d].values for d in ("z", "y", "x")}
+    for col, (label, img, h, w, xl, yl) in enumerate([
+        ("volume, z = 0", v[nz // 2], c["x"], c["y"], "x (Å)", "y (Å)"),
+        ("volume, y = 0", v[:, ny // 2], c["x"], c["z"], "x (Å)", "z (Å)"),
+        ("volume, x = 0", v[:, :, nx // 2], c["y"], c["z"], "y (Å)", "z (Å)"),
+    ]):
+        ax = fig.add_subplot(grid[1, col])
+        ax.imshow(img, cmap="magma", extent=[h[0], h[-1], w[-1], w[0]])
+        ax.set_title(label, fontsize=10)
+        ax.set_xlabel(xl)
+        ax.set_ylabel(yl)
+
+    ax = fig.add_subplot(grid[2, 0])
+    if "candidates" in store:
+        cand = store.read("candidates")
+        ax.hist(cand.intensity.values, bins=100, color="0.6", label="candidates")
+        cls = _record(store.read("atoms"), "classify") if "atoms" in store else None
+        if cls:
+            for b in cls["boundaries"]:
+                ax.axvline(b, color="C3", lw=1)
+            counts = ", ".join(f"{n} {s}" for s, n in cls["counts"].items())
+            ax.set_title(f"traced intensity: {cls['non_atoms']} non-atoms | {counts}", fontsize=10)
+        ax.set_xlabel("integrated intensity")
+        ax.set_ylabel("candidates")
+        ax.set_yscale("log")
+    ax = fig.add_subplot(grid[2, 1])
+    rec = _record(volume, "reconstruct")
+    if rec and rec.get("r_factor"):
+        ax.plot(np.arange(1, len(rec["r_factor"]) + 1), rec["r_factor"])
+        ax.set_title(f"{rec['method']}: R = {rec['r_final']:.4f}", fontsize=10)
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("R-factor")
+    ax = fig.add_subplot(grid[2, 2])
+    if metrics is not None:
+        o, s = metrics["overall"], metrics["strict"]
+        err = np.asarray(metrics.get("errors_pm", []))
+        if err.size:
+            ax.hist(err, bins=40, color="C0")
+        ax.set_title(f"{o['identification_pct']:.1f}% identified, {o['precision_pm']:.1f} pm; "
+                     f"strict FP {s['false_positives']} FN {s['false_negatives']}", fontsize=10)
+        ax.set_xlabel("position error (pm)")
+        ax.set_ylabel("atoms")
+    elif model is not None and "displacement" in model:
+        ax.hist(model.displacement.values * 100, bins=40, color="C0")
+        ax.set_title("refinement: displacement from the traced position", fontsize=10)
+        ax.set_xlabel("displacement (pm)")
+        ax.set_ylabel("atoms")
+    fig.suptitle(f"aetdask run {store.path.name}", fontsize=12)
+    png = plot._save(fig, store.path.parent / f"{store.path.name}-report.png")
+
+    run = store.read_json("run.json") or {}
+    rows = "".join(
+        f"<tr><td>{html.escape(name)}</td><td>{info.get('seconds', 0):.1f}</td>"
+        f"<td>{html.escape(str(info.get('note', '')))}</td></tr>"
+        for name, info in run.get("stages", {}).items())
+    body = (f"<h1>aetdask run {html.escape(store.path.name)}</h1>"
+            f"<table border=1 cellpadding=4><tr><th>stage</th><th>seconds</th><th>result</th></tr>{rows}</table>")
+    if metrics is not None:
+        body += f"<h2>evaluation against the truth</h2><pre>{html.escape(json.dumps(metrics, indent=1)[:20000])}</pre>"
+    body += f'<p><img src="data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()}" width="100%"></p>'
+    page = store.path.parent / f"{store.path.name}-report.html"
+    page.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>aetdask report</title></head>"
+                    f"<body style='font-family:sans-serif'>{body}</body></html>")
+    return png, page
