@@ -21,6 +21,7 @@ import os
 import pathlib
 import shutil
 import uuid
+import warnings
 
 import xarray as xr
 import zarr
@@ -79,7 +80,7 @@ class RunStore:
             final = self.path / old.name[1:].split(".old-")[0]
             if not final.exists() and (old / ".zgroup").exists():
                 os.replace(old, final)
-                zarr.consolidate_metadata(str(self.path))
+                _consolidate(self.path)
             elif final.exists():
                 shutil.rmtree(old, ignore_errors=True)
 
@@ -116,7 +117,7 @@ class RunStore:
         os.replace(tmp, final)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-        zarr.consolidate_metadata(str(self.path))
+        _consolidate(self.path)
 
     def write_json(self, name: str, data: dict) -> pathlib.Path:
         """Write ``name`` (e.g. ``metrics.json``) atomically."""
@@ -143,6 +144,13 @@ class RunStore:
     def read_json(self, name: str) -> dict | None:
         path = self.path / name
         return json.loads(path.read_text()) if path.exists() else None
+
+
+def _consolidate(path) -> None:
+    """Consolidate the root metadata; the JSON side files (run.json, metrics.json) are not Zarr nodes."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy")
+        zarr.consolidate_metadata(str(path))
 
 
 def _as_dataset(name: str, obj) -> xr.Dataset:
