@@ -29,8 +29,8 @@ _CONFIG_OF = {
     "volume": ("reconstruct.method", "reconstruct.iterations", "reconstruct.step", "reconstruct.subsamples",
                "reconstruct.plateau", "dtype"),
     "candidates": ("trace.oversample", "trace.window", "trace.sigma", "trace.order", "trace.bond_fraction"),
-    "atoms": ("classify.seed", "classify.passes"),
-    "refined": ("refine_atoms.iterations", "refine_atoms.max_displacement"),
+    "atoms": ("classify.seed", "classify.passes", "classify.noise_classes"),
+    "refined": ("refine_atoms.iterations", "refine_atoms.max_displacement", "refine_atoms.select"),
 }
 _REFINE_ANGLE_KEYS = ("refine.rounds", "refine.iterations", "refine.angle_step", "refine.angle_points",
                       "refine.shift_upsample")
@@ -184,11 +184,19 @@ def run(
             data = pre.load()
         data = data.assign_coords(phi=("tilt", pre.phi.values), theta=("tilt", pre.theta.values),
                                   psi=("tilt", pre.psi.values))
-        refined = refine(store.read("atoms"), data, progress=progress)
+        atoms_, cand = store.read("atoms"), store.read("candidates")
+        from scipy.spatial import cKDTree
+
+        d, _ = cKDTree(atoms_.position.values).query(cand.position.values)
+        pool = cand.position.values[d > 1e-6]  # the candidates classification left out
+        refined = refine(atoms_, data, candidates=pool, progress=progress)
         store.write("refined", refined)
         p = refined.attrs["provenance"][-1]["params"]
         shift = np.median(refined.displacement.values) * 100
-        return (f"{p['likelihood']} fit, misfit {p['misfit_start']:.6g} → {p['misfit_final']:.6g}, median "
+        sel = p.get("selection") or []
+        changes = (f"{sum(r['removed'] for r in sel)} atoms dropped, {sum(r['added'] for r in sel)} added by the "
+                   f"likelihood test; " if sel else "")
+        return (changes + f"{p['likelihood']} fit, misfit {p['misfit_start']:.6g} → {p['misfit_final']:.6g}, median "
                 f"displacement {shift:.1f} pm, B = " + ", ".join(f"{s} {b:.1f} Å²" for s, b in zip(p["species"], p["b_factor"])))
 
     stage("raw", do_raw, "import")

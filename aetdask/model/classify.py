@@ -24,12 +24,18 @@ def _kmeans(values, k, seed, init=None):
     return rank[labels], km.cluster_centers_[order, 0]
 
 
-def classify(candidates: xr.Dataset, species=None, *, seed: int | None = None, passes: int | None = None) -> xr.Dataset:
+def classify(candidates: xr.Dataset, species=None, *, seed: int | None = None, passes: int | None = None,
+             noise_classes: int | None = None) -> xr.Dataset:
     """Assign species to atom candidates and drop the non-atoms.
 
-    K-means (``k`` = species + 1, fixed seed) on the candidates' integrated
-    intensity: the faintest class is "non-atom" (noise maxima), the others are
-    the species in order of atomic number (heavier atoms scatter more). With
+    K-means (``k`` = species + non-atom classes, fixed seed) on the candidates'
+    integrated intensity: the faintest classes are "non-atom" (noise maxima),
+    the others are the species in order of atomic number (heavier atoms scatter
+    more). Non-atoms are many and heavy-tailed — a crowd of faint maxima and a
+    tail of ghost peaks reaching towards the atoms — and one K-means class for
+    them puts its boundary half-way between the crowd and the atoms, deep in
+    the tail; two classes (the default) let the tail have its own centre, which
+    keeps low-dose ghosts out. ``noise_classes=1`` is the seed paper's scheme. With
     ``passes`` > 1 the atom classes are re-clustered among the atoms alone,
     started from the previous centres, which sharpens the boundaries between
     species once the non-atoms are out (the multi-pass scheme for three species).
@@ -52,9 +58,9 @@ def classify(candidates: xr.Dataset, species=None, *, seed: int | None = None, p
     Examples
     --------
     >>> from aetdask.schema import atoms
-    >>> cand = atoms(np.arange(12.0).reshape(4, 3), ["Si"] * 4, intensity=[0.1, 5.0, 5.2, 0.2])
-    >>> classify(cand, ["Si"]).sizes["atom"]
-    2
+    >>> cand = atoms(np.arange(21.0).reshape(7, 3), ["Si"] * 7, intensity=[0.05, 5.0, 0.1, 5.2, 0.2, 1.1, 4.9])
+    >>> classify(cand, ["Si"]).intensity.values.tolist()
+    [5.0, 5.2, 4.9]
     """
     validate_atoms(candidates, source="candidates")
     if "intensity" not in candidates:
@@ -66,11 +72,16 @@ def classify(candidates: xr.Dataset, species=None, *, seed: int | None = None, p
     names = names[np.argsort(atomic_number(names), kind="stable")]
     seed = int(config.get("classify.seed", seed))
     passes = int(config.get("classify.passes", passes))
+    noise = int(config.get("classify.noise_classes", noise_classes))
+    if noise < 1:
+        raise InputError(f"noise_classes: expected at least 1, got {noise}")
     intensity = np.asarray(candidates.intensity.values, dtype=float)
-    k = len(names) + 1
+    k = len(names) + noise
     if len(intensity) < k:
         raise InputError(f"candidates: {len(intensity)} candidates cannot be split into {k} classes")
     labels, centers = _kmeans(intensity, k, seed)
+    labels = np.maximum(labels - (noise - 1), 0)  # 0: non-atom, 1…: species
+    centers = np.concatenate([[centers[:noise].mean()], centers[noise:]])
     for _ in range(max(passes, 1) - 1):
         if len(names) == 1:
             break
@@ -81,14 +92,14 @@ def classify(candidates: xr.Dataset, species=None, *, seed: int | None = None, p
         centers = np.concatenate([[centers[0]], sub_centers])
     keep = labels > 0
     boundaries = [float(0.5 * (intensity[labels == c].max() + intensity[labels == c + 1].min()))
-                  for c in range(k - 1) if np.any(labels == c) and np.any(labels == c + 1)]
+                  for c in range(len(names)) if np.any(labels == c) and np.any(labels == c + 1)]
     out = atoms(candidates.position.values[keep], names[labels[keep] - 1], intensity=intensity[keep],
                 provenance=list(candidates.attrs.get("provenance", [])))
     if "peak" in candidates:
         out["peak"] = ("atom", candidates.peak.values[keep])
     counts = {str(s): int(np.sum(labels[keep] - 1 == i)) for i, s in enumerate(names)}
     out.attrs["provenance"] = out.attrs["provenance"] + [provenance_record("classify", {
-        "method": "kmeans", "seed": seed, "passes": passes, "classes": ["non-atom"] + names.tolist(),
+        "method": "kmeans", "seed": seed, "passes": passes, "noise_classes": noise, "classes": ["non-atom"] + names.tolist(),
         "centers": centers.tolist(), "boundaries": boundaries, "counts": counts,
         "non_atoms": int(np.sum(~keep)), "candidates": len(intensity),
     }, inputs=[f"candidates ({len(intensity)})"])]

@@ -25,6 +25,7 @@ from aetdask.geometry import projection_matrices
 from aetdask.kernels import gaussian_atoms
 from aetdask.reconstruct.stage import euler_angles
 from aetdask.schema import add_provenance, validate_atoms, validate_tilt_series
+from aetdask.schema import atoms as make_atoms
 
 #: Starting Gaussian width (Å) before it is fitted: about the probe-limited resolution.
 _START_WIDTH = 0.5
@@ -114,6 +115,9 @@ def refine(
     alpha=None,
     sigma=None,
     max_displacement: float | None = None,
+    candidates=None,
+    min_distance: float | None = None,
+    select: bool | None = None,
     progress: bool = False,
 ) -> xr.Dataset:
     """Refine atom positions against the projections (and the per-species H, B and per-projection
@@ -133,11 +137,22 @@ def refine(
     iterations, max_displacement
         None = ``aetdask.refine_atoms.*`` configuration. Every atom stays within
         ``max_displacement`` Å of its starting position along each axis.
+    candidates : array (n, 3), optional
+        Positions (Å) that tracing found but classification left out; with
+        ``select``, those the counts support are added as atoms.
+    min_distance : float, optional
+        Closest two atoms may be (Å); default :func:`~aetdask.model.trace.merge_distance`.
+    select : bool, optional
+        Model selection on counts (default ``aetdask.refine_atoms.select``):
+        after the fit, atoms whose removal costs less likelihood than a
+        Bonferroni-corrected χ² threshold are dropped and candidates that gain
+        more are added (:func:`_select`), and the fit is repeated.
 
     Returns
     -------
     xr.Dataset
-        The refined model with ``displacement`` (Å) per atom; the per-species
+        The refined model with ``displacement`` (Å) per atom from where tracing
+        put it and ``flag`` 1 for atoms the likelihood test added; the per-species
         height / B-factor, per-projection background, scale and offset, and the
         misfit before and after, in the last provenance record.
 
@@ -160,6 +175,11 @@ def refine(
         raise InputError(f"max_displacement: expected a positive distance in Å, got {cap!r}")
     if model.sizes["atom"] == 0:
         raise InputError("model: no atoms to refine")
+    select = bool(config.get("refine_atoms.select", select))
+    if min_distance is None:
+        from aetdask.model.trace import merge_distance
+
+        min_distance = merge_distance(np.unique(model.species.values.astype(str)))
     counts = tilts.attrs.get("units", "counts") == "counts"
     b = np.asarray(tilts.values, dtype=np.float64)
     n_t = b.shape[0]
@@ -168,9 +188,18 @@ def refine(
     sigma = np.broadcast_to(np.asarray(sigma if sigma is not None else _per_tilt(tilts, "noise_sigma", 0.0), float), n_t)
     start = np.asarray(model.position.values, dtype=float)
     species = np.asarray(model.species.values).astype(str)
-    kinds, kind_of = np.unique(species, return_inverse=True)
-    problem = _Problem(b, projection_matrices(euler_angles(tilts)), pixel, kind_of, len(kinds), counts, alpha, sigma)
+    kinds = np.unique(species)
+    kind_of = np.searchsorted(kinds, species)
+    a = projection_matrices(euler_angles(tilts))
     t0 = time.perf_counter()
+    calls = [0]
+
+    def report(problem):
+        def callback(_):
+            if progress:
+                print(f"\rrefining {problem.n_at} atoms against {n_t} projections: evaluation "
+                      f"{calls[0] + problem.calls}, misfit {problem.last:.6g}", end="", flush=True)
+        return callback
 
     # starting values: border background, unit scale, recorded alignment, height from the total signal
     edge = np.concatenate([b[:, :2].reshape(n_t, -1), b[:, -2:].reshape(n_t, -1),
@@ -180,45 +209,113 @@ def refine(
     signal = float(np.mean(np.clip(b - bg0[:, None, None], 0, None).sum(axis=(1, 2))))
     h0 = np.full(len(kinds), max(signal, 1e-12) / (len(start) * 2 * np.pi * (s0[0] / pixel) ** 2))
     o0 = -np.stack([_per_tilt(tilts, "shift_y", 0.0), _per_tilt(tilts, "shift_x", 0.0)], axis=1)
-    p = problem.pack(start, h0, s0, bg0, np.ones(n_t), o0)
-    value0 = problem(p)[0]
 
-    def bounds(free_positions):
-        pos = [(v - cap, v + cap) if free_positions else (v, v) for v in start.ravel()]
-        off = [(v - cap / pixel, v + cap / pixel) if free_positions else (v, v) for v in o0.ravel()]
-        return (pos + [(1e-12, None)] * len(kinds) + [(0.3 * pixel, 5.0)] * len(kinds)
-                + [(None, None)] * n_t + [(0.05, 20.0)] * n_t + off)
+    def fit(origin, kind_of, shape, first):
+        """Positions within ``cap`` of ``origin``; ``shape`` = (h, s, bg, c, o) to start from."""
+        problem = _Problem(b, a, pixel, kind_of, len(kinds), counts, alpha, sigma)
+        h, s, bg, c, o = shape
+        p = problem.pack(origin, h, s, bg, c, o)
 
-    def report(_):
-        if progress:
-            print(f"\rrefining {len(start)} atoms against {n_t} projections: evaluation {problem.calls}, "
-                  f"misfit {problem.last:.6g}", end="", flush=True)
+        def bounds(free):
+            pos = [(v - cap, v + cap) if free else (v, v) for v in origin.ravel()]
+            off = [(v - cap / pixel, v + cap / pixel) if free else (v, v) for v in o.ravel()]
+            return (pos + [(1e-12, None)] * len(kinds) + [(0.3 * pixel, 5.0)] * len(kinds)
+                    + [(None, None)] * n_t + [(0.05, 20.0)] * n_t + off)
 
-    # 1. heights, widths, backgrounds and scales with the atoms held; 2. everything together
-    p = scipy.optimize.minimize(problem, p, args=(("pos", "o"),), jac=True, method="L-BFGS-B", bounds=bounds(False),
-                                callback=report, options={"maxiter": 100}).x
-    result = scipy.optimize.minimize(problem, p, jac=True, method="L-BFGS-B", bounds=bounds(True),
-                                     callback=report, options={"maxiter": iterations, "maxcor": 20})
+        value0 = problem(p)[0]
+        if first:  # heights, widths, backgrounds and scales with the atoms held, then everything together
+            p = scipy.optimize.minimize(problem, p, args=(("pos", "o"),), jac=True, method="L-BFGS-B",
+                                        bounds=bounds(False), callback=report(problem), options={"maxiter": 100}).x
+        result = scipy.optimize.minimize(problem, p, jac=True, method="L-BFGS-B", bounds=bounds(True),
+                                         callback=report(problem), options={"maxiter": iterations, "maxcor": 20})
+        calls[0] += problem.calls
+        return problem, result, value0
+
+    origin, added, traced = start, np.zeros(len(start), dtype=bool), start
+    problem, result, value0 = fit(origin, kind_of, (h0, s0, bg0, np.ones(n_t), o0), True)
+    selection = []
+    if counts and select:
+        pool = np.empty((0, 3)) if candidates is None else np.asarray(candidates, dtype=float).reshape(-1, 3)
+        for _round in range(2):
+            keep, new_pos, new_kind, info = _select(problem, result.x, pool, kinds, min_distance)
+            selection.append(info)
+            if keep.all() and len(new_pos) == 0:
+                break
+            pos = problem.unpack(result.x)[0]
+            origin = np.concatenate([pos[keep], new_pos])
+            added = np.concatenate([added[keep], np.ones(len(new_pos), dtype=bool)])
+            traced = np.concatenate([traced[keep], new_pos])
+            kind_of = np.concatenate([kind_of[keep], new_kind])
+            _, h, s, bg, c, o = problem.unpack(result.x)
+            problem, result, _ = fit(origin, kind_of, (h, s, bg, c, o), False)
     if progress:
         print()
     pos, h, s, bg, c, o = problem.unpack(result.x)
     # gauge: a translation of all atoms is the same as a pattern of offsets; keep the offsets smallest
     jac = problem.jac.reshape(-1, 3)
     t = np.linalg.lstsq(jac, o.ravel(), rcond=None)[0]
+    moved = np.linalg.norm(pos - traced, axis=1)
     pos, o = pos + t, (o.ravel() - jac @ t).reshape(-1, 2)
     scale = float(np.mean(c))
     h, c = h * scale, c / scale
-    out = model.copy(deep=True)
-    out["position"] = (("atom", "xyz"), pos, {"units": "Å"})
-    out["displacement"] = ("atom", np.linalg.norm(pos - start - t, axis=1), {"units": "Å"})
+    out = make_atoms(pos, kinds[kind_of], flag=added.astype(int), provenance=list(model.attrs.get("provenance", [])))
+    out["displacement"] = ("atom", moved, {"units": "Å"})
+    out.attrs = {**model.attrs, **out.attrs}
     model_images = problem.model(result.x)[0]
     params = {
         "iterations": iterations, "max_displacement": cap, "likelihood": "poisson-gaussian" if counts else "least-squares",
         "species": kinds.tolist(), "height": h.tolist(), "width": s.tolist(),
         "b_factor": (8 * np.pi**2 * s**2).tolist(),
         "background": bg.tolist(), "scale": c.tolist(), "offset_y": o[:, 0].tolist(), "offset_x": o[:, 1].tolist(),
-        "misfit_start": value0, "misfit_final": float(result.fun), "evaluations": problem.calls,
+        "misfit_start": value0, "misfit_final": float(result.fun), "evaluations": calls[0],
+        "selection": selection, "atoms_in": len(start), "atoms_out": len(pos),
         "r_factor": float(np.mean(np.abs(model_images - b).sum(axis=(1, 2)) / np.abs(b).sum(axis=(1, 2)))),
         "seconds": time.perf_counter() - t0,
     }
     return add_provenance(out, "refine", params, inputs=[f"atoms ({len(start)})", f"tilt series ({n_t}×{b.shape[1]}²)"])
+
+
+def _select(problem, x, pool, kinds, min_distance):
+    """Atoms the counts do not support, and candidates they do: a likelihood-ratio test per atom.
+
+    Taking atom j away changes the negative log-likelihood by ΔL_j; adding one at
+    a candidate position (best species) by −G_c. An atom stays if ΔL_j exceeds,
+    and a candidate joins if G_c exceeds, ``½ χ²₃(1 − 0.05/m)``: the likelihood
+    ratio of three position parameters at a 5 % family-wise level over all ``m``
+    atoms and candidates tested (Bonferroni), so the threshold follows from how
+    many tests are made, not from the data set.
+    """
+    from scipy.spatial import cKDTree
+    from scipy.stats import chi2
+
+    pos, h, s, bg, c, o = problem.unpack(x)
+    m = problem.model(x)[0]
+    mp = np.maximum((m + problem.offset) / problem.alpha, 1e-12)
+    weight = c / problem.alpha[:, 0, 0]
+    pixel = problem.pixel
+    det = problem.detector(pos, o)
+    cost = gaussian_atoms.likelihood_change(problem.zp, mp, det, -h[problem.kind_of],
+                                            s[problem.kind_of] / pixel, weight)
+    far = np.empty((0, 3))
+    if len(pool):
+        d, _ = cKDTree(pos).query(pool)
+        far = pool[d > min_distance]
+    gains = np.full((len(far), len(kinds)), -np.inf)
+    if len(far):
+        fdet = problem.detector(far, o)
+        for k in range(len(kinds)):
+            gains[:, k] = -gaussian_atoms.likelihood_change(problem.zp, mp, fdet, np.full(len(far), h[k]),
+                                                            np.full(len(far), s[k] / pixel), weight)
+    tests = len(pos) + gains.size
+    threshold = 0.5 * float(chi2.isf(0.05 / max(tests, 1), df=3))
+    keep = cost > threshold
+    best, kind = gains.max(axis=1) if len(far) else np.empty(0), gains.argmax(axis=1) if len(far) else np.empty(0, int)
+    new, new_kind = [], []
+    for i in np.argsort(-best):
+        if best[i] <= threshold:
+            break
+        if all(np.linalg.norm(far[i] - q) > min_distance for q in new):
+            new.append(far[i])
+            new_kind.append(kind[i])
+    info = {"tested": tests, "threshold": threshold, "removed": int((~keep).sum()), "added": len(new)}
+    return keep, np.asarray(new).reshape(-1, 3), np.asarray(new_kind, dtype=int), info
