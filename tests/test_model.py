@@ -1,0 +1,134 @@
+import numpy as np
+import pytest
+
+from aetdask.errors import InputError
+from aetdask.kernels import gaussian_atoms
+from aetdask.model import classify, refine
+from aetdask.schema import atoms
+from aetdask.simulate import linear
+
+
+
+def test_gaussian_gradients_match_finite_differences():
+    rng = np.random.default_rng(0)
+    pos = rng.uniform(3, 27, (3, 8, 2))
+    h, s = rng.uniform(1, 2, 8), rng.uniform(0.8, 2, 8)
+    b = rng.normal(size=(3, 30, 30))
+
+    def loss(p, hh, ss):
+        return 0.5 * np.sum((gaussian_atoms.render(p, hh, ss, (30, 30)) - b) ** 2)
+
+    gp, gh, gs = gaussian_atoms.gradients(gaussian_atoms.render(pos, h, s, (30, 30)) - b, pos, h, s)
+    e = 1e-6
+    for idx in [(0, 1, 0), (2, 5, 1)]:
+        d = np.zeros_like(pos)
+        d[idx] = e
+        assert gp[idx] == pytest.approx((loss(pos + d, h, s) - loss(pos - d, h, s)) / (2 * e), rel=1e-5)
+    d = np.zeros(8)
+    d[3] = e
+    assert gh[3] == pytest.approx((loss(pos, h + d, s) - loss(pos, h - d, s)) / (2 * e), rel=1e-5)
+    assert gs[3] == pytest.approx((loss(pos, h, s + d) - loss(pos, h, s - d)) / (2 * e), rel=1e-5)
+
+
+def test_array_module_branch_matches_the_numba_kernels(monkeypatch):
+    """The CuPy branch is plain ``xp`` code: run it with NumPy standing in for CuPy."""
+    rng = np.random.default_rng(1)
+    pos = rng.uniform(2, 18, (2, 5, 2))
+    h, s = rng.uniform(1, 2, 5), rng.uniform(0.7, 1.5, 5)
+    res = rng.normal(size=(2, 20, 20))
+    want_img = gaussian_atoms.render(pos, h, s, (20, 20))
+    want_grad = gaussian_atoms.gradients(res, pos, h, s)
+    import aetdask.kernels.gaussian_atoms as ga
+
+    class XP:
+        def __getattr__(self, name):
+            return getattr(np, name)
+
+    monkeypatch.setattr(ga, "get_array_module", lambda x: XP())
+    np.testing.assert_allclose(ga.render(pos, h, s, (20, 20)), want_img, atol=1e-12)
+    for got, want in zip(ga.gradients(res, pos, h, s), want_grad):
+        np.testing.assert_allclose(got, want, atol=1e-10)
+
+
+def test_cupy_kernels_agree_with_numpy():
+    from aetdask.backend import cupy_available
+
+    if not cupy_available():
+        pytest.skip("CuPy with a GPU is not available")
+    import cupy
+
+    rng = np.random.default_rng(2)
+    pos = rng.uniform(2, 30, (4, 20, 2))
+    h, s = rng.uniform(1, 2, 20), rng.uniform(0.7, 1.5, 20)
+    res = rng.normal(size=(4, 32, 32))
+    img = gaussian_atoms.render(cupy.asarray(pos), cupy.asarray(h), cupy.asarray(s), (32, 32))
+    np.testing.assert_allclose(cupy.asnumpy(img), gaussian_atoms.render(pos, h, s, (32, 32)), atol=1e-9)
+    got = gaussian_atoms.gradients(cupy.asarray(res), cupy.asarray(pos), cupy.asarray(h), cupy.asarray(s))
+    for g, w in zip(got, gaussian_atoms.gradients(res, pos, h, s)):
+        np.testing.assert_allclose(cupy.asnumpy(g), w, atol=1e-8)
+
+
+def test_likelihood_change_is_the_difference_of_likelihoods():
+    rng = np.random.default_rng(3)
+    z = rng.poisson(2.0, (2, 16, 16)).astype(float)
+    m = np.full(z.shape, 2.0)
+    pos = np.array([[[7.3, 8.1]], [[6.0, 9.5]]])
+    w = np.array([1.0, 0.8])
+    dl = gaussian_atoms.likelihood_change(z, m, pos, np.array([1.5]), np.array([1.2]), w)
+    added = m + w[:, None, None] * gaussian_atoms.render(pos, np.array([1.5]), np.array([1.2]), (16, 16))
+
+    def nll(mm):
+        return np.sum(mm - z * np.log(mm))
+
+    assert dl[0] == pytest.approx(nll(added) - nll(m), rel=1e-9)
+
+
+def _series(truth, dose, shape=40, pixel=0.3, seed=0):
+    return linear(truth, angles=np.arange(0.0, 180.0, 6.0), pixel_size=pixel, shape=shape, dose=dose, seed=seed).compute()
+
+
+def test_refinement_on_counts_recovers_perturbed_positions_and_the_width():
+    truth = atoms([[0.0, 0.0, 0.0], [2.4, 0.3, -0.8], [-1.5, 2.0, 1.2], [0.5, -2.3, 1.9]], ["Pt"] * 4)
+    ts = _series(truth, 1e6)
+    start = truth.copy(deep=True)
+    start["position"] = start.position + np.random.default_rng(4).normal(0, 0.15, (4, 3))
+    out = refine(start, ts, 200, select=False)
+    err = np.linalg.norm(out.position.values - truth.position.values, axis=1)
+    assert err.max() < 0.03, err
+    p = out.attrs["provenance"][-1]["params"]
+    assert p["likelihood"] == "poisson-gaussian" and p["misfit_final"] < p["misfit_start"]
+    np.testing.assert_allclose(p["scale"], 1.0, atol=0.05)
+    np.testing.assert_allclose(out.displacement.values, np.linalg.norm(out.position.values - start.position.values,
+                                                                       axis=1), atol=0.01)
+
+
+def test_likelihood_selection_drops_a_ghost_and_adds_a_missed_atom():
+    truth = atoms([[0.0, 0.0, 0.0], [2.5, 0.0, 0.5], [-1.2, 2.2, -0.6], [-3.0, -3.0, 2.0]], ["Pt"] * 4)
+    ts = _series(truth, 2e5, shape=48)
+    ghost = [3.5, 3.5, -2.5]  # nothing there, > 4 Å from every atom
+    start = atoms(np.vstack([truth.position.values[:3], ghost]), ["Pt"] * 4)
+    # candidates: near the atom tracing missed, and in empty space
+    out = refine(start, ts, 100, candidates=np.vstack([truth.position.values[3:] + 0.2, [[-3.5, 3.5, 3.0]]]))
+    sel = out.attrs["provenance"][-1]["params"]["selection"][0]
+    assert sel["removed"] == 1 and sel["added"] == 1
+    d = np.linalg.norm(out.position.values[:, None] - truth.position.values[None], axis=2)
+    assert out.sizes["atom"] == 4 and d.min(axis=1).max() < 0.05
+    assert out.flag.values.tolist() == [0, 0, 0, 1]
+
+
+def test_classification_of_two_species_and_its_reproducibility():
+    rng = np.random.default_rng(5)
+    n_si, n_ge, n_noise = 40, 25, 300
+    intensity = np.concatenate([rng.normal(5.0, 0.4, n_si), rng.normal(10.0, 0.6, n_ge), rng.exponential(0.5, n_noise)])
+    pos = rng.uniform(-10, 10, (len(intensity), 3))
+    cand = atoms(pos, ["Si"] * len(intensity), intensity=intensity)
+    out = classify(cand, ["Ge", "Si"])
+    assert out.sizes["atom"] == n_si + n_ge
+    species = out.species.values.astype(str)
+    assert np.all(species[out.intensity.values < 7.5] == "Si") and np.all(species[out.intensity.values > 7.5] == "Ge")
+    again = classify(cand, ["Si", "Ge"], passes=2)
+    np.testing.assert_array_equal(again.position.values, out.position.values)
+    p = out.attrs["provenance"][-1]["params"]
+    assert p["classes"] == ["non-atom", "Si", "Ge"] and p["counts"] == {"Si": n_si, "Ge": n_ge}
+    with pytest.raises(InputError):
+        classify(cand.drop_vars("intensity"), ["Si"])
