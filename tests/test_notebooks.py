@@ -1,0 +1,20 @@
+"""The walkthrough notebook runs top to bottom, so it never rots."""
+
+import pathlib
+
+import pytest
+
+NOTEBOOKS = pathlib.Path(__file__).resolve().parents[1] / "notebooks"
+
+
+@pytest.mark.timeout(1200)
+@pytest.mark.parametrize("name", ["walkthrough.ipynb"])
+def test_notebook_executes(name):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    client = nbclient.NotebookClient(nb, timeout=1200, kernel_name="python3",
+                                     resources={"metadata": {"path": str(NOTEBOOKS)}})
+    client.execute()
+    outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "identified" in outputs
