@@ -326,6 +326,23 @@ def classify(store):
 
 @main.command()
 @click.argument("store", type=click.Path(exists=True, file_okay=False))
+@_handle_errors
+def refine(store):
+    """Refine the atoms of a run store against its raw counts (`refined`)."""
+    from aetdask.pipeline import refine_store
+
+    def make(rs):
+        missing = [p for p in ("raw", "preprocessed", "candidates") if p not in rs]
+        if missing:
+            raise StoreError(f"{rs.path}: refinement needs {missing} as well (it has {rs.products()})")
+        return refine_store(rs, progress=True)
+
+    _store_stage(store, "atoms", "refined", make,
+                 lambda m: f"{m.sizes['atom']} atoms, median displacement {np.median(m.displacement.values) * 100:.1f} pm")
+
+
+@main.command()
+@click.argument("store", type=click.Path(exists=True, file_okay=False))
 @click.option("--truth", type=click.Path(exists=True), default=None, help="Ground-truth atom file (or run store).")
 @click.option("--cutoff", type=float, default=None, help="Matching distance in Å (with --truth; default 1.0).")
 @_handle_errors

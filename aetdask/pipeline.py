@@ -62,6 +62,27 @@ def _file_digest(path: pathlib.Path) -> str:
     return h.hexdigest()[:16]
 
 
+def refine_store(store: RunStore, progress: bool = False):
+    """Refine a run store's ``atoms`` against its raw counts (noise model and alignment from
+    ``preprocessed``), offering the candidates classification left out to the likelihood test."""
+    from scipy.spatial import cKDTree
+
+    from aetdask.model import refine
+
+    raw, pre = store.read("raw"), store.read("preprocessed")
+    if raw.attrs.get("units") == "counts":
+        data = raw.load().assign_coords(
+            {k: ("tilt", pre.coords[k].values) for k in ("noise_alpha", "noise_sigma", "shift_y", "shift_x")
+             if k in pre.coords})
+    else:  # no counts to fit: the preprocessed projections, by least squares
+        data = pre.load()
+    data = data.assign_coords(phi=("tilt", pre.phi.values), theta=("tilt", pre.theta.values),
+                              psi=("tilt", pre.psi.values))
+    found, cand = store.read("atoms"), store.read("candidates")
+    d, _ = cKDTree(found.position.values).query(cand.position.values)
+    return refine(found, data, candidates=cand.position.values[d > 1e-6], progress=progress)
+
+
 def run(
     tilts,
     out,
@@ -93,7 +114,7 @@ def run(
     dict
         ``{"store", "stages": {name: {"seconds", "resumed"}}, "atoms": {species: count}, "report"}``.
     """
-    from aetdask.model import classify, refine, trace
+    from aetdask.model import classify, trace
     from aetdask.preprocess import preprocess
     from aetdask.reconstruct import reconstruct
     from aetdask.reconstruct.refine import refine as refine_angles_fn
@@ -176,20 +197,7 @@ def run(
         return ", ".join(f"{v} {k}" for k, v in counts.items()) + f"; {non} non-atoms"
 
     def do_refined():
-        raw, pre = store.read("raw"), store.read("preprocessed")
-        data = raw.load().assign_coords(
-            {k: ("tilt", pre.coords[k].values) for k in ("noise_alpha", "noise_sigma", "shift_y", "shift_x")
-             if k in pre.coords})
-        if raw.attrs.get("units") != "counts":  # no counts to fit: use the preprocessed projections
-            data = pre.load()
-        data = data.assign_coords(phi=("tilt", pre.phi.values), theta=("tilt", pre.theta.values),
-                                  psi=("tilt", pre.psi.values))
-        atoms_, cand = store.read("atoms"), store.read("candidates")
-        from scipy.spatial import cKDTree
-
-        d, _ = cKDTree(atoms_.position.values).query(cand.position.values)
-        pool = cand.position.values[d > 1e-6]  # the candidates classification left out
-        refined = refine(atoms_, data, candidates=pool, progress=progress)
+        refined = refine_store(store, progress=progress)
         store.write("refined", refined)
         p = refined.attrs["provenance"][-1]["params"]
         shift = np.median(refined.displacement.values) * 100

@@ -91,6 +91,8 @@ def test_cli_run_evaluate_export_report(tmp_path):
     assert r.exit_code == 0, r.output
     exported = read_atoms(tmp_path / "model.xyz")
     np.testing.assert_allclose(exported.position.values, RunStore(store).read("refined").position.values, atol=1e-6)
+    r = runner.invoke(main, ["refine", store])
+    assert r.exit_code == 0 and "wrote" in r.output and "12 atoms" in r.output, r.output
     r = runner.invoke(main, ["report", store, "--truth", str(tmp_path / "truth.xyz"), "--cutoff", "1.0"])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "run.zarr-report.png").stat().st_size > 50_000
