@@ -30,7 +30,8 @@ _CONFIG_OF = {
                "reconstruct.plateau", "dtype"),
     "candidates": ("trace.oversample", "trace.window", "trace.sigma", "trace.order", "trace.bond_fraction"),
     "atoms": ("classify.seed", "classify.passes", "classify.noise_classes"),
-    "refined": ("refine_atoms.iterations", "refine_atoms.max_displacement", "refine_atoms.select"),
+    "refined": ("refine_atoms.iterations", "refine_atoms.max_displacement", "refine_atoms.select",
+                "refine_atoms.angles"),
 }
 _REFINE_ANGLE_KEYS = ("refine.rounds", "refine.iterations", "refine.angle_step", "refine.angle_points",
                       "refine.shift_upsample")

@@ -132,3 +132,25 @@ def test_classification_of_two_species_and_its_reproducibility():
     assert p["classes"] == ["non-atom", "Si", "Ge"] and p["counts"] == {"Si": n_si, "Ge": n_ge}
     with pytest.raises(InputError):
         classify(cand.drop_vars("intensity"), ["Si"])
+
+
+def test_angle_refinement_against_the_atomic_model():
+    from aetdask.geometry import remove_rigid_motion, rigid_motion_basis
+    from aetdask.simulate import amorphous_particle
+
+    rng = np.random.default_rng(0)
+    model = amorphous_particle(40, species=["Pt"], seed=5)
+    n = 30
+    truth = np.c_[np.zeros(n), np.arange(0.0, 180.0, 6.0), np.zeros(n)]
+    ts = linear(model, angles=truth, pixel_size=0.4, shape=40).compute()  # noise-free, a.u.: least squares
+    given = truth + np.c_[rng.normal(0, 0.3, n), rng.normal(0, 0.5, n), rng.normal(0, 0.3, n)]
+    ts = ts.assign_coords(phi=("tilt", given[:, 0]), theta=("tilt", given[:, 1]), psi=("tilt", given[:, 2]))
+    start = model.copy(deep=True)
+    start["position"] = start.position + rng.normal(0, 0.05, (40, 3))
+    out = refine(start, ts, 500, angles=True, select=False)
+    p = out.attrs["provenance"][-1]["params"]
+    rotation = rigid_motion_basis(truth)[0]
+    before = np.sqrt((remove_rigid_motion(given - truth, rotation) ** 2).mean(axis=0))
+    after = np.sqrt((remove_rigid_motion(np.c_[p["phi"], p["theta"], p["psi"]] - truth, rotation) ** 2).mean(axis=0))
+    print("angle RMS before", before.round(3), "after", after.round(3))
+    assert np.all(after < 0.6 * before)

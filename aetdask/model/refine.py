@@ -21,7 +21,7 @@ import xarray as xr
 
 from aetdask import config
 from aetdask.errors import InputError
-from aetdask.geometry import projection_matrices
+from aetdask.geometry import projection_matrices, remove_rigid_motion, rigid_motion_basis
 from aetdask.kernels import gaussian_atoms
 from aetdask.reconstruct.stage import euler_angles
 from aetdask.schema import add_provenance, validate_atoms, validate_tilt_series
@@ -29,6 +29,8 @@ from aetdask.schema import atoms as make_atoms
 
 #: Starting Gaussian width (Å) before it is fitted: about the probe-limited resolution.
 _START_WIDTH = 0.5
+#: Largest change of a projection's Euler angles in angle refinement (degrees).
+_MAX_ANGLE = 2.0
 
 
 def _per_tilt(tilts, name, default):
@@ -39,71 +41,102 @@ def _per_tilt(tilts, name, default):
 
 
 class _Problem:
-    """The misfit and its gradient over all parameters, packed in one vector."""
+    """The misfit and its gradient over all parameters, packed in one vector.
 
-    def __init__(self, b, a, pixel, kind_of, n_sp, counts, alpha, sigma):
+    Blocks: positions (atoms × 3, Å), heights and widths (per species),
+    background and scale (per projection), image offsets (projections × 2,
+    pixels) and Euler-angle offsets (projections × 3, degrees).
+    """
+
+    def __init__(self, b, euler, pixel, kind_of, n_sp, counts, alpha, sigma, angles=False, radius=1.0):
         self.b, self.pixel, self.kind_of, self.n_sp, self.counts = b, pixel, kind_of, n_sp, counts
-        self.a = a
-        self.jac = a[:, [1, 0], :] / pixel  # d(row, col)/d(x, y, z), (t, 2, 3)
+        # the optimiser sees angles in pixels of motion at the model's radius: well scaled against the
+        # positions and offsets (degrees alone make the problem stiff and L-BFGS crawl)
+        self.kappa = np.deg2rad(1.0) * max(float(radius), pixel) / pixel
+        self.euler = np.asarray(euler, dtype=float)
+        self.angles = angles
         self.n_t, self.n_px = b.shape[0], b.shape[1]
         self.n_at = len(kind_of)
         if counts:  # shifted Poisson: (z + σ²/α)/α ~ Poisson((m + σ²/α)/α)
             self.alpha = np.maximum(alpha, 1e-12)[:, None, None]
             self.offset = (sigma**2)[:, None, None] / self.alpha
             self.zp = np.clip((b + self.offset) / self.alpha, 0, None)
+            self.norm = 1.0 / max(float(np.mean(self.zp)), 1.0)  # per count: tolerances independent of dose
+        else:  # least squares in units of the data's RMS, so the optimiser's tolerances mean the same
+            self.norm = 1.0 / max(float(np.mean(b * b)), 1e-300)
         self.calls = 0
         self.last = np.nan
-        sizes = [3 * self.n_at, n_sp, n_sp, self.n_t, self.n_t, 2 * self.n_t]
+        sizes = [3 * self.n_at, n_sp, n_sp, self.n_t, self.n_t, 2 * self.n_t, 3 * self.n_t]
         self.split = np.cumsum(sizes)[:-1]
+        self.size = int(np.sum(sizes))
 
     def unpack(self, p):
-        pos, h, s, bg, c, o = np.split(p, self.split)
-        return pos.reshape(-1, 3), h, s, bg, c, o.reshape(-1, 2)
+        pos, h, s, bg, c, o, e = np.split(p, self.split)
+        return pos.reshape(-1, 3), h, s, bg, c, o.reshape(-1, 2), e.reshape(-1, 3) / self.kappa
 
-    def pack(self, pos, h, s, bg, c, o):
-        return np.concatenate([np.ravel(pos), h, s, bg, c, np.ravel(o)])
+    def pack(self, pos, h, s, bg, c, o, e):
+        return np.concatenate([np.ravel(pos), h, s, bg, c, np.ravel(o), np.ravel(e) * self.kappa])
 
-    def detector(self, pos, o):
-        xyz = np.einsum("tij,nj->tni", self.a, pos)
+    def matrices(self, e):
+        return projection_matrices(self.euler + e)
+
+    def jacobian(self, e):
+        """d(row, col)/d(x, y, z) per projection, (t, 2, 3)."""
+        return self.matrices(e)[:, [1, 0], :] / self.pixel
+
+    def detector(self, pos, o, e):
+        xyz = np.einsum("tij,nj->tni", self.matrices(e), pos)
         return xyz[..., [1, 0]] / self.pixel + self.n_px // 2 + o[:, None, :]
 
     def model(self, p):
-        pos, h, s, bg, c, o = self.unpack(p)
-        atoms = gaussian_atoms.render(self.detector(pos, o), h[self.kind_of], s[self.kind_of] / self.pixel,
+        pos, h, s, bg, c, o, e = self.unpack(p)
+        atoms = gaussian_atoms.render(self.detector(pos, o, e), h[self.kind_of], s[self.kind_of] / self.pixel,
                                       (self.n_px, self.n_px))
         return bg[:, None, None] + c[:, None, None] * atoms, atoms
 
     def __call__(self, p, frozen=()):
-        pos, h, s, bg, c, o = self.unpack(p)
+        pos, h, s, bg, c, o, e = self.unpack(p)
         m, atoms = self.model(p)
         if self.counts:
             mp = np.maximum((m + self.offset) / self.alpha, 1e-12)
-            value = float(np.sum(mp - self.zp * np.log(mp)))
-            g = (1.0 - self.zp / mp) / self.alpha  # dL/dm
+            value = self.norm * float(np.sum(mp - self.zp * np.log(mp)))
+            g = self.norm * (1.0 - self.zp / mp) / self.alpha  # dL/dm
         else:
             r = m - self.b
-            value = 0.5 * float(np.sum(r * r))
-            g = r
-        gp, gh, gs = gaussian_atoms.gradients(g * c[:, None, None], self.detector(pos, o),
+            value = 0.5 * self.norm * float(np.sum(r * r))
+            g = self.norm * r
+        gp, gh, gs = gaussian_atoms.gradients(g * c[:, None, None], self.detector(pos, o, e),
                                               h[self.kind_of], s[self.kind_of] / self.pixel)
+        g_e = np.zeros((self.n_t, 3))
+        if self.angles and "e" not in frozen:
+            step = 1e-4  # degrees; the matrices are smooth, central differences are exact to ~1e-9
+            for comp in range(3):
+                d = np.zeros(3)
+                d[comp] = step
+                da = (self.matrices(e + d) - self.matrices(e - d)) / (2 * step)
+                moved = np.einsum("tij,nj->tni", da, pos)[..., [1, 0]] / self.pixel
+                g_e[:, comp] = np.einsum("tnc,tnc->t", gp, moved)
         grad = self.pack(
-            np.einsum("tnc,tcd->nd", gp, self.jac),
+            np.einsum("tnc,tcd->nd", gp, self.jacobian(e)),
             np.bincount(self.kind_of, gh, self.n_sp),
             np.bincount(self.kind_of, gs, self.n_sp) / self.pixel,
             g.sum(axis=(1, 2)),
             np.sum(g * atoms, axis=(1, 2)),
             gp.sum(axis=1),
+            g_e / self.kappa**2,  # pack multiplies by κ again: the gradient per packed unit is g_e / κ
         )
         for part in frozen:
             grad[self._slice(part)] = 0.0
+        if not self.angles:
+            grad[self._slice("e")] = 0.0
         self.calls += 1
         self.last = value
         return value, grad
 
     def _slice(self, part):
-        names = ["pos", "h", "s", "bg", "c", "o"]
+        names = ["pos", "h", "s", "bg", "c", "o", "e"]
         i = names.index(part)
-        edges = np.concatenate([[0], self.split, [3 * self.n_at + 2 * self.n_sp + 4 * self.n_t]])
+        edges = np.concatenate([[0], self.split, [self.size]])
         return slice(edges[i], edges[i + 1])
 
 
@@ -118,6 +151,7 @@ def refine(
     candidates=None,
     min_distance: float | None = None,
     select: bool | None = None,
+    angles: bool | None = None,
     progress: bool = False,
 ) -> xr.Dataset:
     """Refine atom positions against the projections (and the per-species H, B and per-projection
@@ -147,6 +181,11 @@ def refine(
         after the fit, atoms whose removal costs less likelihood than a
         Bonferroni-corrected χ² threshold are dropped and candidates that gain
         more are added (:func:`_select`), and the fit is repeated.
+    angles : bool, optional
+        Refine every projection's Euler angles too (within ±2°; default
+        ``aetdask.refine_atoms.angles``). A rotation of the whole model is not
+        observable and is taken out of the angles; the refined angles are in
+        the provenance (``phi``, ``theta``, ``psi``).
 
     Returns
     -------
@@ -176,6 +215,7 @@ def refine(
     if model.sizes["atom"] == 0:
         raise InputError("model: no atoms to refine")
     select = bool(config.get("refine_atoms.select", select))
+    angles = bool(config.get("refine_atoms.angles", angles))
     if min_distance is None:
         from aetdask.model.trace import merge_distance
 
@@ -190,7 +230,8 @@ def refine(
     species = np.asarray(model.species.values).astype(str)
     kinds = np.unique(species)
     kind_of = np.searchsorted(kinds, species)
-    a = projection_matrices(euler_angles(tilts))
+    euler = euler_angles(tilts)
+    radius = float(np.sqrt(np.mean(np.sum((start - start.mean(axis=0)) ** 2, axis=1))))
     t0 = time.perf_counter()
     calls = [0]
 
@@ -210,21 +251,25 @@ def refine(
     h0 = np.full(len(kinds), max(signal, 1e-12) / (len(start) * 2 * np.pi * (s0[0] / pixel) ** 2))
     o0 = -np.stack([_per_tilt(tilts, "shift_y", 0.0), _per_tilt(tilts, "shift_x", 0.0)], axis=1)
 
-    def fit(origin, kind_of, shape, first):
-        """Positions within ``cap`` of ``origin``; ``shape`` = (h, s, bg, c, o) to start from."""
-        problem = _Problem(b, a, pixel, kind_of, len(kinds), counts, alpha, sigma)
-        h, s, bg, c, o = shape
-        p = problem.pack(origin, h, s, bg, c, o)
+    def fit(origin, kind_of, shape, first, free_angles=angles):
+        """Positions within ``cap`` of ``origin``; ``shape`` = (h, s, bg, c, o, e) to start from."""
+        problem = _Problem(b, euler, pixel, kind_of, len(kinds), counts, alpha, sigma, angles=free_angles,
+                           radius=radius)
+        h, s, bg, c, o, e = shape
+        p = problem.pack(origin, h, s, bg, c, o, e)
 
         def bounds(free):
             pos = [(v - cap, v + cap) if free else (v, v) for v in origin.ravel()]
             off = [(v - cap / pixel, v + cap / pixel) if free else (v, v) for v in o.ravel()]
+            k = problem.kappa
+            ang = [(k * (v - _MAX_ANGLE), k * (v + _MAX_ANGLE)) if free and free_angles else (k * v, k * v)
+                   for v in e.ravel()]
             return (pos + [(1e-12, None)] * len(kinds) + [(0.3 * pixel, 5.0)] * len(kinds)
-                    + [(None, None)] * n_t + [(0.05, 20.0)] * n_t + off)
+                    + [(None, None)] * n_t + [(0.05, 20.0)] * n_t + off + ang)
 
         value0 = problem(p)[0]
         if first:  # heights, widths, backgrounds and scales with the atoms held, then everything together
-            p = scipy.optimize.minimize(problem, p, args=(("pos", "o"),), jac=True, method="L-BFGS-B",
+            p = scipy.optimize.minimize(problem, p, args=(("pos", "o", "e"),), jac=True, method="L-BFGS-B",
                                         bounds=bounds(False), callback=report(problem), options={"maxiter": 100}).x
         result = scipy.optimize.minimize(problem, p, jac=True, method="L-BFGS-B", bounds=bounds(True),
                                          callback=report(problem), options={"maxiter": iterations, "maxcor": 20})
@@ -232,7 +277,7 @@ def refine(
         return problem, result, value0
 
     origin, added, traced = start, np.zeros(len(start), dtype=bool), start
-    problem, result, value0 = fit(origin, kind_of, (h0, s0, bg0, np.ones(n_t), o0), True)
+    problem, result, value0 = fit(origin, kind_of, (h0, s0, bg0, np.ones(n_t), o0, np.zeros((n_t, 3))), True)
     selection = []
     if counts and select:
         pool = np.empty((0, 3)) if candidates is None else np.asarray(candidates, dtype=float).reshape(-1, 3)
@@ -246,13 +291,19 @@ def refine(
             added = np.concatenate([added[keep], np.ones(len(new_pos), dtype=bool)])
             traced = np.concatenate([traced[keep], new_pos])
             kind_of = np.concatenate([kind_of[keep], new_kind])
-            _, h, s, bg, c, o = problem.unpack(result.x)
-            problem, result, _ = fit(origin, kind_of, (h, s, bg, c, o), False)
+            _, h, s, bg, c, o, e = problem.unpack(result.x)
+            problem, result, _ = fit(origin, kind_of, (h, s, bg, c, o, e), False)
+    if angles:
+        # gauge: a rotation of all atoms is the same as a pattern of angle changes; take it out of the
+        # angles and let the atoms (held angles) follow
+        pos, h, s, bg, c, o, e = problem.unpack(result.x)
+        e = remove_rigid_motion(e, rigid_motion_basis(euler + e)[0])
+        problem, result, _ = fit(pos, kind_of, (h, s, bg, c, o, e), False, free_angles=False)
     if progress:
         print()
-    pos, h, s, bg, c, o = problem.unpack(result.x)
+    pos, h, s, bg, c, o, e = problem.unpack(result.x)
     # gauge: a translation of all atoms is the same as a pattern of offsets; keep the offsets smallest
-    jac = problem.jac.reshape(-1, 3)
+    jac = problem.jacobian(e).reshape(-1, 3)
     t = np.linalg.lstsq(jac, o.ravel(), rcond=None)[0]
     moved = np.linalg.norm(pos - traced, axis=1)
     pos, o = pos + t, (o.ravel() - jac @ t).reshape(-1, 2)
@@ -269,6 +320,8 @@ def refine(
         "background": bg.tolist(), "scale": c.tolist(), "offset_y": o[:, 0].tolist(), "offset_x": o[:, 1].tolist(),
         "misfit_start": value0, "misfit_final": float(result.fun), "evaluations": calls[0],
         "selection": selection, "atoms_in": len(start), "atoms_out": len(pos),
+        **({"phi": (euler + e)[:, 0].tolist(), "theta": (euler + e)[:, 1].tolist(), "psi": (euler + e)[:, 2].tolist()}
+           if angles else {}),
         "r_factor": float(np.mean(np.abs(model_images - b).sum(axis=(1, 2)) / np.abs(b).sum(axis=(1, 2)))),
         "seconds": time.perf_counter() - t0,
     }
@@ -288,12 +341,12 @@ def _select(problem, x, pool, kinds, min_distance):
     from scipy.spatial import cKDTree
     from scipy.stats import chi2
 
-    pos, h, s, bg, c, o = problem.unpack(x)
+    pos, h, s, bg, c, o, e = problem.unpack(x)
     m = problem.model(x)[0]
     mp = np.maximum((m + problem.offset) / problem.alpha, 1e-12)
     weight = c / problem.alpha[:, 0, 0]
     pixel = problem.pixel
-    det = problem.detector(pos, o)
+    det = problem.detector(pos, o, e)
     cost = gaussian_atoms.likelihood_change(problem.zp, mp, det, -h[problem.kind_of],
                                             s[problem.kind_of] / pixel, weight)
     far = np.empty((0, 3))
@@ -302,7 +355,7 @@ def _select(problem, x, pool, kinds, min_distance):
         far = pool[d > min_distance]
     gains = np.full((len(far), len(kinds)), -np.inf)
     if len(far):
-        fdet = problem.detector(far, o)
+        fdet = problem.detector(far, o, e)
         for k in range(len(kinds)):
             gains[:, k] = -gaussian_atoms.likelihood_change(problem.zp, mp, fdet, np.full(len(far), h[k]),
                                                             np.full(len(far), s[k] / pixel), weight)
