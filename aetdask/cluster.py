@@ -42,3 +42,32 @@ def cluster(scheduler: str | None = None, n_workers: int | None = None, processe
         client.close()
         if local is not None:
             local.close()
+
+
+def compute(collections, progress: bool = False, label: str | None = None) -> list:
+    """``dask.compute(*collections)`` as a list, with a progress bar when asked.
+
+    On the active distributed client the bar is distributed's (the work shows
+    on the dashboard); otherwise dask's local ``ProgressBar``.
+    """
+    import dask
+
+    collections = list(collections)
+    if not progress:
+        return list(dask.compute(*collections))
+    if label:
+        print(label)
+    try:
+        from distributed import get_client
+        from distributed import progress as dist_progress
+
+        client = get_client()
+    except (ImportError, ValueError):
+        from dask.diagnostics import ProgressBar
+
+        with ProgressBar():
+            return list(dask.compute(*collections))
+    futures = client.compute(collections)
+    dist_progress(futures)
+    print()
+    return client.gather(futures)

@@ -20,7 +20,7 @@ import numpy as np
 from aetdask import config
 from aetdask.errors import InputError
 from aetdask.io import RunStore, read_tilt_series
-from aetdask.schema import normalize_species, validate_tilt_series
+from aetdask.schema import last_record, normalize_species, validate_tilt_series
 
 STAGES = ("raw", "preprocessed", "volume", "candidates", "atoms", "refined")
 _CONFIG_OF = {
@@ -180,7 +180,7 @@ def run(
         n = volume.shape[0]
         c = min(n, 64)
         store.write("volume", volume.chunk({"z": c, "y": c, "x": c}))
-        p = next(r for r in reversed(volume.attrs["provenance"]) if r["stage"].startswith("reconstruct"))["params"]
+        p = last_record(volume, "reconstruct")
         return f"{p['method']}, {p['iterations_run']} iterations, R = {p['r_final']:.4f}"
 
     def do_candidates():

@@ -11,22 +11,16 @@ import numpy as np
 
 from aetdask import plot
 from aetdask.errors import StoreError
-from aetdask.evaluate import evaluate
+from aetdask.evaluate import evaluate, to_json
 from aetdask.geometry import detector_coordinates
 from aetdask.io import RunStore
 from aetdask.kernels import gaussian_atoms
-
-
-def _record(obj, stage):
-    for r in reversed(obj.attrs.get("provenance", [])):
-        if r["stage"].startswith(stage):
-            return r["params"]
-    return None
+from aetdask.schema import last_record
 
 
 def model_projection(refined, tilts, k: int) -> np.ndarray:
     """The refined model seen at projection ``k``: background + scale × Gaussian atoms, as fitted."""
-    p = _record(refined, "refine")
+    p = last_record(refined, "refine")
     n = tilts.sizes["y"]
     pixel = float(tilts.attrs["pixel_size"])
     angles = np.array([[float(tilts.phi[k]), float(tilts.theta[k]), float(tilts.psi[k])]])
@@ -60,14 +54,14 @@ def write_report(store, truth=None, cutoff: float | None = None) -> tuple[pathli
     metrics = None
     if truth is not None and model is not None:
         metrics = evaluate(model, truth, cutoff or 1.0)
-        store.write_json("metrics.json", metrics)
+        store.write_json("metrics.json", to_json(metrics))
 
     fig = plt.figure(figsize=(13, 12.5), layout="constrained")
     grid = fig.add_gridspec(3, 3)
     images = [("raw counts", raw[k].values)]
     if pre is not None:
         images.append(("preprocessed", pre[k].values))
-    if model is not None and _record(model, "refine"):
+    if model is not None and last_record(model, "refine"):
         images.append(("refined model, reprojected", model_projection(model, raw, k)))
     ext = [float(raw.x[0]), float(raw.x[-1]), float(raw.y[-1]), float(raw.y[0])]
     for c, (label, img) in enumerate(images):
@@ -94,7 +88,7 @@ def write_report(store, truth=None, cutoff: float | None = None) -> tuple[pathli
     if "candidates" in store:
         cand = store.read("candidates")
         ax.hist(cand.intensity.values, bins=100, color="0.6", label="candidates")
-        cls = _record(store.read("atoms"), "classify") if "atoms" in store else None
+        cls = last_record(store.read("atoms"), "classify") if "atoms" in store else None
         if cls:
             for b in cls["boundaries"]:
                 ax.axvline(b, color="C3", lw=1)
@@ -104,7 +98,7 @@ def write_report(store, truth=None, cutoff: float | None = None) -> tuple[pathli
         ax.set_ylabel("candidates")
         ax.set_yscale("log")
     ax = fig.add_subplot(grid[2, 1])
-    rec = _record(volume, "reconstruct")
+    rec = last_record(volume, "reconstruct")
     if rec and rec.get("r_factor"):
         ax.plot(np.arange(1, len(rec["r_factor"]) + 1), rec["r_factor"])
         ax.set_title(f"{rec['method']}: R = {rec['r_final']:.4f}", fontsize=10)

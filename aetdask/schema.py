@@ -63,6 +63,14 @@ def add_provenance(obj, stage: str, params: dict | None = None, inputs: Sequence
     return obj
 
 
+def last_record(obj, stage: str) -> dict | None:
+    """Parameters of the newest provenance record whose stage starts with ``stage``, or None."""
+    for record in reversed(obj.attrs.get("provenance", [])):
+        if record["stage"].startswith(stage):
+            return record["params"]
+    return None
+
+
 def _jsonable(value):
     """Convert numpy scalars / arrays (rejected by Zarr attrs) to Python types."""
     if isinstance(value, dict):

@@ -27,6 +27,7 @@ import xarray as xr
 import zarr
 
 from aetdask._version import __version__
+from aetdask.cluster import compute
 from aetdask.errors import StoreError
 
 STORE_VERSION = 1
@@ -100,7 +101,7 @@ class RunStore:
         ds = ds.drop_encoding()  # chunking follows the data as it is now, not the store it was read from
         try:
             job = ds.to_zarr(str(tmp), mode="w-", consolidated=True, zarr_format=_ZARR_FORMAT, compute=False)
-            _compute(job, progress, f"writing {name}")
+            compute([job], progress, f"writing {name}")
             self._publish(tmp, self.path / name)
         finally:
             if tmp.exists():
@@ -167,25 +168,3 @@ def _as_dataset(name: str, obj) -> xr.Dataset:
     if not isinstance(obj, xr.Dataset):
         raise StoreError(f"product {name!r} must be a Dataset, got {type(obj).__name__}")
     return obj
-
-
-def _compute(job, progress: bool, label: str):
-    if not progress:
-        job.compute()
-        return
-    try:
-        from distributed import get_client, progress as dist_progress
-
-        client = get_client()
-    except (ImportError, ValueError):
-        from dask.diagnostics import ProgressBar
-
-        print(label)
-        with ProgressBar():
-            job.compute()
-        return
-    print(label)
-    future = client.compute(job)
-    dist_progress(future)
-    print()
-    future.result()

@@ -20,6 +20,14 @@ import numpy as np
 from aetdask.backend import get_array_module, scatter_add
 
 
+@numba.njit(inline="always", cache=True)
+def _window_bounds(py, px, r, ny, nx):
+    """First and last row and column of the pixels within ``r`` of (py, px), clipped to the image."""
+    i0, i1 = max(0, int(math.ceil(py - r))), min(ny - 1, int(math.floor(py + r)))
+    j0, j1 = max(0, int(math.ceil(px - r))), min(nx - 1, int(math.floor(px + r)))
+    return i0, i1, j0, j1
+
+
 @numba.njit(parallel=True, cache=True)
 def _render(pos, height, sigma, ny, nx, cutoff):
     nt, na = pos.shape[0], pos.shape[1]
@@ -29,8 +37,7 @@ def _render(pos, height, sigma, ny, nx, cutoff):
             s = sigma[j]
             r = cutoff * s
             py, px = pos[k, j, 0], pos[k, j, 1]
-            i0, i1 = max(0, int(math.ceil(py - r))), min(ny - 1, int(math.floor(py + r)))
-            j0, j1 = max(0, int(math.ceil(px - r))), min(nx - 1, int(math.floor(px + r)))
+            i0, i1, j0, j1 = _window_bounds(py, px, r, ny, nx)
             inv = 0.5 / (s * s)
             for i in range(i0, i1 + 1):
                 dy2 = (i - py) ** 2
@@ -53,8 +60,7 @@ def _gradients(residual, pos, height, sigma, cutoff):
             s = sigma[j]
             r = cutoff * s
             py, px = pos[k, j, 0], pos[k, j, 1]
-            i0, i1 = max(0, int(math.ceil(py - r))), min(ny - 1, int(math.floor(py + r)))
-            j0, j1 = max(0, int(math.ceil(px - r))), min(nx - 1, int(math.floor(px + r)))
+            i0, i1, j0, j1 = _window_bounds(py, px, r, ny, nx)
             inv = 1.0 / (s * s)
             ay = 0.0
             ax = 0.0
@@ -151,8 +157,7 @@ def _likelihood_change(zp, mp, pos, height, sigma, weight, cutoff):
             s = sigma[j]
             r = cutoff * s
             py, px = pos[k, j, 0], pos[k, j, 1]
-            i0, i1 = max(0, int(math.ceil(py - r))), min(ny - 1, int(math.floor(py + r)))
-            j0, j1 = max(0, int(math.ceil(px - r))), min(nx - 1, int(math.floor(px + r)))
+            i0, i1, j0, j1 = _window_bounds(py, px, r, ny, nx)
             inv = 0.5 / (s * s)
             acc = 0.0
             for i in range(i0, i1 + 1):

@@ -18,6 +18,7 @@ import itertools
 
 import numpy as np
 from scipy import ndimage
+from scipy.signal import fftconvolve
 from scipy.spatial import cKDTree
 
 
@@ -269,8 +270,6 @@ def ball_sums(volume, positions, radius: float) -> np.ndarray:
     >>> ball_sums(v, [[4, 4, 4], [4, 4, 7]], 1.0).round(9).tolist()
     [3.0, 0.0]
     """
-    from scipy.signal import fftconvolve
-
     v = np.asarray(volume, dtype=np.float64)
     r = int(np.floor(radius))
     g = np.arange(-r, r + 1)

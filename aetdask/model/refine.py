@@ -23,6 +23,7 @@ from aetdask import config
 from aetdask.errors import InputError
 from aetdask.geometry import projection_matrices, remove_rigid_motion, rigid_motion_basis
 from aetdask.kernels import gaussian_atoms
+from aetdask.kernels.trace import merge
 from aetdask.reconstruct.stage import euler_angles
 from aetdask.schema import add_provenance, validate_atoms, validate_tilt_series
 from aetdask.schema import atoms as make_atoms
@@ -362,13 +363,8 @@ def _select(problem, x, pool, kinds, min_distance):
     tests = len(pos) + gains.size
     threshold = 0.5 * float(chi2.isf(0.05 / max(tests, 1), df=3))
     keep = cost > threshold
-    best, kind = gains.max(axis=1) if len(far) else np.empty(0), gains.argmax(axis=1) if len(far) else np.empty(0, int)
-    new, new_kind = [], []
-    for i in np.argsort(-best):
-        if best[i] <= threshold:
-            break
-        if all(np.linalg.norm(far[i] - q) > min_distance for q in new):
-            new.append(far[i])
-            new_kind.append(kind[i])
-    info = {"tested": tests, "threshold": threshold, "removed": int((~keep).sum()), "added": len(new)}
-    return keep, np.asarray(new).reshape(-1, 3), np.asarray(new_kind, dtype=int), info
+    best, kind = gains.max(axis=1, initial=-np.inf), gains.argmax(axis=1) if len(far) else np.empty(0, int)
+    good = np.flatnonzero(best > threshold)
+    chosen = good[merge(far[good], best[good], min_distance)]  # strongest first, none closer than min_distance
+    info = {"tested": tests, "threshold": threshold, "removed": int((~keep).sum()), "added": len(chosen)}
+    return keep, far[chosen].reshape(-1, 3), kind[chosen].astype(int), info

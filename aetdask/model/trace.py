@@ -21,6 +21,7 @@ import xarray as xr
 from ase.data import covalent_radii
 
 from aetdask import config
+from aetdask.cluster import compute
 from aetdask.errors import InputError
 from aetdask.kernels import trace as trace_k
 from aetdask.schema import atomic_number, atoms, normalize_species, provenance_record, validate_volume
@@ -127,7 +128,7 @@ def trace(volume: xr.DataArray, species, *, chunk: int | None = None, progress: 
         tasks.append(dask.delayed(_trace_block)(block, elo, lo, hi, params))
     if progress:
         print(f"tracing: {len(tasks)} sub-volume(s) of ≤{chunk}³ voxels with a {halo}-voxel halo")
-    parts = _compute(tasks, progress)
+    parts = compute(tasks, progress)
     found = np.concatenate(parts) if parts else np.empty((0, 5))
     n_fitted = len(found)
     keep = trace_k.merge(found[:, :3], found[:, 4], d / pixel)
@@ -146,21 +147,3 @@ def trace(volume: xr.DataArray, species, *, chunk: int | None = None, progress: 
     out.attrs["classified"] = False
     out.attrs["species"] = names.tolist()
     return out
-
-
-def _compute(tasks, progress):
-    if not progress:
-        return list(dask.compute(*tasks))
-    try:
-        from distributed import get_client, progress as dist_progress
-
-        client = get_client()
-    except (ImportError, ValueError):
-        from dask.diagnostics import ProgressBar
-
-        with ProgressBar():
-            return list(dask.compute(*tasks))
-    futures = client.compute(tasks)
-    dist_progress(futures)
-    print()
-    return client.gather(futures)
