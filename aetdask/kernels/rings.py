@@ -41,7 +41,6 @@ from .neighbors import neighbor_pairs
 __all__ = ["bond_graph", "shortest_path_rings", "canonical_rings", "ring_sizes", "ring_statistics"]
 
 _ELEMENTS = frozenset(chemical_symbols[1:])
-)
 
 
 # ----------------------------------------------------------------------------- bond graph
