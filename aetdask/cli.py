@@ -377,6 +377,100 @@ def export(store, atoms_file, product):
 
 
 @main.command()
+@click.argument("model", type=click.Path(exists=True))
+@click.option("--out", default=None, type=click.Path(file_okay=False),
+              help="Directory for structure.png/.json/.zarr (default: STORE/analysis or MODEL.analysis).")
+@click.option("--product", default=None, help="Atomic model of a run store to analyse (default: the most refined).")
+@click.option("--species", default=None, help="Comma-separated elements of type codes 1, 2, ... in the file.")
+@click.option("--cutoff", type=float, default=None, help="First-shell cutoff in Å (default: the RDF's first valley).")
+@click.option("--r-max", type=float, default=None, help="Largest RDF distance in Å.")
+@click.option("--ring-max", type=int, default=None, help="Atoms of the largest ring searched.")
+@click.option("--block", type=float, default=None, help="Core size (Å) of the blocks analysed in parallel.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@_handle_errors
+@_computing
+def analyze(model, out, product, species, cutoff, r_max, ring_max, block, as_json):
+    """Structure analysis of MODEL (an atom file or a run store): RDF, bond order, Voronoi,
+    polytetrahedral motifs, PB networks, density and rings."""
+    from aetdask.analyze import analyze as _analyze
+    from aetdask.analyze.plot import structure_figure
+    from aetdask.evaluate import load_model
+    from aetdask.io import RunStore, read_atoms
+
+    path = pathlib.Path(model)
+    if path.is_dir():
+        rs = RunStore(path, create=False)
+        if product is not None:
+            atoms = rs.read(product)
+        else:
+            atoms = next((rs.read(p) for p in ("refined", "atoms", "truth") if p in rs), None)
+            if atoms is None:
+                atoms = load_model(path)
+        target = pathlib.Path(out) if out else path / "analysis"
+    else:
+        atoms = read_atoms(path, species=species.split(",") if species else None)
+        target = pathlib.Path(out) if out else path.with_name(path.name + ".analysis")
+    result = _analyze(atoms, progress=not as_json, cutoff=cutoff, r_max=r_max, ring_max=ring_max, block=block)
+    target.mkdir(parents=True, exist_ok=True)
+    summary = result.attrs["summary"]
+    (target / "structure.json").write_text(json.dumps(summary, indent=1))
+    structure_figure(result, target / "structure.png")
+    _write_zarr(result, target / "structure.zarr")
+    if as_json:
+        click.echo(json.dumps(summary))
+        return
+    click.echo(_structure_text(summary))
+    click.echo(f"wrote {target}/structure.png, structure.json, structure.zarr")
+
+
+def _write_zarr(ds, path) -> None:
+    """Write an analysis Dataset (summary as JSON text in attrs) over any old one."""
+    import shutil
+    import warnings
+
+    out = ds.copy()
+    out.attrs = {"summary": json.dumps(ds.attrs["summary"]), "provenance": json.dumps(ds.attrs.get("provenance", []))}
+    for name in out.variables:
+        out[name].attrs = {k: v for k, v in out[name].attrs.items() if isinstance(v, (str, int, float))}
+    tmp = pathlib.Path(str(path) + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out.to_zarr(tmp, mode="w", consolidated=False)
+    shutil.rmtree(path, ignore_errors=True)
+    tmp.rename(path)
+
+
+def _structure_text(s: dict) -> str:
+    """A short readable summary of a structure analysis."""
+    lines = [f"{s['n_atoms']} atoms " + ", ".join(f"{k} {v}" for k, v in s["species"].items())
+             + f"; number density {s['number_density']:.4f} Å⁻³; analysed in {s['seconds']:.1f} s"]
+    for name, e in s["rdf"].items():
+        if e["first_peak"] is not None:
+            lines.append(f"  RDF {name:8} first peak {e['first_peak']:.2f} Å, first valley {e['first_valley']:.2f} Å")
+    lines.append(f"  first-shell cutoff {s['cutoff']:.2f} Å; coordination "
+                 + ", ".join(f"{a} {row['all']:.2f}" for a, row in s["coordination"].items()))
+    b = s["bond_order"]
+    cryst = "n/a (not close-packed)" if b["crystalline_fraction"] is None else f"{100 * b['crystalline_fraction']:.1f}%"
+    lines.append(f"  bond order: mean Q4 {b['mean_q4']:.3f}, Q6 {b['mean_q6']:.3f}; crystal-like {cryst}")
+    v = s["voronoi"]
+    if v["top_indices"]:
+        lines.append(f"  Voronoi ({v['interior_atoms']} interior atoms): "
+                     + ", ".join(f"{t['index']} {100 * t['fraction']:.1f}%" for t in v["top_indices"][:4]))
+    m = s["motifs"]
+    lines.append(f"  motifs: {m['tetrahedra']} tetrahedra, {m['pentagonal_bipyramids']} pentagonal bipyramids in "
+                 f"{m['pb_networks']} networks (largest {m['largest_network']}), icosahedra {m['full_icosahedra']} full / "
+                 f"{m['partial_icosahedra']} partial")
+    r = s["rings"]
+    hist = r.get("former_histogram") or r["histogram"]
+    unit = f" ({r['network_former']} per ring)" if r.get("former_histogram") else " (atoms per ring)"
+    lines.append(f"  rings{unit}: " + ", ".join(f"{k}: {v}" for k, v in hist.items()))
+    if s["density"]["mean_interior"] is not None:
+        lines.append(f"  mass density (interior Voronoi cells) {s['density']['mean_interior']:.2f} g/cm³")
+    return "\n".join(lines)
+
+
+@main.command()
 @click.option("--out", default="aetdask-demo", show_default=True, type=click.Path(file_okay=False),
               help="Directory for the run store and figures.")
 @_handle_errors

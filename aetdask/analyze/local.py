@@ -1,0 +1,116 @@
+"""The local-structure stage: per-atom order, Voronoi cells, polytetrahedral motifs and rings.
+
+One Dask task per spatial block (see :mod:`aetdask.analyze.blocks`). Everything of an
+owned atom depends only on atoms within the block's halo:
+
+* bond order needs ``2 × cutoff`` (an averaged ``q_lm`` reaches the neighbours'
+  neighbours); a Voronoi cell bounded within ``reach`` is decided by the atoms within
+  ``2 × reach`` (``reach`` = :data:`VORONOI_REACH` cutoffs);
+* a tetrahedron, or a motif around an edge, is owned by its smallest atom id, and all
+  tetrahedra through that atom lie within ``cutoff`` of it;
+* shortest-path rings of up to ``ring_max`` atoms need ``(ring_max − 1) × cutoff``;
+  they get their own pass, so the other quantities keep a small halo.
+
+Tasks return owned results with global atom ids; :func:`aetdask.analyze.analyze` joins
+them, so a chunked analysis equals the whole-model one.
+"""
+
+from __future__ import annotations
+
+import dask
+import numpy as np
+
+from aetdask.analyze.blocks import spatial_blocks
+from aetdask.kernels import bond_order as bo
+from aetdask.kernels import polytetrahedra as pt
+from aetdask.kernels import rings as rings_k
+from aetdask.kernels import voronoi as vor
+from aetdask.kernels.neighbors import neighbor_pairs
+
+MOTIFS = ("triplet", "quadrilateral", "pentagonal", "hexagonal")
+
+#: A cell counts as interior when all its vertices lie within this many first-shell cutoffs of
+#: its atom: close-packed cells reach about one cutoff, open networks' (silica) somewhat more,
+#: surface cells are unbounded or reach far out.
+VORONOI_REACH = 2.0
+
+
+def _owned_motifs(motifs: dict, core) -> dict:
+    """The motifs whose smallest capping atom is in the block's core."""
+    keep = np.asarray(core)[motifs["axis"][:, 0]] if len(motifs["order"]) else np.zeros(0, bool)
+    sizes = np.diff(motifs["ring_ptr"])
+    owner = np.repeat(np.arange(len(sizes)), sizes)
+    ring_atoms = motifs["ring_atoms"][keep[owner]] if len(owner) else motifs["ring_atoms"]
+    return {
+        "axis": motifs["axis"][keep],
+        "order": motifs["order"][keep],
+        "closed": motifs["closed"][keep],
+        "ring_ptr": np.concatenate([[0], np.cumsum(sizes[keep])]).astype(np.int64),
+        "ring_atoms": ring_atoms,
+        "ring": motifs["ring"][keep],
+    }
+
+
+def _local_block(pos, ids, core, cutoff, params):
+    """Everything local of one block's owned atoms, with global ids."""
+    n = len(pos)
+    i, j, _ = neighbor_pairs(pos, cutoff)
+    order = bo.averaged_bond_order(pos, cutoff, pairs=(i, j))
+    cells = vor.voronoi_cells(pos, cutoff, params["area_fraction"], reach=params["reach"])
+    tets, delta = pt.tetrahedra(pos, cutoff)
+    out = {"ids": ids[core]}
+    for key in ("q4", "q6", "order", "neighbors"):
+        out[key] = np.asarray(order[key])[core]
+    for key in ("index", "n7plus", "coordination", "volume", "interior", "five_edged_fraction"):
+        out["voronoi_" + key] = np.asarray(cells[key])[core]
+    owned_tet = core[tets[:, 0]] if len(tets) else np.zeros(0, bool)
+    out["tet_delta"] = delta[owned_tet]
+    # motif membership for every δ_max: ids of atoms in owned motifs of each type
+    members = []
+    for dmax in params["deltas"]:
+        motifs = _owned_motifs(pt.bipyramids(tets, delta, dmax), core)
+        masks = pt.motif_atoms(n, motifs)
+        members.append([ids[np.flatnonzero(masks[name])] for name in MOTIFS])
+    out["members"] = members
+    motifs = _owned_motifs(pt.bipyramids(tets, delta, params["delta_max"]), core)
+    out["motif_order"] = motifs["order"]
+    out["motif_closed"] = motifs["closed"]
+    out["pb"] = ids[pt.pentagonal_bipyramids(motifs)] if len(motifs["order"]) else np.zeros((0, 7), np.int64)
+    return out
+
+
+def _ring_block(pos, species, core, bonds, ring_max, former):
+    """Sizes (atoms, network formers) and alternation of the rings owned by one block."""
+    i, j = rings_k.bond_graph(pos, species, bonds)
+    rings = rings_k.shortest_path_rings(len(pos), i, j, max_size=ring_max)
+    owned = core[rings[:, 0]] if len(rings) else np.zeros(0, bool)
+    # canonical rows start at their smallest id; local order is global order, so ownership
+    # by the smallest global id is the smallest local id's
+    stats = rings_k.ring_statistics(rings[owned], species, network_former=former)
+    out = {"sizes": stats["sizes"].astype(np.int16), "alternating": stats["alternating"]}
+    if former is not None:
+        out["former_sizes"] = stats["former_sizes"].astype(np.int16)
+    return out
+
+
+def local_structure(positions, cutoff: float, *, block: float, area_fraction: float,
+                    delta_max: float, deltas) -> list:
+    """Delayed per-block local analyses (see :func:`_local_block`)."""
+    pos = np.asarray(positions, dtype=np.float64)
+    params = {"area_fraction": float(area_fraction), "delta_max": float(delta_max),
+              "deltas": [float(d) for d in deltas], "reach": VORONOI_REACH * float(cutoff)}
+    tasks = []
+    for b in spatial_blocks(pos, block, 2.0 * params["reach"]):
+        tasks.append(dask.delayed(_local_block, pure=True)(pos[b.ids], b.ids, b.core, float(cutoff), params))
+    return tasks
+
+
+def ring_structure(positions, species, bonds: dict, *, block: float, ring_max: int, former=None) -> list:
+    """Delayed per-block ring searches over the bonds ``{(a, b): cutoff}`` (halo ``(ring_max − 1) × cutoff``)."""
+    pos = np.asarray(positions, dtype=np.float64)
+    species = np.asarray(species).astype(str)
+    halo = (int(ring_max) - 1) * max(bonds.values(), default=0.0)
+    return [
+        dask.delayed(_ring_block, pure=True)(pos[b.ids], species[b.ids], b.core, bonds, int(ring_max), former)
+        for b in spatial_blocks(pos, block, halo)
+    ]
