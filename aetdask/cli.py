@@ -436,7 +436,7 @@ def _write_zarr(ds, path) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        out.to_zarr(tmp, mode="w", consolidated=False)
+        out.to_zarr(tmp, mode="w", consolidated=True)
     shutil.rmtree(path, ignore_errors=True)
     tmp.rename(path)
 

@@ -30,14 +30,14 @@ class Block:
 def spatial_blocks(positions, core_size: float, halo: float) -> list[Block]:
     """Cut a model into blocks of about ``core_size`` Å per side with a ``halo`` Å margin.
 
-    The number of blocks per axis is ``ceil(extent / core_size)``, but a block is never
-    thinner than twice its halo (thinner cores would mostly recompute the halo), so a
-    model not much larger than its halo is one block.
+    The number of blocks per axis is ``floor(extent / core_size)`` (at least 1), but a
+    core is never thinner than its halo (thinner cores would mostly recompute the halo),
+    so a model not much larger than its halo is one block.
 
     >>> p = np.array([[0.0, 0, 0], [1, 0, 0], [9, 0, 0], [10, 0, 0]])
     >>> [(b.ids.tolist(), b.core.tolist()) for b in spatial_blocks(p, 5.0, 1.5)]
     [([0, 1], [True, True]), ([2, 3], [True, True])]
-    >>> [b.ids.tolist() for b in spatial_blocks(p, 5.0, 8.5)]
+    >>> [b.ids.tolist() for b in spatial_blocks(p, 5.0, 6.0)]
     [[0, 1, 2, 3]]
     """
     pos = np.asarray(positions, dtype=np.float64)
@@ -50,7 +50,7 @@ def spatial_blocks(positions, core_size: float, halo: float) -> list[Block]:
         return []
     lo, hi = pos.min(axis=0), pos.max(axis=0)
     extent = np.maximum(hi - lo, 1e-9)
-    side = max(float(core_size), 2.0 * float(halo))
+    side = max(float(core_size), float(halo))
     counts = np.maximum(1, np.floor(extent / side).astype(int))
     width = extent / counts
     cell = np.minimum(((pos - lo) / width).astype(int), counts - 1)

@@ -112,7 +112,7 @@ def averaged_bond_order(positions, cutoff: float, pairs=None) -> dict:
     extent = 2.0 * float(np.abs(centred).max()) + 4.0 * float(cutoff) + 1.0
     box = freud.box.Box.cube(extent)
     box.periodic = False
-    vectors = centred[p_idx] - centred[q_idx]
+    vectors = pos[p_idx] - pos[q_idx]  # from the raw positions: the same bits in any block
     nlist = freud.locality.NeighborList.from_arrays(n, n, q_idx, p_idx, vectors)
     ql = freud.order.Steinhardt([4, 6], average=True)
     ql.compute((box, centred.astype(np.float32)), neighbors=nlist)

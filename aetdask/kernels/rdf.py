@@ -86,6 +86,8 @@ def median_neighbor_distance(positions) -> float:
 def hull_mask(positions, spacing: float, pad: float | None = None, margin: float = 0.0):
     """Voxel mask of the atoms' convex hull pushed out by ``pad`` Å: ``mask, origin``.
 
+    ``origin`` is the corner of voxel (0, 0, 0); its centre is half a voxel further.
+
     ``pad`` defaults to half the median nearest-neighbour distance. ``margin`` adds
     empty voxels around the mask.
     """
@@ -100,8 +102,10 @@ def hull_mask(positions, spacing: float, pad: float | None = None, margin: float
         raise ValueError(f"the atoms span no volume ({type(exc).__name__}); give a shape mask") from None
     lo = pos.min(axis=0) - pad - margin
     hi = pos.max(axis=0) + pad + margin
-    shape = tuple(int(v) for v in np.ceil((hi - lo) / spacing).astype(int) + 1)
-    axes = [lo[k] + spacing * np.arange(shape[k]) for k in range(3)]
+    shape = tuple(int(v) for v in np.maximum(np.ceil((hi - lo) / spacing).astype(int), 1))
+    # voxel k spans [lo + k·h, lo + (k+1)·h): sampling at its centre counts a box-shaped
+    # hull exactly (corner sampling would add half a voxel on every face)
+    axes = [lo[k] + spacing * (np.arange(shape[k]) + 0.5) for k in range(3)]
     normals, offsets = hull.equations[:, :3], hull.equations[:, 3]
     mask = np.empty(shape, dtype=bool)
     yy, xx = np.meshgrid(axes[1], axes[2], indexing="ij")
