@@ -75,8 +75,9 @@ def test_chunked_equals_whole():
     for name in ("neighbors", "voronoi_index", "voronoi_coordination", "voronoi_interior", "crystalline",
                  "pb_count", "icosahedron", "ring_count", "motif_fraction", "g", "g_total"):
         np.testing.assert_array_equal(chunked[name].values, whole[name].values, err_msg=name)
-    np.testing.assert_array_equal(np.sort(chunked.network_size.values), np.sort(whole.network_size.values))
-    np.testing.assert_array_equal(np.sort(chunked.tetrahedron_delta.values), np.sort(whole.tetrahedron_delta.values))
+    for name in ("network_size", "network_atoms", "tetrahedron_delta"):
+        np.testing.assert_array_equal(chunked[name].values, whole[name].values, err_msg=name)
+    np.testing.assert_allclose(chunked.network_length.values, whole.network_length.values, rtol=1e-12)
     a, b = chunked.attrs["summary"], whole.attrs["summary"]
     for key in ("motifs", "rings", "voronoi", "coordination", "rdf"):
         assert a[key] == b[key], key

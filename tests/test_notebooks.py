@@ -1,4 +1,4 @@
-"""The walkthrough notebook runs top to bottom, so it never rots."""
+"""The notebooks run top to bottom, so they never rot."""
 
 import pathlib
 
@@ -8,8 +8,8 @@ NOTEBOOKS = pathlib.Path(__file__).resolve().parents[1] / "notebooks"
 
 
 @pytest.mark.timeout(1200)
-@pytest.mark.parametrize("name", ["walkthrough.ipynb"])
-def test_notebook_executes(name):
+@pytest.mark.parametrize(("name", "expected"), [("walkthrough.ipynb", "identified"), ("structure.ipynb", "first peak")])
+def test_notebook_executes(name, expected):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
@@ -17,4 +17,4 @@ def test_notebook_executes(name):
                                      resources={"metadata": {"path": str(NOTEBOOKS)}})
     client.execute()
     outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
-    assert "identified" in outputs
+    assert expected in outputs

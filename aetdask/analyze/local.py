@@ -110,7 +110,9 @@ def ring_structure(positions, species, bonds: dict, *, block: float, ring_max: i
     pos = np.asarray(positions, dtype=np.float64)
     species = np.asarray(species).astype(str)
     halo = (int(ring_max) - 1) * max(bonds.values(), default=0.0)
+    # the ring halo is wide and the search cheap: cores at least twice the halo, so a model
+    # not much larger than its rings is searched once
     return [
         dask.delayed(_ring_block, pure=True)(pos[b.ids], species[b.ids], b.core, bonds, int(ring_max), former)
-        for b in spatial_blocks(pos, block, halo)
+        for b in spatial_blocks(pos, max(block, 2.0 * halo), halo)
     ]

@@ -246,9 +246,10 @@ def _motifs(blocks, pos, n, p) -> dict:
             members = np.concatenate([b["members"][q][t] for b in blocks])
             fractions[q, t] = len(np.unique(members)) / n
     pb = np.concatenate([b["pb"] for b in blocks]).reshape(-1, 7)
+    pb = pb[np.lexsort(pb.T[::-1])]  # canonical order: networks numbered alike however the model was cut
     nets = pt.pb_networks(pb, pos) if len(pb) else {"size": np.zeros(0, int), "length": np.zeros(0), "n_atoms": np.zeros(0, int)}
     ico = pt.icosahedra(pb, n, partial_min=int(p["partial_icosahedron"]))
-    tet_delta = np.concatenate([b["tet_delta"] for b in blocks])
+    tet_delta = np.sort(np.concatenate([b["tet_delta"] for b in blocks]))
     order = np.concatenate([b["motif_order"] for b in blocks])
     closed = np.concatenate([b["motif_closed"] for b in blocks])
     at = deltas.index(float(p["delta_max"]))
@@ -270,7 +271,7 @@ def _motifs(blocks, pos, n, p) -> dict:
             "network_size": ("network", np.asarray(nets["size"], dtype=np.int64)),
             "network_length": ("network", np.asarray(nets["length"], dtype=float), {"units": "Å"}),
             "network_atoms": ("network", np.asarray(nets["n_atoms"], dtype=np.int64)),
-            "tetrahedron_delta": ("tetrahedron", tet_delta),
+            "tetrahedron_delta": ("tetrahedron", tet_delta, {"long_name": "distortion of every tetrahedron, ascending"}),
         },
         coords={"delta": deltas, "motif": list(local.MOTIFS)},
     )
