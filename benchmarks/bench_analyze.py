@@ -79,18 +79,17 @@ def main():
         if name in ("position", "species"):
             continue
         a, b = chunked[name].values, whole[name].values
-        loose = name in ("q4", "q6", "bond_order")  # freud's float32 spherical harmonics
         if a.shape != b.shape:
             differ.append(name)
         elif a.dtype.kind == "f":
-            if not loose and a.size:
+            if a.size:
                 worst = max(worst, float(np.nanmax(np.abs(a - b))))
-            if not np.allclose(a, b, rtol=0, atol=1e-5 if loose else 1e-9, equal_nan=True):
+            if not np.allclose(a, b, rtol=0, atol=1e-9, equal_nan=True):
                 differ.append(name)
         elif not np.array_equal(a, b):
             differ.append(name)
     print(f"chunked == whole for all {len(chunked.data_vars) - 2} results: {not differ} "
-          f"(differing: {differ or 'none'}; largest float difference outside the float32 bond order: {worst:.1e})")
+          f"(differing: {differ or 'none'}; largest float difference: {worst:.1e})")
 
 if __name__ == "__main__":
     sys.exit(main())

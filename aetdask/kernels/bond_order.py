@@ -108,14 +108,15 @@ def averaged_bond_order(positions, cutoff: float, pairs=None) -> dict:
     p_idx = np.concatenate([j, i])
     order = np.lexsort((p_idx, q_idx))  # freud wants bonds sorted by query point
     q_idx, p_idx = q_idx[order], p_idx[order]
-    centred = pos - pos.mean(axis=0)
-    extent = 2.0 * float(np.abs(centred).max()) + 4.0 * float(cutoff) + 1.0
+    # the raw coordinates (not re-centred per call) in a box around the origin big enough to
+    # hold them: freud works in float32, and the same atoms must round alike in every block
+    extent = 2.0 * float(np.abs(pos).max()) + 4.0 * float(cutoff) + 1.0
     box = freud.box.Box.cube(extent)
     box.periodic = False
     vectors = pos[p_idx] - pos[q_idx]  # from the raw positions: the same bits in any block
     nlist = freud.locality.NeighborList.from_arrays(n, n, q_idx, p_idx, vectors)
     ql = freud.order.Steinhardt([4, 6], average=True)
-    ql.compute((box, centred.astype(np.float32)), neighbors=nlist)
+    ql.compute((box, pos.astype(np.float32)), neighbors=nlist)
     values = np.asarray(ql.particle_order, dtype=np.float64).reshape(n, 2)
     count = np.bincount(q_idx, minlength=n)
     values[count == 0] = np.nan
