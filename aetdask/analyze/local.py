@@ -51,8 +51,9 @@ def _owned_motifs(motifs: dict, core) -> dict:
     }
 
 
-def _local_block(pos, ids, core, cutoff, params):
+def _local_block(positions, ids, core, cutoff, params):
     """Everything local of one block's owned atoms, with global ids."""
+    pos = positions[ids]
     n = len(pos)
     i, j, _ = neighbor_pairs(pos, cutoff)
     order = bo.averaged_bond_order(pos, cutoff, pairs=(i, j))
@@ -79,8 +80,9 @@ def _local_block(pos, ids, core, cutoff, params):
     return out
 
 
-def _ring_block(pos, species, core, bonds, ring_max, former):
+def _ring_block(positions, species, ids, core, bonds, ring_max, former):
     """Sizes (atoms, network formers) and alternation of the rings owned by one block."""
+    pos, species = positions[ids], species[ids]
     i, j = rings_k.bond_graph(pos, species, bonds)
     rings = rings_k.shortest_path_rings(len(pos), i, j, max_size=ring_max)
     owned = core[rings[:, 0]] if len(rings) else np.zeros(0, bool)
@@ -99,10 +101,11 @@ def local_structure(positions, cutoff: float, *, block: float, area_fraction: fl
     pos = np.asarray(positions, dtype=np.float64)
     params = {"area_fraction": float(area_fraction), "delta_max": float(delta_max),
               "deltas": [float(d) for d in deltas], "reach": VORONOI_REACH * float(cutoff)}
-    tasks = []
-    for b in spatial_blocks(pos, block, 2.0 * params["reach"]):
-        tasks.append(dask.delayed(_local_block, pure=True)(pos[b.ids], b.ids, b.core, float(cutoff), params))
-    return tasks
+    shared = dask.delayed(pos, traverse=False)  # in the graph once, not once per block
+    return [
+        dask.delayed(_local_block, pure=True)(shared, b.ids, b.core, float(cutoff), params)
+        for b in spatial_blocks(pos, block, 2.0 * params["reach"])
+    ]
 
 
 def ring_structure(positions, species, bonds: dict, *, block: float, ring_max: int, former=None) -> list:
@@ -112,7 +115,8 @@ def ring_structure(positions, species, bonds: dict, *, block: float, ring_max: i
     halo = (int(ring_max) - 1) * max(bonds.values(), default=0.0)
     # the ring halo is wide and the search cheap: cores at least twice the halo, so a model
     # not much larger than its rings is searched once
+    shared = dask.delayed(pos, traverse=False), dask.delayed(species, traverse=False)
     return [
-        dask.delayed(_ring_block, pure=True)(pos[b.ids], species[b.ids], b.core, bonds, int(ring_max), former)
+        dask.delayed(_ring_block, pure=True)(*shared, b.ids, b.core, bonds, int(ring_max), former)
         for b in spatial_blocks(pos, max(block, 2.0 * halo), halo)
     ]

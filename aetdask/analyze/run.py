@@ -143,10 +143,12 @@ def analyze(atoms: xr.Dataset, *, progress: bool = False, **overrides) -> xr.Dat
 
     # pass 2: local structure and rings, block by block
     i, j, _ = neighbor_pairs(pos, cutoff)
-    former = network_former(species, i, j)
+    bonds = bonded_pairs(extrema, cutoff)
+    # ring sizes in network formers only where bonds strictly alternate (silica: Si–O only)
+    alternating = bool(bonds) and all(a != b for a, b in bonds)
+    former = network_former(species, i, j) if alternating else None
     tasks = local.local_structure(pos, cutoff, block=p["block"], area_fraction=p["area_fraction"],
                                   delta_max=p["delta_max"], deltas=p["deltas"])
-    bonds = bonded_pairs(extrema, cutoff)
     ring_tasks = local.ring_structure(pos, species, bonds, block=p["block"], ring_max=p["ring_max"], former=former)
     blocks, ring_blocks = compute([tasks, ring_tasks], progress, "analyze: local structure and rings")
 
