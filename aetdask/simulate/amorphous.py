@@ -15,6 +15,13 @@ def minimum_distance(a: str, b: str, factor: float = 0.95) -> float:
     return factor * float(covalent_radii[atomic_numbers[a]] + covalent_radii[atomic_numbers[b]])
 
 
+def _box(box) -> np.ndarray:
+    b = np.asarray(box, dtype=float).reshape(-1)
+    if b.shape != (3,) or not np.all(b > 0):
+        raise InputError(f"box must be three positive lengths (Å), got {box!r}")
+    return b
+
+
 def amorphous_particle(
     n: int,
     species=("Si",),
@@ -23,13 +30,16 @@ def amorphous_particle(
     packing: float = 0.25,
     seed: int = 0,
     max_tries: int | None = None,
+    box=None,
 ):
-    """A random amorphous particle: ``n`` atoms placed one by one in a sphere.
+    """A random amorphous particle: ``n`` atoms placed one by one in a sphere (or a box).
 
     Each new atom is accepted only if it keeps at least
     :func:`minimum_distance` from every atom already placed (random sequential
     addition). The sphere's ``radius`` defaults to the one that gives the
     ``packing`` fraction of hard spheres of the largest minimum distance.
+    ``box = (lx, ly, lz)`` (Å) fills a box centred on the origin instead — a thin
+    film when ``lz`` is small.
 
     Examples
     --------
@@ -44,6 +54,7 @@ def amorphous_particle(
     rng = np.random.default_rng(seed)
     kinds = rng.choice(len(symbols), size=n, p=frac / frac.sum())
     dmin = np.array([[minimum_distance(a, b) for b in symbols] for a in symbols])
+    half = None if box is None else 0.5 * _box(box)
     if radius is None:
         radius = dmin.max() * (n / (8 * packing)) ** (1 / 3)
     max_tries = 100 * n + 1000 if max_tries is None else max_tries
@@ -55,13 +66,16 @@ def amorphous_particle(
     while placed < n:
         tries += 1
         if tries > max_tries:
+            where = f"a sphere of radius {radius:.2f} Å" if half is None else f"a box of {2 * half} Å"
             raise InputError(
-                f"amorphous_particle: could place only {placed} of {n} atoms in a sphere of "
-                f"radius {radius:.2f} Å; give a larger radius"
+                f"amorphous_particle: could place only {placed} of {n} atoms in {where}; give more room"
             )
-        p = rng.uniform(-radius, radius, 3)
-        if p @ p > radius**2:
-            continue
+        if half is None:
+            p = rng.uniform(-radius, radius, 3)
+            if p @ p > radius**2:
+                continue
+        else:
+            p = rng.uniform(-half, half)
         c = tuple(np.floor(p / cell).astype(int))
         near = [i for o in offsets for i in grid.get((c[0] + o[0], c[1] + o[1], c[2] + o[2]), ())]
         if near:
@@ -74,7 +88,8 @@ def amorphous_particle(
     pos -= pos.mean(axis=0)
     record = provenance_record(
         "simulate.amorphous_particle",
-        {"n": n, "species": symbols.tolist(), "fractions": frac.tolist(), "radius": radius, "seed": seed},
+        {"n": n, "species": symbols.tolist(), "fractions": frac.tolist(), "radius": radius, "seed": seed,
+         "box": None if box is None else _box(box).tolist()},
     )
     return make_atoms(pos, symbols[kinds], provenance=[record])
 
@@ -86,8 +101,9 @@ def dense_particle(
     packing: float = 0.62,
     seed: int = 0,
     steps: int = 200,
+    box=None,
 ):
-    """A dense amorphous particle: random points in a sphere, overlaps relaxed away.
+    """A dense amorphous particle: random points in a sphere (or a box), overlaps relaxed away.
 
     Atoms are soft spheres of diameter :func:`minimum_distance` of their species
     pair. Starting from uniform random points in a sphere sized for the hard-sphere
@@ -95,6 +111,8 @@ def dense_particle(
     overlap and pulls atoms outside the sphere back in (a soft wall), so the packing
     jams into a dense random structure with tetrahedral and icosahedral order — a
     stand-in for a metallic glass, unlike :func:`amorphous_particle`'s loose packing.
+    ``box = (lx, ly, lz)`` (Å) packs ``n`` atoms into a box centred on the origin (a thin
+    film when ``lz`` is small) instead; ``packing`` then follows from ``n`` and the box.
 
     Examples
     --------
@@ -117,8 +135,12 @@ def dense_particle(
     dmin = np.array([[minimum_distance(a, b) for b in symbols] for a in symbols])
     diameter = dmin[kinds, kinds]
     radius = 0.5 * float(np.mean(diameter)) * (n / packing) ** (1 / 3)
-    pos = rng.normal(size=(n, 3))
-    pos *= (radius * rng.uniform(size=n) ** (1 / 3) / np.linalg.norm(pos, axis=1))[:, None]
+    if box is None:
+        pos = rng.normal(size=(n, 3))
+        pos *= (radius * rng.uniform(size=n) ** (1 / 3) / np.linalg.norm(pos, axis=1))[:, None]
+    else:
+        half = 0.5 * _box(box)
+        pos = rng.uniform(-half, half, size=(n, 3))
     reach = float(dmin.max())
     for _ in range(steps):
         pairs = cKDTree(pos).query_pairs(reach, output_type="ndarray")
@@ -132,15 +154,19 @@ def dense_particle(
         step = np.zeros_like(pos)
         np.add.at(step, i, move)
         np.add.at(step, j, -move)
-        rr = np.linalg.norm(pos, axis=1)
-        wall = radius - 0.5 * diameter
-        out = rr > wall
-        step[out] -= ((rr[out] - wall[out]) / rr[out])[:, None] * pos[out]
+        if box is None:
+            rr = np.linalg.norm(pos, axis=1)
+            wall = radius - 0.5 * diameter
+            out = rr > wall
+            step[out] -= ((rr[out] - wall[out]) / rr[out])[:, None] * pos[out]
+        else:  # soft walls on the box faces
+            limit = half[None, :] - 0.5 * diameter[:, None]
+            step -= np.clip(pos - limit, 0, None) + np.clip(pos + limit, None, 0)
         pos += 0.5 * step
     pos -= pos.mean(axis=0)
     record = provenance_record(
         "simulate.dense_particle",
         {"n": n, "species": symbols.tolist(), "fractions": frac.tolist(), "packing": packing, "seed": seed,
-         "steps": steps},
+         "steps": steps, "box": None if box is None else _box(box).tolist()},
     )
     return make_atoms(pos, symbols[kinds], provenance=[record])

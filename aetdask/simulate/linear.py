@@ -16,6 +16,7 @@ from aetdask.errors import InputError
 from aetdask.geometry import detector_coordinates
 from aetdask.kernels.linear_adf import render
 from aetdask.schema import as_euler, provenance_record, tilt_series, validate_atoms
+from aetdask.simulate.noise import expected_counts, poisson_counts
 
 
 def linear(
@@ -142,11 +143,9 @@ def _projection(positions, species_index, transfers, euler_row, grid, crop, pixe
     image = render(pix, species_index, transfers, grid, crop, pixel_size)
     if dose is None:
         return image.astype(dtype)
-    expected = np.clip(dose * pixel_size**2 * image, 0, None) + background
     if not poisson:
-        return expected.astype(dtype)
-    rng = np.random.default_rng([seed, k])
-    return rng.poisson(expected).astype(dtype)
+        return expected_counts(image, dose, pixel_size, background).astype(dtype)
+    return poisson_counts(image, dose, pixel_size, background, seed, k).astype(dtype)
 
 
 def _warn_outside(positions, euler, ny, nx, pixel_size):
