@@ -76,8 +76,10 @@ def import_(tilts, angles, pixel_size, out, var, units, dose):
 
 
 @main.command()
+@click.option("--campaign", "campaign_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Campaign YAML (particles × defocus × tilts × phonons × doses, multislice); --out is its store.")
 @click.option("--model", type=click.Choice(["linear"]), default="linear", show_default=True,
-              help="Imaging model (multislice comes with the simulation campaigns).")
+              help="Imaging model of a single simulation (campaigns use multislice).")
 @click.option("--atoms", "atoms_file", type=click.Path(exists=True), default=None,
               help="Atom file; default: a random amorphous particle (--n-atoms, --species).")
 @click.option("--n-atoms", type=int, default=200, show_default=True)
@@ -91,8 +93,20 @@ def import_(tilts, angles, pixel_size, out, var, units, dose):
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run store to write.")
 @_handle_errors
 @_computing
-def simulate(model, atoms_file, n_atoms, species, angles, pixel_size, shape, dose, seed, out):
-    """Simulate a tilt series; writes `raw` and `truth` to a run store."""
+def simulate(campaign_file, model, atoms_file, n_atoms, species, angles, pixel_size, shape, dose, seed, out):
+    """Simulate a tilt series (writes `raw` and `truth` to a run store), or run a campaign.
+
+    With --campaign, every projection of every particle and defocus mode is simulated by
+    multislice (abTEM) on the Dask cluster and written as soon as it is done; re-running
+    the same command resumes where it stopped. Each dose becomes a run store under OUT.
+    """
+    if campaign_file:
+        from aetdask.simulate.campaign import run_campaign
+
+        summary = run_campaign(campaign_file, out, echo=click.echo)
+        click.echo(f"campaign done: {summary['simulated_now']} projections simulated now, "
+                   f"{summary['dose_stores_written']} dose stores written, {summary['seconds']:.1f} s → {out}")
+        return
     from aetdask.io import RunStore, read_angles, read_atoms
     from aetdask.simulate import amorphous_particle, linear
 

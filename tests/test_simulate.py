@@ -151,3 +151,21 @@ def test_seed_ground_truth_reproduces_the_seed_tilt_series(seed_dir):
     # the physical scale is right too: expected counts at the file's dose match the data's mean
     counts = linear(truth, like=tilts, dose=1.6e4, background=1.0, poisson=False).values
     assert counts.mean() == pytest.approx(raw.mean(), rel=0.05)
+
+
+def test_add_noise_dose_statistics():
+    """Mean counts = dose · pixel area · detected fraction + background, within 1 % (and Poisson variance)."""
+    from aetdask.schema import tilt_series
+    from aetdask.simulate.noise import add_noise
+
+    rng = np.random.default_rng(0)
+    clean = tilt_series(rng.uniform(0, 0.02, size=(4, 128, 128)), [0, 45, 90, 135], 0.3, units="fraction")
+    dose, background = 2e4, 1.5
+    counts = add_noise(clean, dose, background=background, seed=11).values
+    expected = dose * 0.3**2 * clean.values + background
+    assert counts.mean() == pytest.approx(expected.mean(), rel=0.01)
+    assert np.var(counts - expected) == pytest.approx(expected.mean(), rel=0.03)
+    again = add_noise(clean.chunk({"tilt": 1}), dose, background=background, seed=11).values
+    np.testing.assert_array_equal(counts, again)  # seeded per projection, whatever the chunks
+    with pytest.raises(Exception, match="dose"):
+        add_noise(clean, -1.0)
