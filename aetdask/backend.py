@@ -105,3 +105,17 @@ def scatter_add(out, index, values) -> None:
     import cupyx
 
     cupyx.scatter_add(out, index, values)
+
+
+def local_cuda_cluster(**kwargs):
+    """A ``dask_cuda.LocalCUDACluster`` (one worker per GPU), or None without dask-cuda or a GPU.
+
+    dask-cuda comes with ``pip install 'aetdask[gpu]'``; like CuPy it is imported only here.
+    """
+    if not cupy_available():
+        return None
+    try:
+        from dask_cuda import LocalCUDACluster
+    except ImportError:
+        return None
+    return LocalCUDACluster(**kwargs)

@@ -242,3 +242,14 @@ def test_resolve_and_tile_arguments_for_campaigns():
     assert set(ms.tile_arguments(settings)) <= set(ms.scan_tile.__kwdefaults__) | {"pixel_size", "shape"}
     with pytest.raises(InputError, match="unknown parameter"):
         ms.resolve(np.zeros((1, 3)), ["Si"], {"pixel_size": 0.4, "shape": 8, "energie": 1})
+
+
+@pytest.mark.skipif(not __import__("aetdask.backend", fromlist=["x"]).cupy_available(), reason="no GPU / CuPy")
+def test_gpu_scan_tile_matches_cpu():
+    model = amorphous_particle(6, species=["Pt"], seed=4)
+    pos, sp = model.position.values, model.species.values.astype(str)
+    s = ms.resolve(pos, sp, {"pixel_size": 0.4, "shape": 16, "detector": [40.0, 100.0], "slice_thickness": 2.0})
+    kw = ms.tile_arguments(s)
+    cpu = ms.scan_tile(pos, sp, [0.0, 30.0, 0.0], rows=(0, 16), **{**kw, "device": "cpu"})
+    gpu = ms.scan_tile(pos, sp, [0.0, 30.0, 0.0], rows=(0, 16), **{**kw, "device": "gpu"})
+    np.testing.assert_allclose(gpu, cpu, rtol=1e-4, atol=1e-7 * cpu.max())

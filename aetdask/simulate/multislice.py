@@ -571,7 +571,7 @@ def resolve(positions, species, params: dict | None = None) -> dict:
         "phonons": int(PHONONS if p.get("phonons") is None else p["phonons"]),
         "slice_thickness": float(SLICE_THICKNESS if p.get("slice_thickness") is None else p["slice_thickness"]),
         "pad": float(config.get("simulate.pad", p.get("pad"))),
-        "device": str(p.get("device") or "cpu"),
+        "device": str(p.get("device") or config.get("device")),  # abTEM's "cpu" | "gpu"
         "defocus": float(p.get("defocus") or 0.0),
         "rows_per_task": None if p.get("rows_per_task") is None else int(p["rows_per_task"]),
     }
