@@ -13,7 +13,7 @@ import numpy as np
 
 from aetdask import config
 from aetdask._version import __version__
-from aetdask.errors import AetdaskError, StoreError
+from aetdask.errors import AetdaskError, InputError, StoreError
 
 
 def _handle_errors(func):
@@ -276,12 +276,13 @@ def reconstruct(store, method, iterations, step, refine_angles, as_json):
 
 
 @main.command()
-@click.argument("tilts", type=click.Path(exists=True, dir_okay=False))
-@click.option("--angles", required=True, type=click.Path(exists=True, dir_okay=False),
+@click.argument("tilts", type=click.Path(exists=True))
+@click.option("--angles", default=None, type=click.Path(exists=True, dir_okay=False),
               help="Angle file: one θ per projection or (φ, θ, ψ) rows, degrees (.mat, .npy, text).")
-@click.option("--pixel-size", required=True, type=float, help="Pixel size in Å.")
+@click.option("--pixel-size", default=None, type=float, help="Pixel size in Å.")
 @click.option("--species", required=True, help="Comma-separated elements in the sample, e.g. Si or Co,Pd,Pt.")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run store (resumed if it exists).")
+@click.option("--out", default=None, type=click.Path(file_okay=False),
+              help="Run store (resumed if it exists); default TILTS when that is a run store.")
 @click.option("--refine-angles", is_flag=True, help="Refine angles, shifts and scales while reconstructing.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object at the end.")
 @_handle_errors
@@ -289,11 +290,23 @@ def reconstruct(store, method, iterations, step, refine_angles, as_json):
 def run(tilts, angles, pixel_size, species, out, refine_angles, as_json):
     """Raw counts to atomic model: import → preprocess → reconstruct → trace → classify → refine.
 
-    Every product goes into the run store as it finishes; the same command again
-    resumes after the last finished stage. A report (PNG + HTML) is written
-    next to the store.
+    TILTS is a file of raw counts (then --angles, --pixel-size and --out are needed) or a
+    run store that holds `raw` (e.g. one dose of a simulation campaign), whose own angles
+    and pixel size are used. Every product goes into the run store as it finishes; the
+    same command again resumes after the last finished stage. A report (PNG + HTML) is
+    written next to the store.
     """
+    from aetdask.io import RunStore
     from aetdask.pipeline import run as _run
+
+    if pathlib.Path(tilts).is_dir():
+        source = RunStore(tilts, create=False)
+        if "raw" not in source:
+            raise StoreError(f"{source.path}: no raw tilt series in this store (it has {source.products()})")
+        out = out or tilts
+        tilts = source.read("raw").compute()
+    elif angles is None or pixel_size is None or out is None:
+        raise InputError("run: a tilt-series file needs --angles, --pixel-size and --out")
 
     summary = _run(tilts, out, [s.strip() for s in species.split(",") if s.strip()], angles=angles,
                    pixel_size=pixel_size, refine_angles=refine_angles, progress=not as_json,

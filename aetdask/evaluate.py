@@ -17,8 +17,9 @@ from aetdask.schema import validate_atoms
 TRACED_PRODUCTS = ("refined", "atoms", "candidates", "truth")
 
 
-def load_model(model) -> xr.Dataset:
-    """An atomic model from a Dataset, an atom file, or a run store (its most refined model)."""
+def load_model(model, products=TRACED_PRODUCTS) -> xr.Dataset:
+    """An atomic model from a Dataset, an atom file, or a run store (the first of ``products`` in it:
+    by default its most refined model; ``("truth",)`` for the ground truth it was simulated from)."""
     if isinstance(model, xr.Dataset):
         return model
     from aetdask.io import RunStore, read_atoms
@@ -26,7 +27,7 @@ def load_model(model) -> xr.Dataset:
     path = pathlib.Path(model)
     if path.is_dir():
         store = RunStore(path, create=False)
-        for name in TRACED_PRODUCTS:
+        for name in products:
             if name in store:
                 return store.read(name)
         raise InputError(f"{path}: the run store holds no atomic model yet (it has {store.products()})")
@@ -70,7 +71,7 @@ def evaluate(traced, truth, cutoff: float, *, center: bool = True) -> dict:
     """
     if not (isinstance(cutoff, (int, float)) and math.isfinite(cutoff) and cutoff > 0):
         raise InputError(f"cutoff: expected a positive distance in Å, got {cutoff!r}")
-    traced, truth = load_model(traced), load_model(truth)
+    traced, truth = load_model(traced), load_model(truth, products=("truth",))
     validate_atoms(traced, source="traced model")
     validate_atoms(truth, source="truth model")
     args = (

@@ -66,3 +66,18 @@ def test_seed_ground_truth_scored_against_itself_with_noise(seed_dir):
     r = evaluate(traced, gt, cutoff=0.9)
     assert r["species"]["Si"]["truth"] == 208 and r["overall"]["identification_pct"] == 100.0
     assert r["overall"]["precision_pm"] == pytest.approx(np.sqrt(3) * 10, rel=0.1)
+
+
+def test_a_store_as_truth_means_its_truth_product(tmp_path):
+    """`evaluate STORE --truth STORE` (a simulated run) scores the traced model against the store's truth."""
+    from aetdask.evaluate import evaluate
+    from aetdask.io import RunStore
+    from aetdask.schema import atoms as make_atoms
+
+    truth = make_atoms(np.array([[0.0, 0, 0], [3.0, 0, 0], [0, 3.0, 0]]), "Si")
+    traced = make_atoms(truth.position.values + [[0.1, 0, 0], [-0.1, 0, 0], [0, 0, 0]], "Si")
+    store = RunStore(tmp_path / "run.zarr")
+    store.write("truth", truth)
+    store.write("refined", traced)
+    res = evaluate(store.path, store.path, cutoff=0.9)
+    assert res["overall"]["matched"] == 3 and res["overall"]["precision_pm"] > 1.0  # not the model against itself
