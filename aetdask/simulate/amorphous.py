@@ -67,9 +67,8 @@ def amorphous_particle(
         tries += 1
         if tries > max_tries:
             where = f"a sphere of radius {radius:.2f} Å" if half is None else f"a box of {2 * half} Å"
-            raise InputError(
-                f"amorphous_particle: could place only {placed} of {n} atoms in {where}; give more room"
-            )
+            fix = "a larger radius" if half is None else "a larger box"
+            raise InputError(f"amorphous_particle: could place only {placed} of {n} atoms in {where}; give {fix}")
         if half is None:
             p = rng.uniform(-radius, radius, 3)
             if p @ p > radius**2:
