@@ -41,11 +41,12 @@ sampling that reaches the detector's outer angle, and :func:`scan_tile` refuses 
 does not.
 
 Reproducibility: phonon displacements and defocus draws are seeded per task, and a row is
-always simulated in the same batch, so the result does not depend on the chunking, the
-scheduler or the worker (bit for bit). abTEM's default FFTW plans are chosen by timing
+always simulated in the same batch. abTEM's default FFTW plans are chosen by timing
 (``FFTW_MEASURE``), so two processes could pick different plans and agree to ≈ 1e-6
-relative only; :func:`scan_tile` plans by estimate (``FFTW_ESTIMATE``), the same in every
-process, at ≈ 25 % more time.
+relative only; :func:`scan_tile` plans by estimate (``FFTW_ESTIMATE``), so worker
+processes with one thread each — the layout of :func:`aetdask.cluster.cluster` — give the
+same result bit for bit, whatever their number. Several threads in one process may get
+differently aligned FFT buffers and then agree to float32 rounding (≈ 1e-7 relative).
 
 References
 ----------
