@@ -218,8 +218,8 @@ def test_multislice_is_lazy_and_independent_of_scheduler_and_chunking():
         chunked_values = chunked.compute().values
     # threads sharing one process may get differently aligned FFT buffers: float32 rounding
     # (worker processes with one thread each agree bit for bit: tests/test_campaign.py)
-    np.testing.assert_allclose(threaded, sync, rtol=1e-6, atol=1e-12)
-    np.testing.assert_allclose(chunked_values, sync, rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(threaded, sync, rtol=1e-5, atol=1e-12)
+    np.testing.assert_allclose(chunked_values, sync, rtol=1e-5, atol=1e-12)
     assert np.all(np.isfinite(sync)) and sync.max() > 0
 
 

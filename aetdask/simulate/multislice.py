@@ -46,7 +46,7 @@ always simulated in the same batch. abTEM's default FFTW plans are chosen by tim
 relative only; :func:`scan_tile` plans by estimate (``FFTW_ESTIMATE``), so worker
 processes with one thread each — the layout of :func:`aetdask.cluster.cluster` — give the
 same result bit for bit, whatever their number. Several threads in one process may get
-differently aligned FFT buffers and then agree to float32 rounding (≈ 1e-7 relative).
+differently aligned FFT buffers and then agree to float32 rounding (≈ 1e-6 relative).
 
 References
 ----------
