@@ -48,7 +48,7 @@ def provenance_record(stage: str, params: dict | None = None, inputs: Sequence[s
     return {
         "aetdask": __version__,
         "stage": stage,
-        "params": _jsonable(params or {}),
+        "params": jsonable(params or {}),
         "inputs": [str(i) for i in inputs],
         "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -71,12 +71,12 @@ def last_record(obj, stage: str) -> dict | None:
     return None
 
 
-def _jsonable(value):
+def jsonable(value):
     """Convert numpy scalars / arrays (rejected by Zarr attrs) to Python types."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, np.ndarray):
         return value.tolist()
     if isinstance(value, np.generic):

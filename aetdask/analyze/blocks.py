@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from aetdask.kernels.neighbors import as_positions
+
 
 @dataclass(frozen=True)
 class Block:
@@ -40,9 +42,7 @@ def spatial_blocks(positions, core_size: float, halo: float) -> list[Block]:
     >>> [b.ids.tolist() for b in spatial_blocks(p, 5.0, 6.0)]
     [[0, 1, 2, 3]]
     """
-    pos = np.asarray(positions, dtype=np.float64)
-    if pos.ndim != 2 or pos.shape[1] != 3:
-        raise ValueError(f"positions must have shape (n, 3), got {pos.shape}")
+    pos = as_positions(positions, "spatial_blocks")
     if core_size <= 0 or halo < 0:
         raise ValueError("core_size must be positive and halo non-negative")
     n = len(pos)

@@ -68,12 +68,13 @@ def _local_block(positions, ids, core, cutoff, params):
     out["tet_delta"] = delta[owned_tet]
     # motif membership for every δ_max: ids of atoms in owned motifs of each type
     members = []
-    for dmax in params["deltas"]:
-        motifs = _owned_motifs(pt.bipyramids(tets, delta, dmax), core)
-        masks = pt.motif_atoms(n, motifs)
+    for dmax in params["deltas"]:  # delta_max is one of them: keep its motifs
+        found = _owned_motifs(pt.bipyramids(tets, delta, dmax), core)
+        masks = pt.motif_atoms(n, found)
         members.append([ids[np.flatnonzero(masks[name])] for name in MOTIFS])
+        if dmax == params["delta_max"]:
+            motifs = found
     out["members"] = members
-    motifs = _owned_motifs(pt.bipyramids(tets, delta, params["delta_max"]), core)
     out["motif_order"] = motifs["order"]
     out["motif_closed"] = motifs["closed"]
     out["pb"] = ids[pt.pentagonal_bipyramids(motifs)] if len(motifs["order"]) else np.zeros((0, 7), np.int64)

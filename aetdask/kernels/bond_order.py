@@ -40,7 +40,7 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from aetdask.kernels.neighbors import neighbor_pairs
+from aetdask.kernels.neighbors import as_positions, neighbor_pairs
 
 
 def _fcc_reference() -> tuple[float, float]:
@@ -96,10 +96,8 @@ def averaged_bond_order(positions, cutoff: float, pairs=None) -> dict:
     """
     import freud
 
-    pos = np.asarray(positions, dtype=np.float64)
+    pos = as_positions(positions, "averaged_bond_order")
     n = len(pos)
-    if pos.ndim != 2 or pos.shape[1] != 3:
-        raise ValueError(f"positions must have shape (n, 3), got {pos.shape}")
     if pairs is None:
         i, j, _ = neighbor_pairs(pos, cutoff)
     else:

@@ -20,6 +20,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from aetdask.kernels.neighbors import as_positions
+
 __all__ = ["AMU_PER_A3_IN_G_PER_CM3", "atomic_mass", "local_density"]
 
 #: 1 u/Å³ in g/cm³ (1 u = 1.66053906660e-24 g, 1 Å³ = 1e-24 cm³).
@@ -130,9 +132,7 @@ def local_density(
     >>> round(float(np.nanmax(grid)), 3), round(float(np.nanmin(grid)), 3)
     (2.332, 2.332)
     """
-    pos = np.asarray(positions, dtype=np.float64)
-    if pos.ndim != 2 or pos.shape[1] != 3:
-        raise ValueError(f"local_density: positions must have shape (n, 3), got {pos.shape}")
+    pos = as_positions(positions, "local_density", finite=False)
     n = len(pos)
     mass = np.asarray(masses, dtype=np.float64)
     if mass.ndim == 0:

@@ -10,6 +10,20 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 
+def as_positions(positions, who: str = "positions", finite: bool = True) -> np.ndarray:
+    """``positions`` as a float64 ``(n, 3)`` array; ValueError naming ``who`` if not (or not finite).
+
+    >>> as_positions([[0, 0, 1]]).tolist()
+    [[0.0, 0.0, 1.0]]
+    """
+    pos = np.asarray(positions, dtype=np.float64)
+    if pos.ndim != 2 or pos.shape[1] != 3:
+        raise ValueError(f"{who}: positions must have shape (n, 3), got {pos.shape}")
+    if finite and not np.all(np.isfinite(pos)):
+        raise ValueError(f"{who}: positions must be finite (found NaN or inf)")
+    return pos
+
+
 def neighbor_pairs(positions, cutoff: float):
     """All pairs ``i < j`` closer than ``cutoff``: arrays ``i, j, distance``, sorted by (i, j).
 
@@ -18,9 +32,7 @@ def neighbor_pairs(positions, cutoff: float):
     >>> i.tolist(), j.tolist(), d.tolist()
     ([0, 1], [1, 2], [1.0, 2.0])
     """
-    pos = np.asarray(positions, dtype=np.float64)
-    if pos.ndim != 2 or pos.shape[1] != 3:
-        raise ValueError(f"positions must have shape (n, 3), got {pos.shape}")
+    pos = as_positions(positions, "neighbor_pairs")
     if len(pos) < 2:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty.copy(), np.zeros(0)

@@ -36,7 +36,7 @@ import numba
 import numpy as np
 from ase.data import chemical_symbols
 
-from .neighbors import neighbor_pairs
+from .neighbors import as_positions, neighbor_pairs
 
 __all__ = ["bond_graph", "shortest_path_rings", "canonical_rings", "ring_sizes", "ring_statistics"]
 
@@ -101,9 +101,7 @@ def bond_graph(positions, species, cutoffs):
     >>> i.tolist(), j.tolist()
     ([0, 1], [1, 2])
     """
-    pos = np.asarray(positions, dtype=np.float64)
-    if pos.ndim != 2 or pos.shape[1] != 3:
-        raise ValueError(f"positions must have shape (n, 3), got {pos.shape}")
+    pos = as_positions(positions, "bond_graph")
     sp = _check_species(species, len(pos))
     empty = np.zeros(0, dtype=np.int64)
     if not isinstance(cutoffs, Mapping):

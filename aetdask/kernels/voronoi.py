@@ -42,6 +42,8 @@ import itertools
 import numpy as np
 from scipy.spatial import QhullError, Voronoi, cKDTree
 
+from aetdask.kernels.neighbors import as_positions
+
 __all__ = ["voronoi_cells", "voronoi_faces"]
 
 #: Keys of the dict returned by :func:`voronoi_cells`.
@@ -49,11 +51,7 @@ CELL_KEYS = ("index", "n7plus", "coordination", "volume", "area", "interior", "f
 
 
 def _check(positions, cutoff, area_fraction):
-    pos = np.asarray(positions, dtype=np.float64)
-    if pos.ndim != 2 or pos.shape[1] != 3:
-        raise ValueError(f"voronoi_cells: positions must have shape (n, 3), got {pos.shape}")
-    if not np.all(np.isfinite(pos)):
-        raise ValueError("voronoi_cells: positions must be finite (found NaN or inf)")
+    pos = as_positions(positions, "voronoi_cells")
     cutoff = float(cutoff)
     if not (np.isfinite(cutoff) and cutoff > 0):
         raise ValueError(f"voronoi_cells: cutoff must be a positive number of Å, got {cutoff!r}")
@@ -184,11 +182,7 @@ def voronoi_faces(positions, tolerance: float = 1e-6):
     >>> bool(f["bounded"][centre].all()), f["n_edges"][centre].tolist(), f["area"][centre].round(9).tolist()
     (True, [4, 4, 4, 4, 4, 4], [4.0, 4.0, 4.0, 4.0, 4.0, 4.0])
     """
-    pos = np.asarray(positions, dtype=np.float64)
-    if pos.ndim != 2 or pos.shape[1] != 3:
-        raise ValueError(f"voronoi_faces: positions must have shape (n, 3), got {pos.shape}")
-    if not np.all(np.isfinite(pos)):
-        raise ValueError("voronoi_faces: positions must be finite (found NaN or inf)")
+    pos = as_positions(positions, "voronoi_faces")
     n = len(pos)
     if n < 5 or not _full_rank(pos):
         raise ValueError(

@@ -45,7 +45,7 @@ import xarray as xr
 
 from aetdask.cluster import compute
 from aetdask.errors import InputError
-from aetdask.schema import as_euler, provenance_record, tilt_series
+from aetdask.schema import as_euler, jsonable, provenance_record, tilt_series
 from aetdask.simulate import multislice as ms
 from aetdask.simulate.noise import add_noise
 
@@ -220,7 +220,7 @@ def _plan(campaign, out: pathlib.Path) -> tuple[list, list]:
             (path / "clean").mkdir(parents=True, exist_ok=True)
             defocus = ms.defocus_values(len(euler), spread, pseed)
             meta = {"particle": particle["name"], "spread_nm": spread, "defocus": defocus.tolist(),
-                    "euler": euler.tolist(), "seed": pseed, "settings": ms.jsonable(settings)}
+                    "euler": euler.tolist(), "seed": pseed, "settings": jsonable(settings)}
             old = path / "clean.json"
             if old.exists() and json.loads(old.read_text()) != meta:
                 raise InputError(f"{path}: this folder holds a different simulation (parameters, angles or seed "
@@ -253,7 +253,7 @@ def _clean_series(entry, euler) -> xr.DataArray:
 
     data = np.asarray(zarr.open_array(str(entry["path"] / "clean.zarr"), mode="r")[:])
     s = entry["settings"]
-    record = provenance_record("simulate.multislice", {**ms.jsonable(s), "defocus_spread_nm": entry["spread"],
+    record = provenance_record("simulate.multislice", {**jsonable(s), "defocus_spread_nm": entry["spread"],
                                                        "seed": entry["pseed"]})
     ts = tilt_series(data, euler, s["pixel_size"], units="fraction", provenance=[record])
     return ts.assign_coords(defocus=("tilt", entry["defocus"], {"units": "Å"}))

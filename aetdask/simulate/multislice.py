@@ -67,7 +67,8 @@ import scipy.ndimage
 from aetdask import config, physics
 from aetdask.errors import InputError
 from aetdask.geometry import projection_matrices
-from aetdask.schema import as_euler, atomic_number, normalize_species, provenance_record, tilt_series, validate_atoms
+from aetdask.schema import (as_euler, atomic_number, jsonable, normalize_species, provenance_record, tilt_series,
+                            validate_atoms)
 
 __all__ = [
     "DEBYE_WALLER_B",
@@ -84,7 +85,6 @@ __all__ = [
     "cell_extent",
     "max_angle",
     "b_factors_for",
-    "jsonable",
 ]
 
 #: Default slice thickness (Å): this module's choice, not a value from the seed paper.
@@ -518,19 +518,6 @@ def blur(image, sigma: float, pixel_size: float) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- settings
-def jsonable(value):
-    """``value`` with tuples, numpy scalars and arrays turned into JSON types (lists, floats)."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
 def resolve(positions, species, params: dict | None = None) -> dict:
     """Complete simulation settings for one model: defaults, B factors and the grid plan.
 
