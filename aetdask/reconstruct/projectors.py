@@ -6,6 +6,7 @@ import functools
 
 import numpy as np
 
+from aetdask.backend import get_array_module
 from aetdask.geometry import projection_matrices
 from aetdask.kernels import projector_general
 from aetdask.kernels.projector_slices import SliceProjector
@@ -18,16 +19,15 @@ def is_single_axis(euler, tolerance: float = 1e-9) -> bool:
 
 
 @functools.lru_cache(maxsize=8)
-def _slice_projector(vol_shape, n_det, theta, subsamples, dtype):
-    return SliceProjector(vol_shape, n_det, np.array(theta), subsamples, xp=np, dtype=np.dtype(dtype))
+def _slice_projector(vol_shape, n_det, theta, subsamples, dtype, device):
+    xp = get_array_module(device)
+    return SliceProjector(vol_shape, n_det, np.array(theta), subsamples, xp=xp, dtype=np.dtype(dtype))
 
 
 def slice_projector(vol_shape, n_det, theta, subsamples=2, dtype=np.float32, xp=np):
-    """A cached :class:`SliceProjector` (its matrix is built once per worker process)."""
-    if xp is np:
-        return _slice_projector(tuple(vol_shape), int(n_det), tuple(float(t) for t in theta), int(subsamples),
-                                np.dtype(dtype).str)
-    return SliceProjector(vol_shape, n_det, theta, subsamples, xp=xp, dtype=dtype)
+    """A cached :class:`SliceProjector` (its matrix is built once per worker process and device)."""
+    return _slice_projector(tuple(vol_shape), int(n_det), tuple(float(t) for t in theta), int(subsamples),
+                            np.dtype(dtype).str, "cpu" if xp is np else "gpu")
 
 
 class EulerProjector:

@@ -141,7 +141,7 @@ def refine(
         reproj = EulerProjector(euler, measured.shape[1:], volume.shape, subsamples).forward(volume)
         record = {"round": r + 1, "r_factor": vol.attrs["provenance"][-1]["params"]["r_final"]}
         if search_angles:
-            vol_f = ex.scatter(volume)
+            vol_f = ex.put(volume)
             chunks = split(n, max(1, ex.workers) * 2)
             found = ex.gather([
                 ex.submit(_search_angles, vol_f, measured[a:b], euler[a:b], offsets, subsamples, upsample)

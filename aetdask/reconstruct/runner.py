@@ -7,8 +7,19 @@
   workers between rounds.
 * General Euler angles: the volume is cut into z-slabs; every iteration each
   slab's forward projection is computed on its worker, the projections are
-  summed in slab order (an all-reduce), and the residual goes back to every
-  slab for its back projection and update.
+  summed in slab order on a worker (an all-reduce), the residual and the
+  R-factor terms are formed there, and the residual goes to every slab for its
+  back projection and update. Only the R-factor (a few numbers) comes back to
+  this process each iteration, one iteration late, so the next iteration is
+  already queued while it travels.
+
+The slab partition follows the volume (``slab`` planes per slab, see
+:func:`slab_ranges`), not the number of workers, and sums run in slab order:
+the volume is the same, bit for bit, on any number of workers. With
+``device="gpu"`` the slabs live on the workers' GPUs between rounds and
+iterations (CuPy); only the result is brought back. Every input enters as a
+task (not scattered data), so a worker lost mid-run is recomputed from the
+task graph by Dask and the run finishes with the same volume.
 
 With no distributed client the same tasks run in this process, in the same
 order, so the result does not depend on where it runs.
@@ -16,8 +27,11 @@ order, so the result does not depend on where it runs.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
+from aetdask.backend import asnumpy, get_array_module
 from aetdask.kernels import iterative
 from aetdask.reconstruct.projectors import EulerProjector, slice_projector
 
@@ -30,6 +44,10 @@ class _Done:
 
     def result(self):
         return self._value
+
+
+def _identity(x):
+    return x
 
 
 class Executor:
@@ -58,9 +76,13 @@ class Executor:
             return [f.result() for f in futures]
         return self.client.gather(futures)
 
-    def scatter(self, value):
-        # hash=False: a re-scatter of equal data must not share a key that is being released
-        return _Done(value) if self.client is None else self.client.scatter(value, hash=False)
+    def put(self, value):
+        """Place ``value`` on a worker as a task (recomputable if that worker dies, unlike scattered data)."""
+        if self.client is None:
+            return _Done(value)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*large graph.*")
+            return self.client.submit(_identity, value, pure=False)
 
 
 def split(n: int, parts: int) -> list[tuple[int, int]]:
@@ -70,9 +92,59 @@ def split(n: int, parts: int) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
 
 
+def slab_ranges(n: int, slabs: int | None = None, planes: int = 32) -> list[tuple[int, int]]:
+    """The slabs a volume axis of ``n`` planes is cut into.
+
+    ``slabs`` given: that many. Otherwise about ``planes`` planes each — a
+    partition fixed by the volume, so the result does not depend on how many
+    workers there are (more slabs than workers simply queue).
+
+    >>> slab_ranges(128), slab_ranges(40), slab_ranges(128, slabs=3)
+    ([(0, 32), (32, 64), (64, 96), (96, 128)], [(0, 40)], [(0, 43), (43, 85), (85, 128)])
+    """
+    if slabs:
+        return split(n, slabs)
+    return split(n, max(1, round(n / max(1, int(planes)))))
+
+
+def _on(device, x):
+    """``x`` on the device (``"cpu"`` or ``"gpu"``); None stays None."""
+    if x is None:
+        return None
+    xp = get_array_module(device)
+    return xp.asarray(x)
+
+
+def _central(volume, axis: int):
+    """The central plane of ``volume`` along ``axis``, on the host (for the progress display)."""
+    return asnumpy(volume.take(volume.shape[axis] // 2, axis=axis))
+
+
+def _to_host(x):
+    return asnumpy(x)
+
+
+def _first(pair):
+    return pair[0]
+
+
+def _second(pair):
+    return pair[1]
+
+
+def _plateaued(r, tolerance, window=10) -> bool:
+    """R improved by less than ``tolerance`` (relative) over the last ``window`` iterations."""
+    return len(r) > window and (r[-window - 1] - r[-1]) <= tolerance * r[-1]
+
+
+def _r_value(num, den) -> float:
+    return float(np.mean(np.asarray(num) / np.where(np.asarray(den) > 0, den, 1.0)))
+
+
 # ---------------------------------------------------------------- single axis
 def _slab_round(b, theta, volume, support, method, iterations, step, subsamples):
-    proj = slice_projector((b.shape[1], b.shape[1]), b.shape[1], theta, subsamples, b.dtype)
+    xp = get_array_module(b)
+    proj = slice_projector((b.shape[1], b.shape[1]), b.shape[1], theta, subsamples, b.dtype, xp=xp)
     if method == "fbp":
         vol = iterative.fbp(b, proj, angular_range_deg=_angular_range(theta))
         return vol, [iterative.r_factor_terms(b, proj.forward(vol))]
@@ -88,15 +160,31 @@ def _angular_range(theta) -> float:
     return float(min(180.0, t[-1] - t[0] + step))
 
 
+def _put_slabs(ex, device, array, ranges, axis):
+    """Each slab of ``array`` as a task result on the device (None stays None)."""
+    if array is None:
+        return [None] * len(ranges)
+    index = [slice(None)] * array.ndim
+    out = []
+    for a, b in ranges:
+        index[axis] = slice(a, b)
+        out.append(ex.submit(_on, device, ex.put(np.ascontiguousarray(array[tuple(index)]))))
+    return out
+
+
 def run_single_axis(b, theta, *, method, iterations, step, subsamples, support=None, initial=None, slabs=None,
-                    round_size=10, plateau=0.0, progress=None):
-    """Reconstruct a single-axis series in slabs along x; returns (volume, R per iteration)."""
+                    round_size=10, plateau=0.0, progress=None, device="cpu"):
+    """Reconstruct a single-axis series in slabs along x; returns (volume, R per iteration).
+
+    ``progress(iterations_done, r, central_slice)`` is called after every round
+    with the central z-plane of the current volume (a (y, x) NumPy array).
+    """
     ex = Executor()
     n, dy, dx = b.shape
-    ranges = split(dx, slabs or ex.workers)
-    b_f = [ex.scatter(np.ascontiguousarray(b[:, :, x0:x1])) for x0, x1 in ranges]
-    sup = [None if support is None else np.ascontiguousarray(support[:, :, x0:x1]) for x0, x1 in ranges]
-    vols = [None if initial is None else ex.scatter(np.ascontiguousarray(initial[:, :, x0:x1])) for x0, x1 in ranges]
+    ranges = slab_ranges(dx, slabs)
+    b_f = _put_slabs(ex, device, b, ranges, axis=2)
+    sup = _put_slabs(ex, device, support, ranges, axis=2)
+    vols = _put_slabs(ex, device, initial, ranges, axis=2)
     r_history: list[float] = []
     todo = 1 if method == "fbp" else int(iterations)
     while todo > 0:
@@ -108,29 +196,15 @@ def run_single_axis(b, theta, *, method, iterations, step, subsamples, support=N
         vols = [ex.submit(_first, f) for f in futures]
         terms = ex.gather([ex.submit(_second, f) for f in futures])
         for it in range(len(terms[0])):
-            num = sum(t[it][0] for t in terms)
-            den = sum(t[it][1] for t in terms)
-            r_history.append(float(np.mean(num / np.where(den > 0, den, 1.0))))
+            r_history.append(_r_value(sum(t[it][0] for t in terms), sum(t[it][1] for t in terms)))
         todo -= k
         if progress is not None:
-            progress(len(r_history), r_history[-1])
+            central = np.concatenate(ex.gather([ex.submit(_central, v, 0) for v in vols]), axis=1)
+            progress(len(r_history), r_history[-1], central)
         if plateau and _plateaued(r_history, plateau):
             break
-    volume = np.concatenate(ex.gather(vols), axis=2)
+    volume = np.concatenate(ex.gather([ex.submit(_to_host, v) for v in vols]), axis=2)
     return volume, r_history
-
-
-def _first(pair):
-    return pair[0]
-
-
-def _second(pair):
-    return pair[1]
-
-
-def _plateaued(r, tolerance, window=10) -> bool:
-    """R improved by less than ``tolerance`` (relative) over the last ``window`` iterations."""
-    return len(r) > window and (r[-window - 1] - r[-1]) <= tolerance * r[-1]
 
 
 # ---------------------------------------------------------------- general Euler angles
@@ -153,44 +227,106 @@ def _zslab_descend(volume, residual, t, weight, support, euler, det_shape, full_
     return iterative.descend(volume.copy(), g, t, support)  # a copy: task inputs are not ours to change
 
 
+def _reduce(b, inv_row, *forward):
+    """The all-reduce: Σ_slabs Π_slab O in slab order, then the residual and the R terms.
+
+    Returns ``(residual, (numerator, denominator))``: residual = Π O − b
+    (RESIRE) or R (Π O − b) (SIRT, ``inv_row`` = R).
+    """
+    calc = forward[0]
+    for f in forward[1:]:
+        calc = calc + f
+    terms = iterative.r_factor_terms(b, calc)
+    res = (calc - b).astype(b.dtype)
+    return (res if inv_row is None else inv_row * res), terms
+
+
+def _sum(*arrays):
+    out = arrays[0]
+    for a in arrays[1:]:
+        out = out + a
+    return out
+
+
+def _inverse(x):
+    xp = get_array_module(x)
+    return xp.where(x > 1e-6, 1 / xp.maximum(x, 1e-6), 0).astype(x.dtype)
+
+
+def _ones(shape, like):
+    return get_array_module(like).ones(shape, dtype=like.dtype)
+
+
+def _ones_like(x):
+    return get_array_module(x).ones_like(x)
+
+
+def _plane(volume, k):
+    return asnumpy(volume[k])
+
+
+def _fbp_scaled(filtered, scale, *geo_and_range):
+    return scale * _zslab_backward(filtered, *geo_and_range)
+
+
 def run_euler(b, euler, *, method, iterations, step, subsamples, support=None, initial=None, slabs=None,
-              plateau=0.0, progress=None):
-    """Reconstruct at general Euler angles with z-slabs and a per-iteration sum of projections."""
+              plateau=0.0, progress=None, device="cpu", snapshot_every: int = 10):
+    """Reconstruct at general Euler angles with z-slabs and a per-iteration sum of projections.
+
+    ``progress(iterations_done, r, central_slice)``: ``central_slice`` is the
+    central z-plane every ``snapshot_every`` iterations, otherwise None.
+    """
     ex = Executor()
     n, dy, dx = b.shape
     full = (dy, dy, dx)
-    ranges = split(full[0], slabs or ex.workers)
+    ranges = slab_ranges(full[0], slabs)
     geo = (np.asarray(euler, float), (dy, dx), full, subsamples)
-    sup = [None if support is None else support[z0:z1] for z0, z1 in ranges]
-    vols = [ex.scatter(np.zeros((z1 - z0, dy, dx), dtype=b.dtype) if initial is None
-                       else np.ascontiguousarray(initial[z0:z1])) for z0, z1 in ranges]
-    r_history: list[float] = []
+    b_dev = ex.submit(_on, device, ex.put(b))
+    sup = _put_slabs(ex, device, support, ranges, axis=0)
+    if initial is None:
+        initial = np.zeros(full, dtype=b.dtype)
+    vols = _put_slabs(ex, device, initial, ranges, axis=0)
+    centre = next(i for i, (z0, z1) in enumerate(ranges) if z0 <= full[0] // 2 < z1)
+
+    def snapshot(vs):
+        z0 = ranges[centre][0]
+        return ex.gather([ex.submit(_plane, vs[centre], full[0] // 2 - z0)])[0]
+
     if method == "fbp":
-        filtered = iterative.ramp_filter(b, axis=1)
+        filtered = ex.submit(iterative.ramp_filter, b_dev, axis=1)
         scale = np.pi * _angular_range(euler[:, 1]) / 180.0 / (2 * n)
-        parts = [scale * p for p in ex.gather([ex.submit(_zslab_backward, filtered, *geo, r) for r in ranges])]
-        volume = np.concatenate(parts, axis=0)
-        calc = sum(ex.gather([ex.submit(_zslab_forward, p, *geo, r) for p, r in zip(parts, ranges)]))
-        return volume, [iterative.r_factor(b, calc)]
-    t = float(step) / (n * max(full))
-    if method == "sirt":
-        ones = [ex.submit(np.ones, (z1 - z0, dy, dx), dtype=b.dtype) for z0, z1 in ranges]
-        row = sum(ex.gather([ex.submit(_zslab_forward, o, *geo, r) for o, r in zip(ones, ranges)]))
-        inv_row = np.where(row > 1e-6, 1 / np.maximum(row, 1e-6), 0).astype(b.dtype)
-        col = ex.gather([ex.submit(_zslab_backward, np.ones_like(b), *geo, r) for r in ranges])
-        inv_col = [np.where(c > 1e-6, 1 / np.maximum(c, 1e-6), 0).astype(b.dtype) for c in col]
-    for it in range(int(iterations)):
-        calc = sum(ex.gather([ex.submit(_zslab_forward, v, *geo, r) for v, r in zip(vols, ranges)]))
-        num, den = iterative.r_factor_terms(b, calc)
-        r_history.append(float(np.mean(num / np.where(den > 0, den, 1.0))))
-        if method == "sirt":
-            res, rate, weights = ex.scatter(inv_row * (calc - b)), float(step), inv_col
-        else:
-            res, rate, weights = ex.scatter((calc - b).astype(b.dtype)), t, [None] * len(ranges)
-        vols = [ex.submit(_zslab_descend, v, res, rate, w, s, *geo, r)
-                for v, w, s, r in zip(vols, weights, sup, ranges)]
+        parts = [ex.submit(_fbp_scaled, filtered, scale, *geo, r) for r in ranges]
+        rt = ex.submit(_reduce, b_dev, None, *[ex.submit(_zslab_forward, p, *geo, r) for p, r in zip(parts, ranges)])
+        r = [_r_value(*ex.gather([ex.submit(_second, rt)])[0])]
         if progress is not None:
-            progress(len(r_history), r_history[-1])
-        if plateau and _plateaued(r_history, plateau):
+            progress(1, r[0], snapshot(parts))
+        return np.concatenate(ex.gather([ex.submit(_to_host, p) for p in parts]), axis=0), r
+    t = float(step) / (n * max(full))
+    inv_row, weights, rate = None, [None] * len(ranges), t
+    if method == "sirt":
+        ones = [ex.submit(_ones, (z1 - z0, dy, dx), b_dev) for z0, z1 in ranges]
+        inv_row = ex.submit(_inverse, ex.submit(_sum, *[ex.submit(_zslab_forward, o, *geo, r)
+                                                        for o, r in zip(ones, ranges)]))
+        one_b = ex.submit(_ones_like, b_dev)
+        weights = [ex.submit(_inverse, ex.submit(_zslab_backward, one_b, *geo, r)) for r in ranges]
+        rate = float(step)
+    r_history: list[float] = []
+    terms_prev = None  # R terms of the iteration before, still on their way
+    for k in range(int(iterations) + 1):
+        if k < int(iterations):  # queue iteration k: Σ Π O_k, residual, O_k+1
+            rt = ex.submit(_reduce, b_dev, inv_row, *[ex.submit(_zslab_forward, v, *geo, r)
+                                                      for v, r in zip(vols, ranges)])
+            res, terms = ex.submit(_first, rt), ex.submit(_second, rt)
+            new = [ex.submit(_zslab_descend, v, res, rate, w, s, *geo, r)
+                   for v, w, s, r in zip(vols, weights, sup, ranges)]
+        if terms_prev is not None:  # R of O_k-1 arrives while iteration k runs
+            r_history.append(_r_value(*ex.gather([terms_prev])[0]))
+            if progress is not None:
+                due = k % max(1, snapshot_every) == 0 or k == int(iterations)
+                progress(k, r_history[-1], snapshot(vols) if due else None)
+            if plateau and _plateaued(r_history, plateau):
+                break  # O_k: what a step-by-step loop stopping here would return
+        if k == int(iterations):
             break
-    return np.concatenate(ex.gather(vols), axis=0), r_history
+        terms_prev, vols = terms, new
+    return np.concatenate(ex.gather([ex.submit(_to_host, v) for v in vols]), axis=0), r_history

@@ -117,7 +117,7 @@ def reconstruct(
     report = _progress_printer(params["iterations"] if method != "fbp" else 1) if progress else None
     t0 = time.perf_counter()
     common = dict(method=method, iterations=params["iterations"], step=params["step"], support=support, initial=initial,
-                  slabs=params["slabs"], plateau=params["plateau"], progress=report)
+                  slabs=params["slabs"], plateau=params["plateau"], progress=report, device=config.get("device"))
     if single:
         vol, r = run_single_axis(b, euler[:, 1], subsamples=params["subsamples"],
                                  round_size=int(config.get("reconstruct.round")), **common)
@@ -136,7 +136,7 @@ def reconstruct(
 
 
 def _progress_printer(total):
-    def report(done, r):
+    def report(done, r, central=None):
         width = 30
         fill = int(width * min(done, total) / max(total, 1))
         print(f"\r[{'#' * fill}{' ' * (width - fill)}] {done}/{total} iterations  R = {r:.4f}", end="", flush=True)
