@@ -38,7 +38,8 @@ def subsample_offsets(s: int) -> np.ndarray:
     return (np.arange(int(s)) + 0.5) / int(s) - 0.5
 
 
-def system_matrix(n_vol: tuple[int, int], n_det: int, theta_deg, subsamples: int = 2, dtype=np.float32):
+def system_matrix(n_vol: tuple[int, int], n_det: int, theta_deg, subsamples: int = 2, dtype=np.float32,
+                  det_offset=None):
     """Sparse matrix (CSR) of the single-axis projection of one (z, y) slice.
 
     Parameters
@@ -51,6 +52,10 @@ def system_matrix(n_vol: tuple[int, int], n_det: int, theta_deg, subsamples: int
         at ``y_det = i − n_det//2``.
     theta_deg : array (n,)
         Tilt angles in degrees.
+    det_offset : array (n,), optional
+        Per-angle detector offset (rows): the point that projects to
+        ``y_det`` lands on row ``y_det + n_det//2 + det_offset[k]`` — for
+        projections cropped at a fractional position (scanning AET).
 
     Examples
     --------
@@ -66,12 +71,15 @@ def system_matrix(n_vol: tuple[int, int], n_det: int, theta_deg, subsamples: int
     col = (iz * ny + iy).ravel()
     y = (iy - ny // 2).ravel().astype(float)
     z = (iz - nz // 2).ravel().astype(float)
+    shift = np.zeros(len(theta)) if det_offset is None else np.asarray(det_offset, dtype=float).reshape(-1)
+    if shift.shape != theta.shape:
+        raise ValueError(f"det_offset: expected {theta.size} values (one per angle), got {shift.size}")
     blocks = []
-    for c, s in zip(np.cos(theta), np.sin(theta)):
+    for c, s, d in zip(np.cos(theta), np.sin(theta), shift):
         rows, cols, vals = [], [], []
         for dz in off:
             for dy in off:
-                u = c * (y + dy) - s * (z + dz) + n_det // 2
+                u = c * (y + dy) - s * (z + dz) + n_det // 2 + d
                 i0 = np.floor(u).astype(np.int64)
                 f = u - i0
                 for di, w in ((0, 1.0 - f), (1, f)):
@@ -118,6 +126,14 @@ class SliceProjector:
     xp : module
         ``numpy`` or ``cupy``: where the matrices live.
     dtype : numpy dtype
+    det_offset : array (n,), optional
+        Per-angle detector offset in rows (see :func:`system_matrix`).
+    thickness : float or "ray", optional
+        Voxels along the beam for RESIRE's step (default: the larger side;
+        ``"ray"``: ``ray_length``, for slices far wider than thick).
+
+    ``ray_length`` is the longest ray through the slice in voxels (the largest
+    row sum of the matrix): the tightest thickness for RESIRE's step.
 
     Examples
     --------
@@ -130,13 +146,16 @@ class SliceProjector:
     ((3, 8, 5), True)
     """
 
-    def __init__(self, vol_shape, n_det, theta_deg, subsamples=2, xp=np, dtype=np.float32):
+    def __init__(self, vol_shape, n_det, theta_deg, subsamples=2, xp=np, dtype=np.float32, det_offset=None,
+                 thickness=None):
         self.vol_shape = tuple(int(v) for v in vol_shape)
         self.n_det = int(n_det)
         self.n_angles = len(np.atleast_1d(theta_deg))
         self.dtype = np.dtype(dtype)
         self.xp = xp
-        a = system_matrix(self.vol_shape, self.n_det, theta_deg, subsamples, self.dtype)
+        a = system_matrix(self.vol_shape, self.n_det, theta_deg, subsamples, self.dtype, det_offset)
+        self.ray_length = float(np.asarray(a.sum(axis=1)).max()) if a.nnz else 0.0
+        self._thickness = self.ray_length if thickness == "ray" else thickness
         at = a.T.tocsr()
         if xp is np:
             self._a, self._at = a, at
@@ -145,9 +164,9 @@ class SliceProjector:
             self._a, self._at = sp.csr_matrix(a), sp.csr_matrix(at)
 
     @property
-    def thickness(self) -> int:
-        """Voxels along the beam (the slice's larger side)."""
-        return max(self.vol_shape)
+    def thickness(self) -> float:
+        """Voxels along the beam: the slice's larger side, unless given."""
+        return max(self.vol_shape) if self._thickness is None else float(self._thickness)
 
     def volume_shape(self, projections) -> tuple[int, int, int]:
         """Shape of the volume that matches ``projections`` (n_angles, n_det, nx)."""

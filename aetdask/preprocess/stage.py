@@ -93,21 +93,26 @@ def _com_dy(block):
     return align_k.center_of_mass_shifts(np.asarray(block, dtype=np.float64))
 
 
-ALIGNMENTS = ("center", "neighbours", "none")
+ALIGNMENTS = ("center", "neighbours", "film", "none")
 
 
-def _global_steps(stats, alignment, normalize):
+def _global_steps(stats, alignment, normalize, path=None):
     """From per-projection statistics [CoM shift | errors (y, x, total) | common line] to
-    (shift_y, shift_x, scale) columns, each shrunk by its photon-noise error (:func:`shrink`)."""
+    (shift_y, shift_x, scale) columns, each shrunk by its photon-noise error (:func:`shrink`).
+
+    ``path`` (n,): the relative path length through the sample at each tilt
+    (1/cos θ for a film wider than the field of view; None = 1, an isolated particle):
+    the scales equalise total / path."""
     com_dy, errors, lines = stats[:, 0], stats[:, 1:4], stats[:, 4:][:, None, :]
     n = len(stats)
     out = np.zeros((n, 3))
     out[:, 2] = 1.0
     if alignment == "center":
         out[:, 0] = align_k.shrink(com_dy, errors[:, 0])
+    if alignment in ("center", "film"):
         out[:, 1] = align_k.shrink(align_k.common_line_shifts(lines), errors[:, 1])
     if normalize:
-        scales = align_k.common_line_scales(lines)
+        scales = align_k.common_line_scales(lines if path is None else lines / np.asarray(path)[:, None, None])
         out[:, 2] = align_k.shrink(scales, errors[:, 2] * scales, center=float(np.mean(scales)))
     return out
 
@@ -127,6 +132,7 @@ def preprocess(
     background: bool = True,
     alignment: str | bool = "center",
     normalize: bool = True,
+    extended: bool = False,
 ) -> xr.DataArray:
     """Preprocess a raw tilt series (lazy; one task per projection).
 
@@ -144,9 +150,17 @@ def preprocess(
         it — for an isolated particle, whose projections all share the same
         centre and common line; ``"neighbours"``: cross-correlation of
         neighbouring tilts chained from the middle of the series — for samples
-        that fill the field of view (films), where neither holds. (True = "center".)
+        that fill the field of view, where neither holds; ``"film"``: common lines
+        along the tilt axis only — for a film wider than the field of view across
+        it, whose centre of mass says nothing (scanning AET). (True = "center".)
     normalize : bool
         Record equal-intensity (common-line total) scales.
+    extended : bool
+        The sample is wider than the field of view (a film, scanning AET): its
+        projections see a path through it that grows as 1/cos θ, so the scales
+        equalise total × cos θ rather than the total. Use with
+        ``background=False`` (no vacuum to estimate a background from) and
+        ``alignment="film"``.
 
     Returns
     -------
@@ -178,7 +192,8 @@ def preprocess(
     errors = da.blockwise(_uncertainty, "tv", data, "tyx", unmasked, "tyx", params, "tp", new_axes={"v": 3},
                           concatenate=True, dtype=np.float64, meta=np.empty((0, 0)))
     stats = da.concatenate([com[:, None], errors, lines.astype(np.float64)], axis=1).rechunk(-1)
-    steps = stats.map_blocks(_global_steps, alignment, normalize, chunks=(n, 3), dtype=np.float64)
+    path = 1.0 / np.abs(np.cos(np.deg2rad(tilts.theta.values))) if extended else None
+    steps = stats.map_blocks(_global_steps, alignment, normalize, path, chunks=(n, 3), dtype=np.float64)
     shifts, scales = steps[:, :2], steps[:, 2]
     if alignment == "neighbours":
         theta = tilts.theta.values
@@ -191,7 +206,8 @@ def preprocess(
     )
     out.attrs["units"] = "a.u."
     return add_provenance(out, "preprocess", {"denoiser": method, "background": background,
-                                              "alignment": alignment, "normalize": normalize})
+                                              "alignment": alignment, "normalize": normalize,
+                                              "extended": extended})
 
 
 def aligned(tilts: xr.DataArray) -> xr.DataArray:

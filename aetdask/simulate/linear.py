@@ -140,6 +140,11 @@ def linear(
 def _projection(positions, species_index, transfers, euler_row, grid, crop, pixel_size, dose, background, poisson, seed, k, dtype):
     coords = detector_coordinates(positions, euler_row[None])[0]
     pix = coords / pixel_size + np.array([grid[0] // 2, grid[1] // 2])
+    # the Fourier sums are periodic on the padded grid: an atom beyond it (a film wider than the
+    # field of view) would wrap around into the image; it is outside the field of view, so it goes
+    inside = np.all((pix >= 0) & (pix < np.array(grid)), axis=1)
+    if not inside.all():
+        pix, species_index = pix[inside], species_index[inside]
     image = render(pix, species_index, transfers, grid, crop, pixel_size)
     if dose is None:
         return image.astype(dtype)
@@ -158,6 +163,7 @@ def _warn_outside(positions, euler, ny, nx, pixel_size):
     if outside.any():
         warnings.warn(
             f"simulate.linear: {int(outside.any(axis=0).sum())} atoms fall outside the "
-            f"{ny}×{nx} field of view at some angle; is the model centred on the origin?",
+            f"{ny}×{nx} field of view at some angle; is the model centred on the origin? (For a film "
+            f"wider than the field of view this is expected: what lies outside is not imaged.)",
             stacklevel=3,
         )
