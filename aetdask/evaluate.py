@@ -34,7 +34,32 @@ def load_model(model, products=TRACED_PRODUCTS) -> xr.Dataset:
     return read_atoms(path)
 
 
-def evaluate(traced, truth, cutoff: float, *, center: bool = True) -> dict:
+def scanned_region(store) -> tuple[np.ndarray, np.ndarray] | None:
+    """(lower, upper) corners (x, y, z) in Å of a run store's scanning-AET volume, else None.
+
+    A film is larger than what scanning AET reconstructs (a band of the field
+    of view): only atoms inside that volume can be scored.
+    """
+    from aetdask.io import RunStore
+    from aetdask.schema import last_record
+
+    store = store if isinstance(store, RunStore) else RunStore(store, create=False)
+    if "volume" not in store:
+        return None
+    volume = store.read("volume")
+    if not last_record(volume, "reconstruct.scanning"):
+        return None
+    c = [volume[d].values for d in ("x", "y", "z")]
+    return np.array([v.min() for v in c]), np.array([v.max() for v in c])
+
+
+def _inside(model: xr.Dataset, region) -> xr.Dataset:
+    lo, hi = (np.asarray(v, dtype=float) for v in region)
+    q = model.position.values
+    return model.isel(atom=np.flatnonzero(np.all((q >= lo) & (q <= hi), axis=1)))
+
+
+def evaluate(traced, truth, cutoff: float, *, center: bool = True, region=None) -> dict:
     """Score a traced model against the truth: the seed paper's rule and a strict one-to-one match.
 
     Parameters
@@ -46,6 +71,10 @@ def evaluate(traced, truth, cutoff: float, *, center: bool = True) -> dict:
         particle, 1.0 Å for larger Si and SiO₂, 1.5 Å for SiGeSn and CoPdPt.
     center : bool
         Start from coinciding centroids, as the paper's script does.
+    region : (lower, upper), optional
+        Corners (x, y, z) in Å: only atoms inside are scored, in both models —
+        for a film reconstructed over part of its extent (:func:`scanned_region`);
+        the models are then compared where they are (no centring).
 
     Returns
     -------
@@ -74,6 +103,8 @@ def evaluate(traced, truth, cutoff: float, *, center: bool = True) -> dict:
     traced, truth = load_model(traced), load_model(truth, products=("truth",))
     validate_atoms(traced, source="traced model")
     validate_atoms(truth, source="truth model")
+    if region is not None:
+        traced, truth, center = _inside(traced, region), _inside(truth, region), False
     args = (
         traced.position.values, truth.position.values,
         traced.species.values.astype(str), truth.species.values.astype(str), float(cutoff),

@@ -11,7 +11,7 @@ import numpy as np
 
 from aetdask import plot
 from aetdask.errors import StoreError
-from aetdask.evaluate import evaluate, to_json
+from aetdask.evaluate import evaluate, scanned_region, to_json
 from aetdask.geometry import detector_coordinates
 from aetdask.io import RunStore
 from aetdask.kernels import gaussian_atoms
@@ -53,7 +53,7 @@ def write_report(store, truth=None, cutoff: float | None = None) -> tuple[pathli
     k = int(np.argmin(np.abs(raw.theta.values)))
     metrics = None
     if truth is not None and model is not None:
-        metrics = evaluate(model, truth, cutoff or 1.0)
+        metrics = evaluate(model, truth, cutoff or 1.0, region=scanned_region(store))
         store.write_json("metrics.json", to_json(metrics))
 
     fig = plt.figure(figsize=(13, 12.5), layout="constrained")
