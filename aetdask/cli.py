@@ -509,5 +509,37 @@ def demo(out):
     run_demo(out, echo=click.echo)
 
 
+@main.command("cluster")
+@click.option("--workers", "n_workers", type=click.IntRange(min=1), default=None,
+              help="Worker processes on this node (default: one per core; with --gpu one per GPU).")
+@click.option("--threads-per-worker", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--memory-limit", default="auto", show_default=True,
+              help="Memory per worker: auto (this node's memory shared out), e.g. 8GiB, or 0 for no limit.")
+@click.option("--host", default=None,
+              help="Interface to listen on [default: 127.0.0.1; 0.0.0.0 lets workers on other nodes join].")
+@click.option("--port", type=click.IntRange(0, 65535), default=8786, show_default=True, help="Scheduler port.")
+@click.option("--dashboard-address", default=":8787", show_default=True,
+              help="Address of the Dask dashboard and the aetdask page.")
+@click.option("--join", "join_address", default=None, metavar="ADDRESS",
+              help="Start only workers on this node, for the scheduler at ADDRESS (tcp://HOST:PORT).")
+@click.option("--gpu", is_flag=True, help="One worker per GPU (dask-cuda).")
+@_handle_errors
+def cluster_(n_workers, threads_per_worker, memory_limit, host, port, dashboard_address, join_address, gpu):
+    """Keep a Dask cluster up until Ctrl-C, for `--scheduler` of the computing commands.
+
+    Starts a scheduler and workers on this node, or with --join only workers for a
+    scheduler elsewhere. The scheduler serves the Dask dashboard and the aetdask page
+    (R-factor and central slice of a running reconstruction, campaign progress).
+    """
+    from aetdask.cluster import join, serve
+
+    common = dict(n_workers=n_workers, threads_per_worker=threads_per_worker, memory_limit=memory_limit, gpu=gpu,
+                  echo=click.echo)
+    if join_address:
+        join(join_address, host=host, **common)
+    else:
+        serve(host=host or "127.0.0.1", port=port, dashboard_address=dashboard_address, **common)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

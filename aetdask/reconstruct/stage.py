@@ -114,7 +114,7 @@ def reconstruct(
             raise InputError(f"initial: expected shape {(dy, dy, dx)}, got {initial.shape}")
     euler = euler_angles(tilts)
     single = is_single_axis(euler)
-    report = _progress_printer(params["iterations"] if method != "fbp" else 1) if progress else None
+    report, monitor = _progress_reporter(method, params["iterations"] if method != "fbp" else 1, (dy, dy, dx), progress)
     t0 = time.perf_counter()
     common = dict(method=method, iterations=params["iterations"], step=params["step"], support=support, initial=initial,
                   slabs=params["slabs"], plateau=params["plateau"], progress=report, device=config.get("device"))
@@ -124,8 +124,10 @@ def reconstruct(
     else:
         vol, r = run_euler(b, euler, subsamples=params["subsamples"], **common)
     seconds = time.perf_counter() - t0
-    if report is not None:
+    if progress:
         print()
+    if monitor is not None:
+        monitor.finish(r)
     record = provenance_record(
         f"reconstruct.{method}",
         {**params, "geometry": "single-axis" if single else "euler", "iterations_run": len(r) if method != "fbp" else 0,
@@ -133,6 +135,28 @@ def reconstruct(
         inputs=[f"tilt series ({n}×{dy}×{dx})"],
     )
     return make_volume(vol, tilts.attrs["pixel_size"], provenance=list(tilts.attrs.get("provenance", [])) + [record])
+
+
+def _progress_reporter(method, total, shape, console):
+    """``(progress, monitor)``: the runner's ``progress(done, r, central)`` — a console bar if
+    ``console``, and the aetdask dashboard page whenever a distributed client is active
+    (``monitor``, else None) — or ``(None, None)`` when nobody watches."""
+    from aetdask.cluster import active_client
+
+    monitor = None
+    if active_client() is not None:
+        from aetdask.dashboard import ReconstructionMonitor
+
+        monitor = ReconstructionMonitor(method, total, shape)
+    printer = _progress_printer(total) if console else None
+    if monitor is None or printer is None:
+        return printer or monitor, monitor
+
+    def report(done, r, central=None):
+        printer(done, r, central)
+        monitor(done, r, central)
+
+    return report, monitor
 
 
 def _progress_printer(total):

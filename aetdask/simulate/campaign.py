@@ -37,13 +37,14 @@ from __future__ import annotations
 
 import json
 import pathlib
+import threading
 import time
 
 import dask
 import numpy as np
 import xarray as xr
 
-from aetdask.cluster import compute
+from aetdask.cluster import active_client, compute
 from aetdask.errors import InputError
 from aetdask.schema import as_euler, jsonable, provenance_record, tilt_series
 from aetdask.simulate import multislice as ms
@@ -231,6 +232,7 @@ def _plan(campaign, out: pathlib.Path) -> tuple[list, list]:
             old.write_text(json.dumps(meta))
             series.append({"particle": particle, "path": path, "settings": settings, "spread": spread,
                            "defocus": defocus, "pseed": pseed})
+            first = len(tasks)
             for k in range(len(euler)):
                 if (path / "clean" / f"done-{k}.json").exists():
                     continue
@@ -245,6 +247,7 @@ def _plan(campaign, out: pathlib.Path) -> tuple[list, list]:
                             **ms.tile_arguments(settings)))
                 tasks.append(dask.delayed(_finish_projection, pure=False)(
                     tiles, configs, len(bounds), settings["blur"], settings["pixel_size"], path, k, started))
+            series[-1]["keys"] = [t.key for t in tasks[first:]]
     return tasks, series
 
 
@@ -257,6 +260,49 @@ def _clean_series(entry, euler) -> xr.DataArray:
                                                        "seed": entry["pseed"]})
     ts = tilt_series(data, euler, s["pixel_size"], units="fraction", provenance=[record])
     return ts.assign_coords(defocus=("tilt", entry["defocus"], {"units": "Å"}))
+
+
+class _Progress:
+    """A campaign on the aetdask page (:mod:`aetdask.dashboard`, topic ``campaign``).
+
+    Per particle and defocus mode: projections done (their markers), failed (their
+    task raised), the keys of those still to finish (the scheduler counts the running
+    ones), and the dose stores written. Updated as tasks finish, at most once a second.
+    """
+
+    def __init__(self, out, series, n_tilts, doses):
+        from aetdask.dashboard import Throttle
+
+        self.out, self.series, self.n_tilts, self.doses = out, series, n_tilts, doses
+        self.finished, self.failed, self.written = set(), set(), set()
+        self.lock = threading.Lock()
+        self.throttle = Throttle("campaign")
+
+    def task_done(self, future) -> None:
+        with self.lock:
+            self.finished.add(future.key)
+            if future.status == "error":
+                self.failed.add(future.key)
+        self.publish()
+
+    def dose_written(self, index, dose) -> None:
+        self.written.add((index, dose))
+        self.publish()
+
+    def publish(self, final: bool = False, error: str | None = None) -> None:
+        self.throttle(lambda: self.state(final, error), force=final)
+
+    def state(self, final=False, error=None) -> dict:
+        with self.lock:
+            finished, failed = set(self.finished), set(self.failed)
+        rows = [{"particle": e["particle"]["name"], "mode": mode_name(e["spread"]), "total": self.n_tilts,
+                 "done": len(list((e["path"] / "clean").glob("done-*.json"))),
+                 "failed": sum(k in failed for k in e["keys"]),
+                 "keys": [] if final else [k for k in e["keys"] if k not in finished],
+                 "doses": {dose_name(d): (i, d) in self.written for d in self.doses}}
+                for i, e in enumerate(self.series)]
+        return {"store": str(self.out), "doses": [dose_name(d) for d in self.doses], "rows": rows,
+                "finished": final, "error": error, "updated": time.time()}
 
 
 def run_campaign(campaign, out, *, progress: bool = True, echo=print) -> dict:
@@ -283,21 +329,32 @@ def run_campaign(campaign, out, *, progress: bool = True, echo=print) -> dict:
         note = entry["settings"].get("grid_note")
         if note:
             echo(f"  {entry['particle']['name']}: {note}")
-    if tasks:
-        compute(tasks, progress, "simulating projections (multislice)")
-    simulated = time.perf_counter() - t0
-    written = 0
-    for entry in series:
-        clean = _clean_series(entry, campaign["euler"])
-        for dose in campaign["doses"]:
-            store = RunStore(entry["path"] / dose_name(dose))
-            if "raw" in store:
-                continue
-            seed = int(np.random.SeedSequence([entry["pseed"], int(round(dose))]).generate_state(1)[0])
-            raw = add_noise(clean, dose, background=entry["settings"]["background"], seed=seed)
-            store.write("truth", entry["particle"]["atoms"])
-            store.write("raw", raw)
-            written += 1
+    live = _Progress(out, series, len(campaign["euler"]), campaign["doses"]) if active_client() is not None else None
+    if live is not None:
+        live.publish()
+    try:
+        if tasks:
+            compute(tasks, progress, "simulating projections (multislice)", on_done=live.task_done if live else None)
+        simulated = time.perf_counter() - t0
+        written = 0
+        for i, entry in enumerate(series):
+            clean = _clean_series(entry, campaign["euler"])
+            for dose in campaign["doses"]:
+                store = RunStore(entry["path"] / dose_name(dose))
+                if "raw" not in store:
+                    seed = int(np.random.SeedSequence([entry["pseed"], int(round(dose))]).generate_state(1)[0])
+                    raw = add_noise(clean, dose, background=entry["settings"]["background"], seed=seed)
+                    store.write("truth", entry["particle"]["atoms"])
+                    store.write("raw", raw)
+                    written += 1
+                if live is not None:
+                    live.dose_written(i, dose)
+    except Exception as exc:
+        if live is not None:
+            live.publish(final=True, error=f"{type(exc).__name__}: {exc}")
+        raise
+    if live is not None:
+        live.publish(final=True)
     summary = {
         "projections": total,
         "simulated_now": len(tasks),

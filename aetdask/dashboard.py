@@ -1,0 +1,337 @@
+"""The aetdask page of the Dask dashboard: live reconstructions and campaign progress.
+
+The process that drives the work publishes its state to the scheduler
+(:func:`publish`: ``Client.set_metadata(["aetdask", topic], payload)``, from a
+client process or from inside a task, and nothing at all without a distributed
+client). The scheduler's own HTTP server renders it next to the stock dashboard
+once this module is in ``distributed.scheduler.http.routes`` — :mod:`aetdask.cluster`
+adds it to every scheduler it starts; elsewhere set that list before the scheduler
+starts (``DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES`` in a container):
+
+* ``/aetdask``: an HTML page that reloads itself every 2 s, with no scripts: the
+  R-factor per iteration (log scale) and the central slice of the reconstruction
+  running, and per particle and defocus mode of a campaign the projections done,
+  running, failed and still to do, and the dose stores written;
+* ``/aetdask/state.json``: the same, for machines.
+
+Topics: ``reconstruction`` (:class:`ReconstructionMonitor`: method, iterations,
+``r_factor`` with ``r_iterations``, ``slice`` as a PNG) and ``campaign`` (rows of
+``particle``, ``mode``, ``total``, ``done``, ``failed``, ``doses``, and the ``keys``
+of the projection tasks still to finish, from which the scheduler counts the
+``running`` ones). Each is the latest state of the latest run that published it.
+
+Examples
+--------
+>>> page = render_page({"reconstruction": {"method": "resire", "iterations": 3, "done": 3,
+...                                        "r_factor": [0.5, 0.3, 0.2]}})
+>>> "<svg" in page and "iteration 3/3" in page
+True
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import threading
+import time
+
+import numpy as np
+from tornado import web
+
+from aetdask.cluster import active_client
+
+NAMESPACE = "aetdask"
+REFRESH_S = 2
+
+
+def publish(topic: str, payload: dict) -> bool:
+    """Store ``payload`` (plain JSON-like data) as the scheduler's state of ``topic``.
+
+    Works from a client process and from inside a task. Without a distributed
+    client it does nothing (and costs next to nothing). A scheduler that cannot be
+    reached is not an error of the work being watched: the update is dropped.
+    Returns whether it was sent.
+    """
+    client = active_client()
+    if client is None or client.asynchronous or client.status != "running":
+        return False
+    try:
+        client.set_metadata([NAMESPACE, topic], payload)
+    except Exception:  # a client or scheduler going away mid-update (it raises all sorts): the work goes on
+        return False
+    return True
+
+
+class Throttle:
+    """:func:`publish` at most once per ``interval`` seconds; ``force`` sends at once.
+
+    ``make`` builds the payload only when it is sent, so a skipped update costs
+    nothing; the last one skipped is sent when the interval is over (from a timer
+    thread), so the page never stays behind. An older payload never follows a newer.
+    """
+
+    def __init__(self, topic: str, interval: float = 1.0):
+        self.topic, self.interval = topic, float(interval)
+        self._last = -math.inf
+        self._latest, self._sent = (0, None), 0
+        self._timer = None
+        self._lock = threading.Lock()  # the fields above
+        self._sending = threading.Lock()  # one make() and publish() at a time
+
+    def __call__(self, make, force: bool = False) -> bool:
+        with self._lock:
+            self._latest = (self._latest[0] + 1, make)
+            wait = self._last + self.interval - time.monotonic()
+            if wait > 0 and not force:
+                if self._timer is None:
+                    self._timer = threading.Timer(wait, self._send)
+                    self._timer.daemon = True
+                    self._timer.start()
+                return False
+        return self._send()
+
+    def _send(self) -> bool:
+        with self._sending:
+            with self._lock:
+                number, make = self._latest
+                if number <= self._sent:
+                    return False
+                self._sent, self._last = number, time.monotonic()
+                if self._timer is not None and self._timer is not threading.current_thread():
+                    self._timer.cancel()
+                self._timer = None
+            return publish(self.topic, make())
+
+
+def slice_image(plane, max_size: int = 256) -> dict:
+    """A 2-D array as ``{"shape": [h, w], "png": base64}``: block-averaged to ≤ ``max_size`` px, 8 bits, min–max.
+
+    >>> slice_image(np.arange(600.0).reshape(20, 30), max_size=16)["shape"]
+    [10, 15]
+    """
+    a = np.nan_to_num(np.asarray(plane, dtype=float))
+    f = max(1, -(-max(a.shape) // int(max_size)))
+    if f > 1:
+        h, w = a.shape[0] // f * f, a.shape[1] // f * f
+        a = a[:h, :w].reshape(h // f, f, w // f, f).mean(axis=(1, 3))
+    lo, hi = float(a.min()), float(a.max())
+    u8 = np.zeros(a.shape, np.uint8) if hi <= lo else np.round((a - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(u8).save(buf, format="PNG")
+    return {"shape": list(u8.shape), "png": base64.b64encode(buf.getvalue()).decode("ascii")}
+
+
+class ReconstructionMonitor:
+    """The ``progress(done, r, central)`` of a reconstruction, published as topic ``reconstruction``.
+
+    At most one update a second (always the last iteration); the central slice,
+    when one came, is encoded only for an update that is sent. :meth:`finish`
+    publishes the whole R history (the runner reports R once per round).
+    """
+
+    def __init__(self, method: str, iterations: int, shape=None, interval: float = 1.0):
+        self.state = {"method": method, "iterations": int(iterations), "done": 0, "r_factor": [], "r_iterations": [],
+                      "shape": list(shape) if shape is not None else None, "slice": None, "finished": False,
+                      "started": time.time()}
+        self._central = None
+        self._throttle = Throttle("reconstruction", interval)
+
+    def __call__(self, done, r, central=None) -> None:
+        s = self.state
+        s["done"] = int(done)
+        if not s["r_iterations"] or s["r_iterations"][-1] < done:
+            s["r_iterations"].append(int(done))
+            s["r_factor"].append(float(r))
+        if central is not None:
+            self._central = central
+        self._throttle(self._payload, force=done >= s["iterations"])
+
+    def finish(self, r_history) -> None:
+        r = [float(v) for v in r_history]
+        self.state.update(r_factor=r, r_iterations=list(range(1, len(r) + 1)), done=len(r), finished=True)
+        self._throttle(self._payload, force=True)
+
+    def _payload(self) -> dict:
+        if self._central is not None:
+            self.state["slice"] = slice_image(self._central)
+            self._central = None
+        return {**self.state, "r_factor": list(self.state["r_factor"]),
+                "r_iterations": list(self.state["r_iterations"]), "updated": time.time()}
+
+
+# ---------------------------------------------------------------- served by the scheduler
+def _running(keys, tasks) -> int:
+    """How many of ``keys`` are being computed: the task itself or one of its inputs is processing."""
+    n = 0
+    for key in keys:
+        ts = tasks.get(tuple(key) if isinstance(key, list) else key)
+        if ts is not None and (ts.state == "processing" or any(d.state == "processing" for d in ts.dependencies)):
+            n += 1
+    return n
+
+
+def current_state(scheduler) -> dict:
+    """What the scheduler holds for the page, with the running tasks of a campaign counted now."""
+    published = scheduler.get_metadata([NAMESPACE], default=None)
+    published = published if isinstance(published, dict) else {}
+    state = {}
+    if isinstance(published.get("reconstruction"), dict):
+        state["reconstruction"] = published["reconstruction"]
+    campaign = published.get("campaign")
+    if isinstance(campaign, dict):
+        rows = [{**{k: v for k, v in row.items() if k != "keys"}, "running": _running(row.get("keys", ()),
+                                                                                      scheduler.tasks)}
+                for row in campaign.get("rows", [])]
+        state["campaign"] = {**campaign, "rows": rows}
+    return state
+
+
+def _ticks(lo: float, hi: float) -> list[float]:
+    """1-2-5 values between 10**lo and 10**hi (log10 bounds)."""
+    out = []
+    for e in range(math.floor(lo), math.ceil(hi) + 1):
+        for m in (1, 2, 5):
+            v = m * 10.0**e
+            if lo <= math.log10(v) <= hi:
+                out.append(v)
+    return out
+
+
+def r_factor_svg(r, iterations=None, total=None, width: int = 480, height: int = 260) -> str:
+    """The R-factor against the iteration as an inline SVG line chart, log-scaled R.
+
+    >>> import re
+    >>> re.search('<polyline points="([^"]*)"', r_factor_svg([0.4, 0.2, 0.1])).group(1).count(",")  # 3 points
+    3
+    """
+    its = list(iterations) if iterations else list(range(1, len(r) + 1))
+    logs = [math.log10(max(float(v), 1e-12)) for v in r]
+    left, right, top, bottom = 56, 12, 12, 34
+    pw, ph = width - left - right, height - top - bottom
+    xmax = max([int(total or 0), *its, 1])
+    lo, hi = (min(logs), max(logs)) if logs else (-1.0, 0.0)
+    pad = max(0.05 * (hi - lo), 0.05)
+    lo, hi = lo - pad, hi + pad
+
+    def x(i):
+        return left + pw * i / xmax
+
+    def y(v):
+        return top + ph * (hi - v) / (hi - lo)
+
+    grid = []
+    for v in _ticks(lo, hi):
+        yy = y(math.log10(v))
+        grid.append(f'<line x1="{left}" x2="{left + pw}" y1="{yy:.1f}" y2="{yy:.1f}" class="grid"/>'
+                    f'<text x="{left - 4}" y="{yy + 4:.1f}" text-anchor="end">{v:g}</text>')
+    points = " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in zip(its, logs))
+    last = f'<circle cx="{x(its[-1]):.1f}" cy="{y(logs[-1]):.1f}" r="3"/>' if logs else ""
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" class="chart">'
+            f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" class="frame"/>{"".join(grid)}'
+            f'<polyline points="{points}"/>{last}'
+            f'<text x="{left}" y="{height - 8}">0</text>'
+            f'<text x="{left + pw}" y="{height - 8}" text-anchor="end">{xmax}</text>'
+            f'<text x="{left + pw / 2:.0f}" y="{height - 8}" text-anchor="middle">iteration</text>'
+            f'<text x="14" y="{top + ph / 2:.0f}" transform="rotate(-90 14 {top + ph / 2:.0f})" '
+            f'text-anchor="middle">R</text></svg>')
+
+
+def _ago(t) -> str:
+    return f", updated {max(0.0, time.time() - float(t)):.0f} s ago" if t else ""
+
+
+def _reconstruction_html(rec: dict) -> str:
+    r = rec.get("r_factor") or []
+    status = "finished" if rec.get("finished") else "running"
+    current = f" · R = {r[-1]:.4f}" if r else ""
+    shape = f" · volume {' × '.join(str(n) for n in rec['shape'])}" if rec.get("shape") else ""
+    head = (f"<h2>Reconstruction: {html.escape(str(rec.get('method', '?')))}</h2>"
+            f"<p>iteration {rec.get('done', 0)}/{rec.get('iterations', '?')}{current}{shape} · "
+            f"{status}{_ago(rec.get('updated'))}</p>")
+    img = ""
+    sl = rec.get("slice")
+    if isinstance(sl, dict) and sl.get("png"):
+        h, w = sl["shape"]
+        zoom = max(1, 256 // max(h, w))
+        img = (f'<figure><img class="slice" src="data:image/png;base64,{sl["png"]}" width="{w * zoom}" '
+               f'height="{h * zoom}" alt="central slice"><figcaption>central slice ({h} × {w})</figcaption></figure>')
+    chart = f'<figure>{r_factor_svg(r, rec.get("r_iterations"), rec.get("iterations"))}' \
+            f"<figcaption>R-factor per iteration</figcaption></figure>"
+    return f'{head}<div class="row">{chart}{img}</div>'
+
+
+def _bar(row: dict) -> str:
+    total = max(int(row.get("total", 0)), 1)
+    spans = "".join(f'<span class="{cls}" style="width:{100 * int(row.get(key, 0)) / total:.1f}%"></span>'
+                    for key, cls in (("done", "done"), ("running", "run"), ("failed", "fail")))
+    return f'<div class="bar">{spans}</div>'
+
+
+def _campaign_html(c: dict) -> str:
+    doses = list(c.get("doses", []))
+    head = "".join(f"<th>{html.escape(str(d))}</th>" for d in doses)
+    rows = []
+    for row in c.get("rows", []):
+        cells = "".join(f"<td>{int(row.get(k, 0))}</td>" for k in ("done", "running", "failed", "total"))
+        written = row.get("doses", {})
+        dose_cells = "".join(f'<td>{"written" if written.get(d) else "to do"}</td>' for d in doses)
+        rows.append(f"<tr><td>{html.escape(str(row.get('particle', '')))}</td>"
+                    f"<td>{html.escape(str(row.get('mode', '')))}</td>{cells}<td>{_bar(row)}</td>{dose_cells}</tr>")
+    status = "finished" if c.get("finished") else "running"
+    error = f' · <span class="err">{html.escape(str(c["error"]))}</span>' if c.get("error") else ""
+    return (f"<h2>Campaign: {html.escape(str(c.get('store', '')))}</h2><p>{status}{_ago(c.get('updated'))}{error}</p>"
+            f"<table><tr><th>particle</th><th>mode</th><th>done</th><th>running</th><th>failed</th><th>total</th>"
+            f"<th>projections</th>{head}</tr>{''.join(rows)}</table>")
+
+
+_STYLE = """body{font-family:sans-serif;margin:1em 2em;color:#222}
+.row{display:flex;flex-wrap:wrap;gap:2em;align-items:flex-start}figure{margin:0}
+.chart text{font-size:11px}.chart .frame{fill:none;stroke:#999}.chart .grid{stroke:#e4e4e4}
+.chart polyline{fill:none;stroke:#1f77b4;stroke-width:2}.chart circle{fill:#1f77b4}
+img.slice{image-rendering:pixelated;border:1px solid #999}
+table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}
+td:nth-child(-n+2){text-align:left}.bar{display:flex;width:160px;height:12px;background:#eee}
+.bar .done{background:#2ca02c}.bar .run{background:#1f77b4}.bar .fail{background:#d62728}.err{color:#d62728}"""
+
+
+def render_page(state: dict) -> str:
+    """The ``/aetdask`` page for a :func:`current_state`."""
+    parts = []
+    if state.get("reconstruction"):
+        parts.append(_reconstruction_html(state["reconstruction"]))
+    if state.get("campaign"):
+        parts.append(_campaign_html(state["campaign"]))
+    if not parts:
+        parts.append("<p>Nothing has reported here yet: reconstructions and campaigns run on this cluster "
+                     "(<code>--scheduler ADDRESS</code>) show up as they go.</p>")
+    return (f'<!DOCTYPE html><html><head><meta charset="utf-8"><meta http-equiv="refresh" content="{REFRESH_S}">'
+            f"<title>aetdask</title><style>{_STYLE}</style></head><body>"
+            f'<p><b>aetdask</b> · <a href="status">Dask dashboard</a> · <a href="aetdask/state.json">state.json</a></p>'
+            f"{''.join(parts)}</body></html>")
+
+
+class _Handler(web.RequestHandler):
+    def initialize(self, dask_server=None):
+        self.server = dask_server
+
+
+class PageHandler(_Handler):
+    def get(self):
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.set_header("Cache-Control", "no-store")
+        self.write(render_page(current_state(self.server)))
+
+
+class StateHandler(_Handler):
+    def get(self):
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        self.write(json.dumps(current_state(self.server)))
+
+
+routes: list[tuple] = [("/aetdask", PageHandler, {}), ("/aetdask/state.json", StateHandler, {})]
