@@ -60,29 +60,42 @@ class Executor:
             self.client = get_client()
         except (ImportError, ValueError):
             self.client = None
+        self._names = sorted(self.client.scheduler_info()["workers"]) if self.client else []
+
+    def _placement(self, spread):
+        """Slab ``spread`` prefers the worker of that number (round robin); any other may take over
+        (a lost worker). Without it the scheduler moves every slab to where the (larger) shared
+        residual is, and the slabs run one after another."""
+        if spread is None or not self._names:
+            return {}
+        return {"workers": [self._names[spread % len(self._names)]], "allow_other_workers": True}
 
     @property
     def workers(self) -> int:
         return len(self.client.scheduler_info()["workers"]) if self.client else 1
 
-    def submit(self, fn, *args, **kwargs):
+    def submit(self, fn, *args, spread: int | None = None, **kwargs):
         if self.client is None:
             args = [a.result() if isinstance(a, _Done) else a for a in args]
             return _Done(fn(*args, **kwargs))
-        return self.client.submit(fn, *args, pure=False, **kwargs)
+        return self.client.submit(fn, *args, pure=False, **self._placement(spread), **kwargs)
 
     def gather(self, futures):
         if self.client is None:
             return [f.result() for f in futures]
         return self.client.gather(futures)
 
-    def put(self, value):
-        """Place ``value`` on a worker as a task (recomputable if that worker dies, unlike scattered data)."""
+    def put(self, value, spread: int | None = None):
+        """Place ``value`` on a worker as a task (recomputable if that worker dies, unlike scattered data).
+
+        ``spread``: the i-th of several pieces goes preferably to the i-th worker (round robin), so
+        that slabs — and the tasks that follow their data — start out on different workers.
+        """
         if self.client is None:
             return _Done(value)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*large graph.*")
-            return self.client.submit(_identity, value, pure=False)
+            return self.client.submit(_identity, value, pure=False, **self._placement(spread))
 
 
 def split(n: int, parts: int) -> list[tuple[int, int]]:
@@ -166,9 +179,9 @@ def _put_slabs(ex, device, array, ranges, axis):
         return [None] * len(ranges)
     index = [slice(None)] * array.ndim
     out = []
-    for a, b in ranges:
+    for i, (a, b) in enumerate(ranges):
         index[axis] = slice(a, b)
-        out.append(ex.submit(_on, device, ex.put(np.ascontiguousarray(array[tuple(index)]))))
+        out.append(ex.submit(_on, device, ex.put(np.ascontiguousarray(array[tuple(index)]), spread=i), spread=i))
     return out
 
 
@@ -190,10 +203,10 @@ def run_single_axis(b, theta, *, method, iterations, step, subsamples, support=N
     while todo > 0:
         k = todo if method == "fbp" else min(round_size, todo)
         futures = [
-            ex.submit(_slab_round, bf, tuple(theta), v, s, method, k, step, subsamples)
-            for bf, v, s in zip(b_f, vols, sup)
+            ex.submit(_slab_round, bf, tuple(theta), v, s, method, k, step, subsamples, spread=i)
+            for i, (bf, v, s) in enumerate(zip(b_f, vols, sup))
         ]
-        vols = [ex.submit(_first, f) for f in futures]
+        vols = [ex.submit(_first, f, spread=i) for i, f in enumerate(futures)]
         terms = ex.gather([ex.submit(_second, f) for f in futures])
         for it in range(len(terms[0])):
             r_history.append(_r_value(sum(t[it][0] for t in terms), sum(t[it][1] for t in terms)))
@@ -295,8 +308,9 @@ def run_euler(b, euler, *, method, iterations, step, subsamples, support=None, i
     if method == "fbp":
         filtered = ex.submit(iterative.ramp_filter, b_dev, axis=1)
         scale = np.pi * _angular_range(euler[:, 1]) / 180.0 / (2 * n)
-        parts = [ex.submit(_fbp_scaled, filtered, scale, *geo, r) for r in ranges]
-        rt = ex.submit(_reduce, b_dev, None, *[ex.submit(_zslab_forward, p, *geo, r) for p, r in zip(parts, ranges)])
+        parts = [ex.submit(_fbp_scaled, filtered, scale, *geo, r, spread=i) for i, r in enumerate(ranges)]
+        rt = ex.submit(_reduce, b_dev, None, *[ex.submit(_zslab_forward, p, *geo, r, spread=i)
+                                               for i, (p, r) in enumerate(zip(parts, ranges))])
         r = [_r_value(*ex.gather([ex.submit(_second, rt)])[0])]
         if progress is not None:
             progress(1, r[0], snapshot(parts))
@@ -304,21 +318,22 @@ def run_euler(b, euler, *, method, iterations, step, subsamples, support=None, i
     t = float(step) / (n * max(full))
     inv_row, weights, rate = None, [None] * len(ranges), t
     if method == "sirt":
-        ones = [ex.submit(_ones, (z1 - z0, dy, dx), b_dev) for z0, z1 in ranges]
-        inv_row = ex.submit(_inverse, ex.submit(_sum, *[ex.submit(_zslab_forward, o, *geo, r)
-                                                        for o, r in zip(ones, ranges)]))
+        ones = [ex.submit(_ones, (z1 - z0, dy, dx), b_dev, spread=i) for i, (z0, z1) in enumerate(ranges)]
+        inv_row = ex.submit(_inverse, ex.submit(_sum, *[ex.submit(_zslab_forward, o, *geo, r, spread=i)
+                                                        for i, (o, r) in enumerate(zip(ones, ranges))]))
         one_b = ex.submit(_ones_like, b_dev)
-        weights = [ex.submit(_inverse, ex.submit(_zslab_backward, one_b, *geo, r)) for r in ranges]
+        weights = [ex.submit(_inverse, ex.submit(_zslab_backward, one_b, *geo, r, spread=i), spread=i)
+                   for i, r in enumerate(ranges)]
         rate = float(step)
     r_history: list[float] = []
     terms_prev = None  # R terms of the iteration before, still on their way
     for k in range(int(iterations) + 1):
         if k < int(iterations):  # queue iteration k: Σ Π O_k, residual, O_k+1
-            rt = ex.submit(_reduce, b_dev, inv_row, *[ex.submit(_zslab_forward, v, *geo, r)
-                                                      for v, r in zip(vols, ranges)])
+            rt = ex.submit(_reduce, b_dev, inv_row, *[ex.submit(_zslab_forward, v, *geo, r, spread=i)
+                                                      for i, (v, r) in enumerate(zip(vols, ranges))])
             res, terms = ex.submit(_first, rt), ex.submit(_second, rt)
-            new = [ex.submit(_zslab_descend, v, res, rate, w, s, *geo, r)
-                   for v, w, s, r in zip(vols, weights, sup, ranges)]
+            new = [ex.submit(_zslab_descend, v, res, rate, w, s, *geo, r, spread=i)
+                   for i, (v, w, s, r) in enumerate(zip(vols, weights, sup, ranges))]
         if terms_prev is not None:  # R of O_k-1 arrives while iteration k runs
             r_history.append(_r_value(*ex.gather([terms_prev])[0]))
             if progress is not None:

@@ -18,6 +18,7 @@ so an atom on a seam is found once.
 from __future__ import annotations
 
 import time
+import warnings
 
 import dask
 import numpy as np
@@ -193,7 +194,9 @@ def scanning_reconstruct(
         nz, nyl = p.local_shape
         print(f"scanning AET: {len(p.regions)} sub-volumes of {nz}×{2 * p.rows_half + 1} rows×≤{core + overlap} "
               f"columns (local slices {nz}×{nyl}), film z = {zc * pixel:.1f} ± {z_half * pixel:.1f} Å")
-    results = compute(tasks, progress, label="reconstructing sub-volumes" if progress else None)
+    with warnings.catch_warnings():  # each task carries its own crop: the graph is as big as the data
+        warnings.filterwarnings("ignore", message=".*large graph.*")
+        results = compute(tasks, progress, label="reconstructing sub-volumes" if progress else None)
     volume, weights = _stitch(p, [v for v, _ in results])
     seconds = time.perf_counter() - t0
     nz = p.local_shape[0]
