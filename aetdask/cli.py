@@ -28,6 +28,9 @@ def _handle_errors(func):
     return wrapper
 
 
+POSITIVE = click.FloatRange(min=0, min_open=True)
+
+
 def _computing(func):
     """Options shared by commands that compute: cluster address and parameter file."""
 
@@ -58,11 +61,11 @@ def main():
 @click.argument("tilts", type=click.Path(exists=True, dir_okay=False))
 @click.option("--angles", required=True, type=click.Path(exists=True, dir_okay=False),
               help="Angle file: one θ per projection or (φ, θ, ψ) rows, degrees (.mat, .npy, text).")
-@click.option("--pixel-size", required=True, type=float, help="Pixel size in Å.")
+@click.option("--pixel-size", required=True, type=POSITIVE, help="Pixel size in Å.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run store to write.")
 @click.option("--var", default=None, help="Variable name inside a .mat holding several arrays.")
 @click.option("--units", type=click.Choice(["counts", "a.u."]), default="counts", show_default=True)
-@click.option("--dose", type=float, default=None, help="Dose per projection (e⁻/Å²), if known.")
+@click.option("--dose", type=POSITIVE, default=None, help="Dose per projection (e⁻/Å²), if known.")
 @_handle_errors
 def import_(tilts, angles, pixel_size, out, var, units, dose):
     """Read a tilt series and write it as the `raw` product of a run store."""
@@ -82,13 +85,13 @@ def import_(tilts, angles, pixel_size, out, var, units, dose):
               help="Imaging model of a single simulation (campaigns use multislice).")
 @click.option("--atoms", "atoms_file", type=click.Path(exists=True), default=None,
               help="Atom file; default: a random amorphous particle (--n-atoms, --species).")
-@click.option("--n-atoms", type=int, default=200, show_default=True)
+@click.option("--n-atoms", type=click.IntRange(min=1), default=200, show_default=True)
 @click.option("--species", default="Si", show_default=True, help="Comma-separated species of the random particle.")
 @click.option("--angles", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Angle file; default θ = 0:3:177.")
-@click.option("--pixel-size", type=float, default=0.3, show_default=True, help="Å")
-@click.option("--shape", type=int, default=64, show_default=True, help="Pixels per side.")
-@click.option("--dose", type=float, default=None, help="e⁻/Å² per projection; none = noise-free.")
+@click.option("--pixel-size", type=POSITIVE, default=0.3, show_default=True, help="Å")
+@click.option("--shape", type=click.IntRange(min=1), default=64, show_default=True, help="Pixels per side.")
+@click.option("--dose", type=POSITIVE, default=None, help="e⁻/Å² per projection; none = noise-free.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run store to write.")
 @_handle_errors
@@ -133,9 +136,15 @@ def evaluate(traced, truth, cutoff, no_center, as_json):
     from aetdask.evaluate import to_json
     from aetdask.io import RunStore
 
+    store = RunStore(traced, create=False, writable=True) if pathlib.Path(traced).is_dir() else None
     result = _evaluate(traced, truth, cutoff, center=not no_center)
-    if pathlib.Path(traced).is_dir():
-        RunStore(traced, create=False).write_json("metrics.json", to_json(result))
+    by_species = result["species"]
+    have = {k: ", ".join(s for s, r in by_species.items() if r[k]) for k in ("traced", "truth")}
+    if have["traced"] and have["truth"] and not any(r["traced"] and r["truth"] for r in by_species.values()):
+        raise InputError(f"{traced}: species {have['traced']}, but the truth {truth} holds {have['truth']}; expected "
+                         "models of the same sample (atoms are matched to atoms of their own species)")
+    if store is not None:
+        store.write_json("metrics.json", to_json(result))
     if as_json:
         click.echo(json.dumps(to_json(result)))
         return
@@ -202,7 +211,7 @@ def preprocess(store, denoiser, as_json):
     from aetdask.preprocess import aligned, denoise_image
     from aetdask.preprocess import preprocess as _preprocess
 
-    rs = RunStore(store, create=False)
+    rs = RunStore(store, create=False, writable=True)
     raw = rs.read("raw")
     t0 = time.perf_counter()
     rs.write("preprocessed", _preprocess(raw, denoiser), progress=not as_json)
@@ -236,8 +245,8 @@ def preprocess(store, denoiser, as_json):
 @click.argument("store", type=click.Path(exists=True, file_okay=False))
 @click.option("--method", type=click.Choice(["resire", "sirt", "fbp"]), default=None,
               help="Reconstruction method (default: config, resire).")
-@click.option("--iterations", type=int, default=None, help="Iterations (default: config, 100).")
-@click.option("--step", type=float, default=None, help="RESIRE step / SIRT relaxation (default: config).")
+@click.option("--iterations", type=click.IntRange(min=1), default=None, help="Iterations (default: config, 100).")
+@click.option("--step", type=POSITIVE, default=None, help="RESIRE step / SIRT relaxation (default: config).")
 @click.option("--refine-angles", is_flag=True,
               help="Refine angles, shifts and scales against the reconstruction (recorded on the tilt series).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
@@ -251,7 +260,7 @@ def reconstruct(store, method, iterations, step, refine_angles, as_json):
     from aetdask.reconstruct import reconstruct as _reconstruct
     from aetdask.reconstruct.refine import refine
 
-    rs = RunStore(store, create=False)
+    rs = RunStore(store, create=False, writable=True)
     source = "preprocessed" if "preprocessed" in rs else "raw"
     if source not in rs:
         raise StoreError(f"{rs.path}: no tilt series to reconstruct (run `aetdask import` first)")
@@ -279,7 +288,7 @@ def reconstruct(store, method, iterations, step, refine_angles, as_json):
 @click.argument("tilts", type=click.Path(exists=True))
 @click.option("--angles", default=None, type=click.Path(exists=True, dir_okay=False),
               help="Angle file: one θ per projection or (φ, θ, ψ) rows, degrees (.mat, .npy, text).")
-@click.option("--pixel-size", default=None, type=float, help="Pixel size in Å.")
+@click.option("--pixel-size", default=None, type=POSITIVE, help="Pixel size in Å.")
 @click.option("--species", required=True, help="Comma-separated elements in the sample, e.g. Si or Co,Pd,Pt.")
 @click.option("--out", default=None, type=click.Path(file_okay=False),
               help="Run store (resumed if it exists); default TILTS when that is a run store.")
@@ -297,12 +306,14 @@ def run(tilts, angles, pixel_size, species, out, refine_angles, as_json):
     written next to the store.
     """
     from aetdask.io import RunStore
+    from aetdask.pipeline import check_species
     from aetdask.pipeline import run as _run
 
     if pathlib.Path(tilts).is_dir():
         source = RunStore(tilts, create=False)
         if "raw" not in source:
             raise StoreError(f"{source.path}: no raw tilt series in this store (it has {source.products()})")
+        check_species([s.strip() for s in species.split(",") if s.strip()], source)
         out = out or tilts
         tilts = source.read("raw").compute()
     elif angles is None or pixel_size is None or out is None:
@@ -318,7 +329,7 @@ def run(tilts, angles, pixel_size, species, out, refine_angles, as_json):
 def _store_stage(store, source, target, make, describe):
     from aetdask.io import RunStore
 
-    rs = RunStore(store, create=False)
+    rs = RunStore(store, create=False, writable=True)
     if source not in rs:
         raise StoreError(f"{rs.path}: product {source!r} is missing (it has {rs.products()})")
     product = make(rs)
@@ -334,10 +345,15 @@ def _store_stage(store, source, target, make, describe):
 def trace(store, species):
     """Trace atom candidates in the volume of a run store (`candidates`)."""
     from aetdask.model import trace as _trace
+    from aetdask.pipeline import check_species
 
     names = [s.strip() for s in species.split(",") if s.strip()]
-    _store_stage(store, "volume", "candidates", lambda rs: _trace(rs.read("volume"), names, progress=True),
-                 lambda c: f"{c.sizes['atom']} candidates")
+
+    def make(rs):
+        check_species(names, rs)
+        return _trace(rs.read("volume"), names, progress=True)
+
+    _store_stage(store, "volume", "candidates", make, lambda c: f"{c.sizes['atom']} candidates")
 
 
 @main.command()
@@ -375,9 +391,13 @@ def refine(store):
 @_handle_errors
 def report(store, truth, cutoff):
     """Write the report (PNG + HTML) of a run store; with --truth, scored against the ground truth."""
+    from aetdask.io import RunStore
+    from aetdask.io.store import check_writable
     from aetdask.report import write_report
 
-    png, page = write_report(store, truth=truth, cutoff=cutoff)
+    rs = RunStore(store, create=False, writable=truth is not None)  # with --truth: metrics.json
+    check_writable(rs.path.parent)
+    png, page = write_report(rs, truth=truth, cutoff=cutoff)
     click.echo(f"wrote {png} and {page}")
 
 
@@ -409,10 +429,11 @@ def export(store, atoms_file, product):
               help="Directory for structure.png/.json/.zarr (default: STORE/analysis or MODEL.analysis).")
 @click.option("--product", default=None, help="Atomic model of a run store to analyse (default: the most refined).")
 @click.option("--species", default=None, help="Comma-separated elements of type codes 1, 2, ... in the file.")
-@click.option("--cutoff", type=float, default=None, help="First-shell cutoff in Å (default: the RDF's first valley).")
-@click.option("--r-max", type=float, default=None, help="Largest RDF distance in Å.")
-@click.option("--ring-max", type=int, default=None, help="Atoms of the largest ring searched.")
-@click.option("--block", type=float, default=None, help="Core size (Å) of the blocks analysed in parallel.")
+@click.option("--cutoff", type=POSITIVE, default=None,
+              help="First-shell cutoff in Å (default: the RDF's first valley).")
+@click.option("--r-max", type=POSITIVE, default=None, help="Largest RDF distance in Å.")
+@click.option("--ring-max", type=click.IntRange(min=3), default=None, help="Atoms of the largest ring searched.")
+@click.option("--block", type=POSITIVE, default=None, help="Core size (Å) of the blocks analysed in parallel.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @_handle_errors
 @_computing
@@ -423,6 +444,7 @@ def analyze(model, out, product, species, cutoff, r_max, ring_max, block, as_jso
     from aetdask.analyze.plot import structure_figure
     from aetdask.evaluate import load_model
     from aetdask.io import RunStore, read_atoms
+    from aetdask.io.store import check_writable
 
     path = pathlib.Path(model)
     if path.is_dir():
@@ -437,6 +459,7 @@ def analyze(model, out, product, species, cutoff, r_max, ring_max, block, as_jso
     else:
         atoms = read_atoms(path, species=species.split(",") if species else None)
         target = pathlib.Path(out) if out else path.with_name(path.name + ".analysis")
+    check_writable(target)
     result = _analyze(atoms, progress=not as_json, cutoff=cutoff, r_max=r_max, ring_max=ring_max, block=block)
     target.mkdir(parents=True, exist_ok=True)
     summary = result.attrs["summary"]

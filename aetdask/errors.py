@@ -10,7 +10,7 @@ class InputError(AetdaskError, ValueError):
 
 
 class StoreError(AetdaskError):
-    """A run store that cannot be used (missing product, newer format, ...)."""
+    """A run store or output place that cannot be used (missing product, newer format, not writable, ...)."""
 
 
 class ConfigError(AetdaskError, ValueError):

@@ -20,6 +20,7 @@ import numpy as np
 from aetdask import config
 from aetdask.errors import InputError
 from aetdask.io import RunStore, read_tilt_series
+from aetdask.io.store import check_writable
 from aetdask.schema import last_record, normalize_species, validate_tilt_series
 
 STAGES = ("raw", "preprocessed", "volume", "candidates", "atoms", "refined")
@@ -84,6 +85,18 @@ def refine_store(store: RunStore, progress: bool = False):
     return refine(found, data, candidates=cand.position.values[d > 1e-6], progress=progress)
 
 
+def check_species(species, store: RunStore) -> None:
+    """Raise :class:`InputError` when a store's ground truth shares no element with ``species``
+    (a run or a trace told about the wrong sample)."""
+    if "truth" not in store or len(species) == 0:
+        return
+    given = normalize_species(species).tolist()
+    truth = sorted(set(store.read("truth").species.values.astype(str).tolist()))
+    if truth and not set(truth) & set(given):
+        raise InputError(f"species: {', '.join(given)} given, but the truth model of {store.path} holds "
+                         f"{', '.join(truth)}; expected the sample's elements, e.g. --species {','.join(truth)}")
+
+
 def run(
     tilts,
     out,
@@ -123,7 +136,12 @@ def run(
     names = normalize_species(np.atleast_1d(species))
     if len(names) == 0:
         raise InputError("species: give at least one element, e.g. --species Si")
+    # every input is checked before the store is opened for writing, so bad input changes nothing
+    raw_input = validate_tilt_series(tilts if not isinstance(tilts, (str, pathlib.Path)) else read_tilt_series(
+        tilts, angles=angles, pixel_size=pixel_size))
     store = RunStore(out)
+    check_writable(store.path.parent)  # the report goes next to the store
+    check_species(names, store)
     record = store.read_json("run.json") or {"stages": {}}
     source = _source_fingerprint(tilts, angles, pixel_size)
     upstream = _digest({"source": source, "species": sorted(names.tolist())})
@@ -157,9 +175,7 @@ def run(
         upstream = fingerprint
 
     def do_raw():
-        raw = tilts if not isinstance(tilts, (str, pathlib.Path)) else read_tilt_series(
-            tilts, angles=angles, pixel_size=pixel_size)
-        raw = validate_tilt_series(raw)
+        raw = raw_input
         store.write("raw", raw)
         return (f"{raw.shape[0]} projections of {raw.shape[1]}×{raw.shape[2]} px at "
                 f"{raw.attrs['pixel_size']} Å, units {raw.attrs['units']}")

@@ -267,16 +267,16 @@ def validate_tilt_series(ts: xr.DataArray, *, source: str = "tilt series", value
         if arr.dtype.kind not in "biuf":
             raise InputError(f"{source}: expected numeric pixel values, got dtype {arr.dtype}")
         if not np.all(np.isfinite(arr)):
-            bad = np.argwhere(~np.isfinite(arr))[0]
-            raise InputError(f"{source}: pixel values contain NaN or Inf (first at tilt {bad[0]})")
+            k = int(np.argwhere(~np.isfinite(arr))[0][0])
+            raise InputError(f"{source}: pixel values contain NaN or Inf (first at tilt {k}); expected finite numbers")
         if units == "counts" and arr.min() < 0:
             k = int(np.argwhere(arr < 0)[0][0])
             raise InputError(
-                f"{source}: negative values in count data (tilt {k}, min {arr.min():g}); "
-                "pass units='a.u.' if the data are not raw counts"
+                f"{source}: negative values in count data (tilt {k}, min {arr.min():g}); expected counts ≥ 0. "
+                "If these are not raw counts, give units='a.u.' (aetdask import --units a.u.)"
             )
         if not np.any(arr):
-            raise InputError(f"{source}: every pixel is zero")
+            raise InputError(f"{source}: every pixel is zero; expected projections of the sample")
     return ts
 
 

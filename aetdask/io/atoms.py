@@ -28,6 +28,7 @@ import xarray as xr
 
 from aetdask.errors import InputError
 from aetdask.io._mat import read_mat
+from aetdask.io.store import check_writable
 from aetdask.schema import atoms as make_atoms
 from aetdask.schema import normalize_species, provenance_record, validate_atoms
 
@@ -203,6 +204,9 @@ def write_atoms(atoms: xr.Dataset, path, format: str | None = None) -> pathlib.P
     species = atoms.species.values.astype(str)
     extra = {k: np.asarray(atoms[k].values) for k in ("intensity", "flag") if k in atoms}
     fmt = format or ("csv" if path.suffix.lower() == ".csv" else None)
+    if fmt is None and path.suffix.lower() not in (".xyz", ".extxyz"):
+        _check_ase_format(path)
+    check_writable(path.parent)
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "csv":
         header = ",".join(["species", "x", "y", "z", *extra])
@@ -220,3 +224,16 @@ def write_atoms(atoms: xr.Dataset, path, format: str | None = None) -> pathlib.P
         a.new_array(k, v)
     ase.io.write(path, a, format=fmt or ("extxyz" if path.suffix.lower() in (".xyz", ".extxyz") else None))
     return path
+
+
+def _check_ase_format(path: pathlib.Path) -> None:
+    """Raise :class:`InputError` unless ASE knows how to write a file named ``path``."""
+    from ase.io.formats import UnknownFileTypeError, filetype, get_ioformat
+
+    try:
+        fmt = get_ioformat(filetype(path, read=False))
+    except (UnknownFileTypeError, ValueError):
+        fmt = None
+    if fmt is None or not fmt.can_write:
+        raise InputError(f"{path}: unknown atom-file format {path.suffix!r}; expected .xyz (extended XYZ), "
+                         ".csv, or a format ASE writes (.cif, .pdb, .vasp, ...)")

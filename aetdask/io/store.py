@@ -20,6 +20,7 @@ import json
 import os
 import pathlib
 import shutil
+import tempfile
 import uuid
 import warnings
 
@@ -51,14 +52,20 @@ class RunStore:
     (['raw'], (2, 4, 4))
     """
 
-    def __init__(self, path, create: bool = True):
+    def __init__(self, path, create: bool = True, *, writable: bool | None = None):
+        """Open the run store at ``path``; ``create`` makes it if missing. ``writable`` (default:
+        ``create``) checks up front that it can be written, so a run fails before any work."""
         self.path = pathlib.Path(path)
+        writable = create if writable is None else writable
         if (self.path / ".zgroup").exists() or (self.path / "zarr.json").exists():
             self._check_version()
+            if writable:
+                check_writable(self.path)
             self._recover()
         elif create:
-            if self.path.exists() and any(self.path.iterdir()):
+            if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
                 raise StoreError(f"{self.path}: exists and is not an aetdask run store")
+            check_writable(self.path)
             root = zarr.open_group(str(self.path), mode="w", zarr_format=_ZARR_FORMAT)
             root.attrs["aetdask"] = {"store_version": STORE_VERSION, "version": __version__}
         else:
@@ -103,6 +110,9 @@ class RunStore:
             job = ds.to_zarr(str(tmp), mode="w-", consolidated=True, zarr_format=_ZARR_FORMAT, compute=False)
             compute([job], progress, f"writing {name}")
             self._publish(tmp, self.path / name)
+        except OSError as exc:
+            raise StoreError(f"{self.path}: cannot write product {name!r} ({exc.strerror or exc}); "
+                             "the store keeps what it had") from exc
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -124,8 +134,12 @@ class RunStore:
         """Write ``name`` (e.g. ``metrics.json``) atomically."""
         final = self.path / name
         tmp = self.path / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
-        tmp.write_text(json.dumps(data, indent=2, allow_nan=True))
-        os.replace(tmp, final)
+        try:
+            tmp.write_text(json.dumps(data, indent=2, allow_nan=True))
+            os.replace(tmp, final)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise StoreError(f"{final}: cannot write ({exc.strerror or exc}); the store keeps what it had") from exc
         return final
 
     # ------------------------------------------------------------------ reading
@@ -144,7 +158,32 @@ class RunStore:
 
     def read_json(self, name: str) -> dict | None:
         path = self.path / name
-        return json.loads(path.read_text()) if path.exists() else None
+        if not path.exists():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise StoreError(f"{path}: not valid JSON ({exc}); expected the file aetdask wrote there. "
+                             "Remove it to recompute what it described") from None
+
+
+def check_writable(path) -> None:
+    """Raise :class:`StoreError` unless files can be created in the directory ``path``
+    (or, while it does not exist, in its nearest existing parent, where it would be made).
+
+    The check creates and removes a hidden empty file, which is what a write needs (mode
+    bits, ACLs, read-only file systems and all), so a command fails before doing any work.
+    """
+    path = pathlib.Path(path)
+    where = next(p for p in (path, *path.parents) if p.exists() or p == p.parent)
+    try:
+        fd, probe = tempfile.mkstemp(dir=where, prefix=".aetdask-write-check-")
+    except OSError as exc:
+        place = "" if where == path else f" in {where}"
+        raise StoreError(f"{path}: cannot write here ({exc.strerror}{place}); expected a directory this user "
+                         "can write to. Nothing was changed") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def _consolidate(path) -> None:

@@ -41,11 +41,15 @@ def read_tilt_series(path, angles=None, pixel_size=None, var=None, *, units="cou
     if pixel_size is None:
         raise InputError(f"{path}: the pixel size in Å is needed (pixel_size=...)")
     data = _read_stack(path, var)
+    if data.size == 0:
+        raise InputError(f"{path}: empty tilt series (shape {data.shape} as (tilt, y, x)); expected at least "
+                         "one projection with pixels in it")
     euler = read_angles(angles) if isinstance(angles, (str, pathlib.Path)) else as_euler(angles, name="angles")
     if len(euler) != data.shape[0]:
         raise InputError(
             f"{path}: {data.shape[0]} projections but {len(euler)} angles"
             + (f" in {angles}" if isinstance(angles, (str, pathlib.Path)) else "")
+            + "; expected one θ (or one φ, θ, ψ row) per projection"
         )
     record = provenance_record(
         "io.read_tilt_series",
@@ -90,6 +94,9 @@ def _load_npy(path: pathlib.Path) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
+        if "allow_pickle" in str(exc):
+            raise InputError(f"{path}: holds pickled Python objects, which aetdask never loads; expected a "
+                             "numeric array") from None
         raise InputError(f"{path}: cannot read this .npy file; is it truncated? ({exc})") from None
 
 
