@@ -137,7 +137,10 @@ def evaluate(traced, truth, cutoff, no_center, as_json):
     from aetdask.io import RunStore
 
     store = RunStore(traced, create=False, writable=True) if pathlib.Path(traced).is_dir() else None
-    result = _evaluate(traced, truth, cutoff, center=not no_center)
+    from aetdask.evaluate import scanned_region
+
+    region = scanned_region(traced) if pathlib.Path(traced).is_dir() else None  # a film: score its band
+    result = _evaluate(traced, truth, cutoff, center=not no_center, region=region)
     by_species = result["species"]
     have = {k: ", ".join(s for s, r in by_species.items() if r[k]) for k in ("traced", "truth")}
     if have["traced"] and have["truth"] and not any(r["traced"] and r["truth"] for r in by_species.values()):
@@ -293,10 +296,13 @@ def reconstruct(store, method, iterations, step, refine_angles, as_json):
 @click.option("--out", default=None, type=click.Path(file_okay=False),
               help="Run store (resumed if it exists); default TILTS when that is a run store.")
 @click.option("--refine-angles", is_flag=True, help="Refine angles, shifts and scales while reconstructing.")
+@click.option("--scanning", is_flag=True,
+              help="Scanning AET: a film wider than the field of view, reconstructed in overlapping local "
+                   "sub-volumes and stitched (suggested when the data look like a film).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object at the end.")
 @_handle_errors
 @_computing
-def run(tilts, angles, pixel_size, species, out, refine_angles, as_json):
+def run(tilts, angles, pixel_size, species, out, refine_angles, scanning, as_json):
     """Raw counts to atomic model: import → preprocess → reconstruct → trace → classify → refine.
 
     TILTS is a file of raw counts (then --angles, --pixel-size and --out are needed) or a
@@ -320,7 +326,7 @@ def run(tilts, angles, pixel_size, species, out, refine_angles, as_json):
         raise InputError("run: a tilt-series file needs --angles, --pixel-size and --out")
 
     summary = _run(tilts, out, [s.strip() for s in species.split(",") if s.strip()], angles=angles,
-                   pixel_size=pixel_size, refine_angles=refine_angles, progress=not as_json,
+                   pixel_size=pixel_size, refine_angles=refine_angles, scanning=scanning, progress=not as_json,
                    echo=(lambda *a: None) if as_json else click.echo)
     if as_json:
         click.echo(json.dumps(summary))

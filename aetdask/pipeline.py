@@ -34,6 +34,7 @@ _CONFIG_OF = {
     "refined": ("refine_atoms.iterations", "refine_atoms.max_displacement", "refine_atoms.select",
                 "refine_atoms.angles"),
 }
+_SCANNING_KEYS = ("scanning.core", "scanning.overlap")
 _REFINE_ANGLE_KEYS = ("refine.rounds", "refine.iterations", "refine.angle_step", "refine.angle_points",
                       "refine.shift_upsample")
 
@@ -105,6 +106,7 @@ def run(
     angles=None,
     pixel_size: float | None = None,
     refine_angles: bool = False,
+    scanning: bool = False,
     progress: bool = True,
     echo=print,
 ) -> dict:
@@ -122,6 +124,14 @@ def run(
     refine_angles : bool
         Refine angles, shifts and scales while reconstructing
         (:func:`aetdask.reconstruct.refine.refine`).
+    scanning : bool
+        Scanning AET for a film wider than the field of view
+        (:func:`aetdask.reconstruct.scanning.scanning_reconstruct`): film
+        preprocessing (no background, alignment along the tilt axis, scales for
+        a path growing as 1/cos θ), local sub-volumes stitched; the model is the
+        classified atoms of the stitched band (no refinement against the
+        counts, which also see film outside the band). Suggested when the data
+        look like a film.
 
     Returns
     -------
@@ -132,10 +142,14 @@ def run(
     from aetdask.preprocess import preprocess
     from aetdask.reconstruct import reconstruct
     from aetdask.reconstruct.refine import refine as refine_angles_fn
+    from aetdask.reconstruct.scanning import extension_exponent, scanning_reconstruct, suggests_scanning
 
     names = normalize_species(np.atleast_1d(species))
     if len(names) == 0:
         raise InputError("species: give at least one element, e.g. --species Si")
+    if scanning and refine_angles:
+        raise InputError("run: --scanning and --refine-angles cannot be combined yet (angle refinement needs the "
+                         "whole object in every projection)")
     # every input is checked before the store is opened for writing, so bad input changes nothing
     raw_input = validate_tilt_series(tilts if not isinstance(tilts, (str, pathlib.Path)) else read_tilt_series(
         tilts, angles=angles, pixel_size=pixel_size))
@@ -152,9 +166,12 @@ def run(
     def stage(name, make, label):
         nonlocal upstream, redo
         keys = _CONFIG_OF[name] + (_REFINE_ANGLE_KEYS if name == "volume" and refine_angles else ())
+        keys += _SCANNING_KEYS if name == "volume" and scanning else ()
         params = {k: config.get(k) for k in keys}
         if name == "volume":
             params["refine_angles"] = bool(refine_angles)
+        if name in ("preprocessed", "volume") and scanning:
+            params["scanning"] = True
         fingerprint = _digest({"upstream": upstream, "params": params})
         done = record["stages"].get(name, {})
         i = STAGES.index(name) + 1
@@ -181,13 +198,28 @@ def run(
                 f"{raw.attrs['pixel_size']} Å, units {raw.attrs['units']}")
 
     def do_pre():
-        store.write("preprocessed", preprocess(store.read("raw")), progress=progress)
+        raw = store.read("raw")
+        if scanning:
+            pre = preprocess(raw, background=False, alignment="film", extended=True)
+        else:
+            if raw.attrs.get("units") == "counts" and suggests_scanning(raw):
+                echo(f"      note: the projections' totals grow as 1/cos θ^{extension_exponent(raw):.2f}: the sample "
+                     f"looks wider than the field of view at high tilt (a film?); `aetdask run --scanning` "
+                     f"reconstructs it in local sub-volumes")
+            pre = preprocess(raw)
+        store.write("preprocessed", pre, progress=progress)
         pre = store.read("preprocessed")
         return (f"noise α ≈ {np.nanmedian(pre.noise_alpha.values):.3g}, σ ≈ {np.nanmedian(pre.noise_sigma.values):.3g}; "
                 f"alignment {np.sqrt(np.mean(pre.shift_y.values**2 + pre.shift_x.values**2)):.2f} px RMS")
 
     def do_volume():
         pre = store.read("preprocessed").compute()
+        if scanning:
+            volume = scanning_reconstruct(pre, progress=progress)
+            p = last_record(volume, "reconstruct")
+            store.write("volume", volume.chunk({"z": -1, "y": 64, "x": 64}))
+            return (f"scanning AET: {p['regions']} sub-volumes, film z = {p['film_center']:.1f} ± "
+                    f"{p['film_half_thickness']:.1f} Å, R = {p['r_final']:.4f} (mean over regions)")
         if refine_angles:
             volume, pre = refine_angles_fn(pre, progress=progress)
             store.write("preprocessed", pre)
@@ -229,8 +261,14 @@ def run(
     stage("volume", do_volume, "reconstruction" + (" with angle refinement" if refine_angles else ""))
     stage("candidates", do_candidates, "tracing")
     stage("atoms", do_atoms, "classification")
-    stage("refined", do_refined, "coordinate refinement against the counts")
-    final = store.read("refined")
+    if scanning:
+        echo(f"[{len(STAGES)}/{len(STAGES)}] coordinate refinement against the counts: not for scanning AET (each "
+             f"projection also sees film outside the reconstructed band, which the model does not hold); "
+             f"the model is the classified atoms")
+        final = store.read("atoms")
+    else:
+        stage("refined", do_refined, "coordinate refinement against the counts")
+        final = store.read("refined")
     summary["atoms"] = {str(s): int(np.sum(final.species.values == s)) for s in names}
     summary["seconds"] = time.perf_counter() - t_run
     from aetdask.report import write_report
