@@ -109,7 +109,11 @@ def cluster(scheduler: str | None = None, n_workers: int | None = None, processe
 
     address = config.get("scheduler", scheduler)
     if address:
-        client = Client(address)
+        try:
+            client = Client(address)
+        except OSError as exc:
+            raise InputError(f"scheduler {address}: cannot connect ({exc}); expected the address of a running Dask "
+                             f"scheduler, e.g. the one `aetdask cluster` prints") from None
         local = None
     else:
         n = n_workers or max(1, os.cpu_count() or 1)

@@ -53,3 +53,15 @@ def test_cluster_gpu_without_a_gpu_is_a_clear_error():
         pytest.skip("a GPU is here")
     r = CliRunner().invoke(main, ["cluster", "--gpu", "--port", "0", "--dashboard-address", ":0"])
     assert r.exit_code == 2 and "--gpu needs CuPy, dask-cuda and a GPU" in r.output
+
+
+def test_an_unreachable_scheduler_is_a_clear_input_error():
+    import dask
+    import pytest
+
+    from aetdask.cluster import cluster
+    from aetdask.errors import InputError
+
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}), \
+            pytest.raises(InputError, match="cannot connect"), cluster("tcp://127.0.0.1:9", quiet=True):
+        pass

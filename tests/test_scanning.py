@@ -153,3 +153,14 @@ def test_run_scanning_end_to_end_on_a_film_store(tmp_path):
     # a narrow band (~110 atoms): an atom on its edge can pair across it (one FP and one FN), so the
     # bounds are looser than the acceptance case's above
     assert strict["true_positives"] >= 0.97 * n and strict["false_positives"] <= 0.03 * n, strict
+
+
+def test_preprocessing_a_film_as_a_particle_says_to_use_scanning():
+    from aetdask.preprocess import preprocess
+
+    _, ts = film_series(npix=48)
+    with pytest.raises(InputError, match="--scanning"):
+        preprocess(ts, "none").compute(scheduler="sync")
+    pre = preprocess(ts, "none", background=False, alignment="film", extended=True).compute(scheduler="sync")
+    totals = pre.values.sum(axis=(1, 2)) * pre.scale.values * np.cos(np.deg2rad(pre.theta.values))
+    assert np.ptp(totals) / totals.mean() < 0.05  # the scales expect the 1/cos θ path

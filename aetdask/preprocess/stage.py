@@ -20,6 +20,7 @@ import numpy as np
 import xarray as xr
 
 from aetdask import config
+from aetdask.errors import InputError
 from aetdask.kernels import align as align_k
 from aetdask.kernels import background as background_k
 from aetdask.kernels import noise as noise_k
@@ -77,7 +78,15 @@ def _clean(block, params, method, subtract, pixel_size):
         alpha, sigma = params[k]
         den = denoise_image(img, alpha, sigma, method)
         if subtract:
-            out[k, 0], bg, _ = background_k.subtract_background(den, dilation=fade, trend=2)
+            try:
+                out[k, 0], bg, _ = background_k.subtract_background(den, dilation=fade, trend=2)
+            except ValueError as exc:
+                if "covers the whole image" not in str(exc):
+                    raise
+                raise InputError(
+                    "preprocess: the sample fills the whole field of view, so there is no vacuum to take the "
+                    "background from; expected an isolated particle — for a film wider than the field of view "
+                    "use `aetdask run --scanning` (or preprocess(..., background=False))") from None
             out[k, 1] = den - bg
         else:
             out[k, 0] = out[k, 1] = den
