@@ -119,3 +119,12 @@ def local_cuda_cluster(**kwargs):
     except ImportError:
         return None
     return LocalCUDACluster(**kwargs)
+
+
+def cuda_worker(*args, **kwargs):
+    """A ``dask_cuda.CUDAWorker`` (one worker process per GPU of this node), or None without dask-cuda."""
+    try:
+        from dask_cuda import CUDAWorker
+    except ImportError:
+        return None
+    return CUDAWorker(*args, **kwargs)

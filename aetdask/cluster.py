@@ -244,12 +244,13 @@ async def _join(address, n_workers, threads_per_worker, memory_limit, host, gpu,
 
     with _stop_signals() as stop, dask.config.set(_held_settings()), silence_logging_cmgr(40):
         if gpu:
-            try:
-                from dask_cuda import CUDAWorker
-            except ImportError:
-                raise InputError("--gpu needs dask-cuda: pip install 'aetdask[gpu]'") from None
-            workers = [CUDAWorker(address, host=host, nthreads=threads_per_worker, memory_limit=memory_limit,
-                                  preload=[__name__])]
+            from aetdask.backend import cuda_worker
+
+            worker = cuda_worker(address, host=host, nthreads=threads_per_worker, memory_limit=memory_limit,
+                                 preload=[__name__])
+            if worker is None:
+                raise InputError("--gpu needs dask-cuda: pip install 'aetdask[gpu]'")
+            workers = [worker]
         else:
             from distributed import Nanny
 

@@ -55,7 +55,11 @@ import scipy.sparse
 import scipy.sparse.linalg
 from scipy import ndimage
 
-__all__ = ["subtract_background", "particle_mask", "harmonic_fill"]
+__all__ = ["subtract_background", "particle_mask", "harmonic_fill", "NoVacuumError"]
+
+
+class NoVacuumError(ValueError):
+    """The sample covers the whole image: there is no background left to interpolate from."""
 
 
 def particle_mask(image, *, otsu_factor=1.0, dilation=None):
@@ -127,7 +131,7 @@ def harmonic_fill(values, mask):
     if not m.any():
         return v
     if m.all():
-        raise ValueError("harmonic_fill: the mask covers the whole image; no background left to interpolate")
+        raise NoVacuumError("harmonic_fill: the mask covers the whole image; no background left to interpolate")
     ny, nx = m.shape
     index = np.full(m.shape, -1, dtype=np.int64)
     iy, ix = np.nonzero(m)

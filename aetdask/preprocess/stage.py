@@ -80,9 +80,7 @@ def _clean(block, params, method, subtract, pixel_size):
         if subtract:
             try:
                 out[k, 0], bg, _ = background_k.subtract_background(den, dilation=fade, trend=2)
-            except ValueError as exc:
-                if "covers the whole image" not in str(exc):
-                    raise
+            except background_k.NoVacuumError:
                 raise InputError(
                     "preprocess: the sample fills the whole field of view, so there is no vacuum to take the "
                     "background from; expected an isolated particle — for a film wider than the field of view "

@@ -128,11 +128,6 @@ def _on(device, x):
     return xp.asarray(x)
 
 
-def _central(volume, axis: int):
-    """The central plane of ``volume`` along ``axis``, on the host (for the progress display)."""
-    return asnumpy(volume.take(volume.shape[axis] // 2, axis=axis))
-
-
 def _to_host(x):
     return asnumpy(x)
 
@@ -212,7 +207,7 @@ def run_single_axis(b, theta, *, method, iterations, step, subsamples, support=N
             r_history.append(_r_value(sum(t[it][0] for t in terms), sum(t[it][1] for t in terms)))
         todo -= k
         if progress is not None:
-            central = np.concatenate(ex.gather([ex.submit(_central, v, 0) for v in vols]), axis=1)
+            central = np.concatenate(ex.gather([ex.submit(_plane, v, dy // 2) for v in vols]), axis=1)
             progress(len(r_history), r_history[-1], central)
         if plateau and _plateaued(r_history, plateau):
             break
@@ -246,9 +241,7 @@ def _reduce(b, inv_row, *forward):
     Returns ``(residual, (numerator, denominator))``: residual = Π O − b
     (RESIRE) or R (Π O − b) (SIRT, ``inv_row`` = R).
     """
-    calc = forward[0]
-    for f in forward[1:]:
-        calc = calc + f
+    calc = _sum(*forward)
     terms = iterative.r_factor_terms(b, calc)
     res = (calc - b).astype(b.dtype)
     return (res if inv_row is None else inv_row * res), terms
@@ -266,15 +259,13 @@ def _inverse(x):
     return xp.where(x > 1e-6, 1 / xp.maximum(x, 1e-6), 0).astype(x.dtype)
 
 
-def _ones(shape, like):
-    return get_array_module(like).ones(shape, dtype=like.dtype)
-
-
-def _ones_like(x):
-    return get_array_module(x).ones_like(x)
+def _full(shape, like, value):
+    """An array of ``value`` made on the worker, on ``like``'s device and dtype (nothing shipped)."""
+    return get_array_module(like).full(shape, value, dtype=like.dtype)
 
 
 def _plane(volume, k):
+    """Plane ``k`` of ``volume`` on the host (the progress display's slice)."""
     return asnumpy(volume[k])
 
 
@@ -297,8 +288,9 @@ def run_euler(b, euler, *, method, iterations, step, subsamples, support=None, i
     b_dev = ex.submit(_on, device, ex.put(b))
     sup = _put_slabs(ex, device, support, ranges, axis=0)
     if initial is None:
-        initial = np.zeros(full, dtype=b.dtype)
-    vols = _put_slabs(ex, device, initial, ranges, axis=0)
+        vols = [ex.submit(_full, (z1 - z0, dy, dx), b_dev, 0, spread=i) for i, (z0, z1) in enumerate(ranges)]
+    else:
+        vols = _put_slabs(ex, device, initial, ranges, axis=0)
     centre = next(i for i, (z0, z1) in enumerate(ranges) if z0 <= full[0] // 2 < z1)
 
     def snapshot(vs):
@@ -318,10 +310,10 @@ def run_euler(b, euler, *, method, iterations, step, subsamples, support=None, i
     t = float(step) / (n * max(full))
     inv_row, weights, rate = None, [None] * len(ranges), t
     if method == "sirt":
-        ones = [ex.submit(_ones, (z1 - z0, dy, dx), b_dev, spread=i) for i, (z0, z1) in enumerate(ranges)]
+        ones = [ex.submit(_full, (z1 - z0, dy, dx), b_dev, 1, spread=i) for i, (z0, z1) in enumerate(ranges)]
         inv_row = ex.submit(_inverse, ex.submit(_sum, *[ex.submit(_zslab_forward, o, *geo, r, spread=i)
                                                         for i, (o, r) in enumerate(zip(ones, ranges))]))
-        one_b = ex.submit(_ones_like, b_dev)
+        one_b = ex.submit(_full, b.shape, b_dev, 1)
         weights = [ex.submit(_inverse, ex.submit(_zslab_backward, one_b, *geo, r, spread=i), spread=i)
                    for i, r in enumerate(ranges)]
         rate = float(step)

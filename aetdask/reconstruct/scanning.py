@@ -92,8 +92,12 @@ def film_extent(tilts: xr.DataArray, iterations: int = 30, columns: int = 16) ->
     (standard deviation over the strip) is above half-way from the profile's
     floor to its peak, widened by :data:`Z_MARGIN_A`.
     """
-    b = prepared_projections(tilts)
-    theta = euler_angles(tilts)[:, 1]
+    return _film_extent(prepared_projections(tilts), euler_angles(tilts)[:, 1], float(tilts.attrs["pixel_size"]),
+                        iterations, columns)
+
+
+def _film_extent(b, theta, pixel, iterations=30, columns=16):
+    """:func:`film_extent` of prepared projections ``b`` at tilts ``theta`` (degrees), pixel in Å."""
     ny, nx = b.shape[1:]
     s = np.abs(np.sin(np.deg2rad(theta))).max()
     core = 8
@@ -119,7 +123,7 @@ def film_extent(tilts: xr.DataArray, iterations: int = 30, columns: int = 16) ->
     hi = peak
     while hi < len(profile) - 1 and above[hi + 1]:
         hi += 1
-    margin = Z_MARGIN_A / float(tilts.attrs["pixel_size"])
+    margin = Z_MARGIN_A / pixel
     zc = 0.5 * (lo + hi) - p.z_half
     return float(zc), float(0.5 * (hi - lo) + margin)
 
@@ -168,16 +172,16 @@ def scanning_reconstruct(
     step = float(config.get("reconstruct.step", step))
     subsamples = int(config.get("reconstruct.subsamples", subsamples))
     t0 = time.perf_counter()
+    b = prepared_projections(tilts)
+    theta = euler[:, 1]
     if thickness is None:
-        zc, z_half = film_extent(tilts)
+        zc, z_half = _film_extent(b, theta, pixel)
         measured = True
     else:
         if not thickness > 0:
             raise InputError(f"thickness: expected a positive film thickness in Å, got {thickness!r}")
         zc, z_half = z_center / pixel, 0.5 * thickness / pixel + Z_MARGIN_A / pixel
         measured = False
-    b = prepared_projections(tilts)
-    theta = euler[:, 1]
     try:
         p = scan_k.plan(b.shape[1:], theta, z_half, zc, core=core, overlap=overlap)
     except ValueError as exc:
