@@ -81,27 +81,39 @@ def import_(tilts, angles, pixel_size, out, var, units, dose):
 @main.command()
 @click.option("--campaign", "campaign_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Campaign YAML (particles × defocus × tilts × phonons × doses, multislice); --out is its store.")
+@click.option("--mode", type=click.Choice(["adf", "4dstem"]), default="adf", show_default=True,
+              help="adf: ADF-STEM projections; 4dstem: a diffraction pattern per probe position (multislice, "
+                   "for ptychographic AET), settings from --preset.")
 @click.option("--model", type=click.Choice(["linear"]), default="linear", show_default=True,
-              help="Imaging model of a single simulation (campaigns use multislice).")
+              help="Imaging model of a single ADF simulation (campaigns use multislice).")
 @click.option("--atoms", "atoms_file", type=click.Path(exists=True), default=None,
-              help="Atom file; default: a random amorphous particle (--n-atoms, --species).")
+              help="Atom file; default: a random amorphous particle (--n-atoms, --species; Si,O: a silica network).")
 @click.option("--n-atoms", type=click.IntRange(min=1), default=200, show_default=True)
 @click.option("--species", default="Si", show_default=True, help="Comma-separated species of the random particle.")
 @click.option("--angles", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Angle file; default θ = 0:3:177.")
-@click.option("--pixel-size", type=POSITIVE, default=0.3, show_default=True, help="Å")
-@click.option("--shape", type=click.IntRange(min=1), default=64, show_default=True, help="Pixels per side.")
+              help="Angle file; default θ = 0:3:177 (adf) or the preset's tilts (4dstem).")
+@click.option("--pixel-size", type=POSITIVE, default=0.3, show_default=True, help="Å (adf)")
+@click.option("--shape", type=click.IntRange(min=1), default=64, show_default=True, help="Pixels per side (adf).")
+@click.option("--preset", default="SiO2", show_default=True,
+              help="4dstem: settings of the seed paper's Extended Data Table 1 (SiO2: 80 kV, 30 mrad, 18 nm "
+                   "defocus, 0–60 mrad detector, 0.5 Å step, 49 tilts).")
+@click.option("--step", type=POSITIVE, default=None, help="4dstem: scan step in Å (default: the preset's).")
+@click.option("--phonons", type=click.IntRange(min=0), default=None,
+              help="4dstem: frozen-phonon configurations (default: the preset's; 0 = static).")
 @click.option("--dose", type=POSITIVE, default=None, help="e⁻/Å² per projection; none = noise-free.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run store to write.")
 @_handle_errors
 @_computing
-def simulate(campaign_file, model, atoms_file, n_atoms, species, angles, pixel_size, shape, dose, seed, out):
+def simulate(campaign_file, mode, model, atoms_file, n_atoms, species, angles, pixel_size, shape, preset, step,
+             phonons, dose, seed, out):
     """Simulate a tilt series (writes `raw` and `truth` to a run store), or run a campaign.
 
     With --campaign, every projection of every particle and defocus mode is simulated by
     multislice (abTEM) on the Dask cluster and written as soon as it is done; re-running
     the same command resumes where it stopped. Each dose becomes a run store under OUT.
+    With --mode 4dstem, a 4D-STEM tilt series is simulated by multislice, one task per
+    tilt, and written as `patterns` (then `aetdask ptycho` or `aetdask run --modality ptycho`).
     """
     if campaign_file:
         from aetdask.simulate.campaign import run_campaign
@@ -111,16 +123,75 @@ def simulate(campaign_file, model, atoms_file, n_atoms, species, angles, pixel_s
                    f"{summary['dose_stores_written']} dose stores written, {summary['seconds']:.1f} s → {out}")
         return
     from aetdask.io import RunStore, read_angles, read_atoms
-    from aetdask.simulate import amorphous_particle, linear
+    from aetdask.io.store import check_writable
+    from aetdask.simulate import amorphous_particle, linear, silica_particle
 
-    truth = read_atoms(atoms_file) if atoms_file else amorphous_particle(
-        n_atoms, species=[s.strip() for s in species.split(",")], seed=seed)
+    names = [s.strip() for s in species.split(",") if s.strip()]
+    if atoms_file:
+        truth = read_atoms(atoms_file)
+    elif sorted(names) == ["O", "Si"]:
+        truth = silica_particle(max(1, round(n_atoms / 3)), seed=seed)
+    else:
+        truth = amorphous_particle(n_atoms, species=names, seed=seed)
+    check_writable(out)
+    if mode == "4dstem":
+        from aetdask.ptycho.simulate import PRESETS, fourdstem
+
+        if preset not in PRESETS:
+            raise InputError(f"--preset: unknown 4D-STEM preset {preset!r}; presets: {', '.join(sorted(PRESETS))}")
+        euler = read_angles(angles) if angles else None
+        patterns = fourdstem(truth, euler, preset=preset, dose=dose, seed=seed, step=step, phonons=phonons)
+        store = RunStore(out)
+        store.write("truth", truth)
+        store.write("patterns", patterns, progress=True)
+        nt, sy, sx, k, _ = patterns.shape
+        click.echo(f"wrote {store.path}: patterns ({nt} tilts × {sy}×{sx} positions × {k}×{k} px, "
+                   f"{patterns.attrs['angular_sampling']:.3f} mrad/px), truth ({truth.sizes['atom']} atoms)")
+        return
     euler = read_angles(angles) if angles else np.arange(0.0, 180.0, 3.0)
     ts = linear(truth, angles=euler, pixel_size=pixel_size, shape=shape, dose=dose, seed=seed)
     store = RunStore(out)
     store.write("truth", truth)
     store.write("raw", ts, progress=True)
     click.echo(f"wrote {store.path}: raw ({ts.sizes['tilt']}×{shape}×{shape}), truth ({truth.sizes['atom']} atoms)")
+
+
+@main.command()
+@click.argument("store", type=click.Path(exists=True, file_okay=False))
+@click.option("--multislice", is_flag=True, help="Multislice ptychography (default: a single slice).")
+@click.option("--slices", type=click.IntRange(min=1), default=None, help="Slices of --multislice (default: config, 5).")
+@click.option("--thickness", type=POSITIVE, default=None,
+              help="Depth in Å the slices span (default: the sample's width, measured per tilt).")
+@click.option("--iterations", type=click.IntRange(min=1), default=None, help="Passes over the positions (default: config).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_handle_errors
+@_computing
+def ptycho(store, multislice, slices, thickness, iterations, as_json):
+    """Ptychographic phase image of every tilt of STORE's `patterns`, one task per tilt; writes `raw`."""
+    import time
+
+    from aetdask.io import RunStore
+    from aetdask.ptycho.stage import ptycho as _ptycho
+    from aetdask.schema import last_record
+
+    rs = RunStore(store, create=False, writable=True)
+    if "patterns" not in rs:
+        raise StoreError(f"{rs.path}: no 4D-STEM patterns in this store (it has {rs.products()}); "
+                         "simulate them with `aetdask simulate --mode 4dstem`")
+    t0 = time.perf_counter()
+    phases = _ptycho(rs.read("patterns"), multislice=multislice or None, slices=slices, thickness=thickness,
+                     iterations=iterations)
+    rs.write("raw", phases, progress=not as_json)
+    p = last_record(phases, "ptycho")
+    seconds = time.perf_counter() - t0
+    if as_json:
+        click.echo(json.dumps({"multislice": p["multislice"], "slices": p["slices"], "iterations": p["iterations"],
+                               "tilts": int(phases.sizes["tilt"]), "pixel_size": phases.attrs["pixel_size"],
+                               "seconds": seconds}))
+        return
+    click.echo(f"wrote {rs.path}/raw: {phases.sizes['tilt']} phase projections of {phases.sizes['y']}×"
+               f"{phases.sizes['x']} px at {phases.attrs['pixel_size']:.4f} Å "
+               f"({'multislice' if p['multislice'] else 'single slice'}, {seconds:.1f} s)")
 
 
 @main.command()
@@ -299,10 +370,12 @@ def reconstruct(store, method, iterations, step, refine_angles, as_json):
 @click.option("--scanning", is_flag=True,
               help="Scanning AET: a film wider than the field of view, reconstructed in overlapping local "
                    "sub-volumes and stitched (suggested when the data look like a film).")
+@click.option("--modality", type=click.Choice(["adf", "ptycho"]), default="adf", show_default=True,
+              help="ptycho: ptychographic AET from the store's 4D-STEM `patterns` (a phase image per tilt first).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object at the end.")
 @_handle_errors
 @_computing
-def run(tilts, angles, pixel_size, species, out, refine_angles, scanning, as_json):
+def run(tilts, angles, pixel_size, species, out, refine_angles, scanning, modality, as_json):
     """Raw counts to atomic model: import → preprocess → reconstruct → trace → classify → refine.
 
     TILTS is a file of raw counts (then --angles, --pixel-size and --out are needed) or a
@@ -315,7 +388,16 @@ def run(tilts, angles, pixel_size, species, out, refine_angles, scanning, as_jso
     from aetdask.pipeline import check_species
     from aetdask.pipeline import run as _run
 
-    if pathlib.Path(tilts).is_dir():
+    if modality == "ptycho":
+        if not pathlib.Path(tilts).is_dir():
+            raise InputError("run --modality ptycho: TILTS must be a run store holding 4D-STEM `patterns`")
+        source = RunStore(tilts, create=False)
+        if "patterns" not in source:
+            raise StoreError(f"{source.path}: no 4D-STEM patterns in this store (it has {source.products()})")
+        check_species([s.strip() for s in species.split(",") if s.strip()], source)
+        out = out or tilts
+        tilts = source.read("patterns")
+    elif pathlib.Path(tilts).is_dir():
         source = RunStore(tilts, create=False)
         if "raw" not in source:
             raise StoreError(f"{source.path}: no raw tilt series in this store (it has {source.products()})")
@@ -326,7 +408,8 @@ def run(tilts, angles, pixel_size, species, out, refine_angles, scanning, as_jso
         raise InputError("run: a tilt-series file needs --angles, --pixel-size and --out")
 
     summary = _run(tilts, out, [s.strip() for s in species.split(",") if s.strip()], angles=angles,
-                   pixel_size=pixel_size, refine_angles=refine_angles, scanning=scanning, progress=not as_json,
+                   pixel_size=pixel_size, refine_angles=refine_angles, scanning=scanning, modality=modality,
+                   progress=not as_json,
                    echo=(lambda *a: None) if as_json else click.echo)
     if as_json:
         click.echo(json.dumps(summary))

@@ -35,6 +35,8 @@ _CONFIG_OF = {
                 "refine_atoms.angles"),
 }
 _SCANNING_KEYS = ("scanning.core", "scanning.overlap")
+_PTYCHO_KEYS = ("ptycho.iterations", "ptycho.multislice", "ptycho.slices", "ptycho.probe_after", "ptycho.blur")
+MODALITIES = ("adf", "ptycho")
 _REFINE_ANGLE_KEYS = ("refine.rounds", "refine.iterations", "refine.angle_step", "refine.angle_points",
                       "refine.shift_upsample")
 
@@ -55,6 +57,20 @@ def _source_fingerprint(tilts, angles, pixel_size) -> dict:
     else:
         ang = None if angles is None else np.asarray(angles, float).round(6).tolist()
     return {"tilts": src, "angles": ang, "pixel_size": pixel_size}
+
+
+def _patterns_fingerprint(patterns) -> dict:
+    """Shape, the experiment's settings, the angles and every tilt's total and first pattern:
+    enough to tell two 4D-STEM data sets apart without hashing gigabytes."""
+    import dask
+
+    data = patterns.data
+    totals, first = dask.compute(data.sum(axis=(1, 2, 3, 4), dtype=np.float64), data[:, 0, 0])
+    attrs = {k: v for k, v in patterns.attrs.items() if k != "provenance"}
+    angles = np.column_stack([patterns[c].values for c in ("phi", "theta", "psi")]).round(6).tolist()
+    return {"patterns": list(patterns.shape), "attrs": attrs, "angles": angles,
+            "totals": hashlib.sha256(np.asarray(totals).tobytes()).hexdigest()[:16],
+            "first": hashlib.sha256(np.ascontiguousarray(first).tobytes()).hexdigest()[:16]}
 
 
 def _file_digest(path: pathlib.Path) -> str:
@@ -107,6 +123,7 @@ def run(
     pixel_size: float | None = None,
     refine_angles: bool = False,
     scanning: bool = False,
+    modality: str = "adf",
     progress: bool = True,
     echo=print,
 ) -> dict:
@@ -132,6 +149,14 @@ def run(
         classified atoms of the stitched band (no refinement against the
         counts, which also see film outside the band). Suggested when the data
         look like a film.
+    modality : {"adf", "ptycho"}
+        ``"ptycho"``: ptychographic AET. ``tilts`` is then a 4D-STEM tilt
+        series (``(tilt, scan_y, scan_x, ky, kx)``, e.g. a store's ``patterns``):
+        the first stage reconstructs one phase image per tilt
+        (:func:`aetdask.ptycho.stage.ptycho`, written as ``raw``), then the chain
+        runs on the phase projections; no refinement against counts (the
+        model of that stage is ADF), and the model gets the structure
+        analysis, rings included (``analysis/`` in the store).
 
     Returns
     -------
@@ -147,17 +172,27 @@ def run(
     names = normalize_species(np.atleast_1d(species))
     if len(names) == 0:
         raise InputError("species: give at least one element, e.g. --species Si")
+    if modality not in MODALITIES:
+        raise InputError(f"modality: {modality!r} is not one of {MODALITIES}")
+    ptychographic = modality == "ptycho"
+    if ptychographic and (scanning or refine_angles):
+        raise InputError("run: --modality ptycho cannot be combined with --scanning or --refine-angles yet")
     if scanning and refine_angles:
         raise InputError("run: --scanning and --refine-angles cannot be combined yet (angle refinement needs the "
                          "whole object in every projection)")
     # every input is checked before the store is opened for writing, so bad input changes nothing
-    raw_input = validate_tilt_series(tilts if not isinstance(tilts, (str, pathlib.Path)) else read_tilt_series(
-        tilts, angles=angles, pixel_size=pixel_size))
+    if ptychographic:
+        from aetdask.ptycho.stage import ptycho, validate_patterns
+
+        raw_input = validate_patterns(tilts)
+    else:
+        raw_input = validate_tilt_series(tilts if not isinstance(tilts, (str, pathlib.Path)) else read_tilt_series(
+            tilts, angles=angles, pixel_size=pixel_size))
     store = RunStore(out)
     check_writable(store.path.parent)  # the report goes next to the store
     check_species(names, store)
     record = store.read_json("run.json") or {"stages": {}}
-    source = _source_fingerprint(tilts, angles, pixel_size)
+    source = _patterns_fingerprint(raw_input) if ptychographic else _source_fingerprint(tilts, angles, pixel_size)
     upstream = _digest({"source": source, "species": sorted(names.tolist())})
     redo = False
     summary = {"store": str(store.path), "stages": {}}
@@ -167,6 +202,7 @@ def run(
         nonlocal upstream, redo
         keys = _CONFIG_OF[name] + (_REFINE_ANGLE_KEYS if name == "volume" and refine_angles else ())
         keys += _SCANNING_KEYS if name == "volume" and scanning else ()
+        keys += _PTYCHO_KEYS if name == "raw" and ptychographic else ()
         params = {k: config.get(k) for k in keys}
         if name == "volume":
             params["refine_angles"] = bool(refine_angles)
@@ -192,6 +228,13 @@ def run(
         upstream = fingerprint
 
     def do_raw():
+        if ptychographic:
+            raw = ptycho(raw_input)
+            store.write("raw", raw, progress=progress)
+            p = last_record(raw, "ptycho")
+            return (f"{raw.shape[0]} phase projections of {raw.shape[1]}×{raw.shape[2]} px at "
+                    f"{raw.attrs['pixel_size']:.4f} Å ({'multislice, ' + str(p['slices']) + ' slices' if p['multislice'] else 'single slice'}, "
+                    f"{p['iterations']} iterations)")
         raw = raw_input
         store.write("raw", raw)
         return (f"{raw.shape[0]} projections of {raw.shape[1]}×{raw.shape[2]} px at "
@@ -256,7 +299,7 @@ def run(
         return (changes + f"{p['likelihood']} fit, misfit {p['misfit_start']:.6g} → {p['misfit_final']:.6g}, median "
                 f"displacement {shift:.1f} pm, B = " + ", ".join(f"{s} {b:.1f} Å²" for s, b in zip(p["species"], p["b_factor"])))
 
-    stage("raw", do_raw, "import")
+    stage("raw", do_raw, "ptychography: a phase image per tilt" if ptychographic else "import")
     stage("preprocessed", do_pre, "preprocessing: noise, VST + denoising, background, alignment")
     stage("volume", do_volume, "reconstruction" + (" with angle refinement" if refine_angles else ""))
     stage("candidates", do_candidates, "tracing")
@@ -266,14 +309,41 @@ def run(
              f"projection also sees film outside the reconstructed band, which the model does not hold); "
              f"the model is the classified atoms")
         final = store.read("atoms")
+    elif ptychographic:
+        echo(f"[{len(STAGES)}/{len(STAGES)}] coordinate refinement against the counts: not for phase projections (its "
+             f"forward model is ADF-STEM counts); the model is the classified atoms")
+        final = store.read("atoms")
     else:
         stage("refined", do_refined, "coordinate refinement against the counts")
         final = store.read("refined")
     summary["atoms"] = {str(s): int(np.sum(final.species.values == s)) for s in names}
+    if ptychographic:
+        summary["structure"] = _structure(final, store, echo)
     summary["seconds"] = time.perf_counter() - t_run
     from aetdask.report import write_report
 
     summary["report"] = [str(p) for p in write_report(store)]
     echo(f"model: {final.sizes['atom']} atoms ({', '.join(f'{v} {k}' for k, v in summary['atoms'].items())}); "
          f"report {summary['report'][1]}; {summary['seconds']:.1f} s in all")
+    return summary
+
+
+def _structure(model, store: RunStore, echo) -> dict | None:
+    """The structure analysis of a pAET model (rings of its network formers among it), written to
+    ``analysis/`` in the store; None with a note when the model is too small to analyse."""
+    from aetdask.analyze import analyze
+    from aetdask.analyze.plot import structure_figure
+
+    try:
+        result = analyze(model)
+    except (InputError, ValueError) as exc:
+        echo(f"      structure analysis skipped: {exc}")
+        return None
+    target = store.path / "analysis"
+    target.mkdir(exist_ok=True)
+    summary = result.attrs["summary"]
+    (target / "structure.json").write_text(json.dumps(summary, indent=1))
+    structure_figure(result, target / "structure.png")
+    rings = summary.get("rings") or {}
+    echo(f"      structure: {json.dumps(rings)[:300]} → {target}/structure.png, structure.json")
     return summary

@@ -39,7 +39,7 @@ from aetdask.errors import InputError
 TILT_DIMS = ("tilt", "y", "x")
 VOLUME_DIMS = ("z", "y", "x")
 ANGLE_NAMES = ("phi", "theta", "psi")
-UNITS = ("counts", "a.u.")
+UNITS = ("counts", "a.u.", "rad")  # rad: ptychographic phase projections
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -35,7 +35,10 @@ STORE_VERSION = 1
 TILT_PRODUCTS = ("raw", "preprocessed")
 VOLUME_PRODUCTS = ("volume",)
 ATOM_PRODUCTS = ("candidates", "atoms", "refined", "truth")
-PRODUCTS = TILT_PRODUCTS + VOLUME_PRODUCTS + ATOM_PRODUCTS
+PATTERN_PRODUCTS = ("patterns",)  # 4D-STEM: (tilt, scan_y, scan_x, ky, kx)
+PRODUCTS = TILT_PRODUCTS + VOLUME_PRODUCTS + ATOM_PRODUCTS + PATTERN_PRODUCTS
+_VARIABLE = {**{p: "tilt_series" for p in TILT_PRODUCTS}, **{p: "volume" for p in VOLUME_PRODUCTS},
+             **{p: "patterns" for p in PATTERN_PRODUCTS}}
 _ZARR_FORMAT = 2  # widest compatibility; consolidated metadata is part of its spec
 
 
@@ -150,10 +153,8 @@ class RunStore:
         if name not in self:
             raise StoreError(f"{self.path}: product {name!r} is not in this store (it has {self.products()})")
         ds = xr.open_zarr(str(self.path / name), consolidated=True)
-        if name in TILT_PRODUCTS:
-            return ds["tilt_series"]
-        if name in VOLUME_PRODUCTS:
-            return ds["volume"]
+        if name in _VARIABLE:
+            return ds[_VARIABLE[name]]
         return ds.load()
 
     def read_json(self, name: str) -> dict | None:
@@ -196,10 +197,10 @@ def _consolidate(path) -> None:
 def _as_dataset(name: str, obj) -> xr.Dataset:
     if name not in PRODUCTS:
         raise StoreError(f"unknown product {name!r}; products are {PRODUCTS}")
-    if name in TILT_PRODUCTS + VOLUME_PRODUCTS:
+    if name in _VARIABLE:
         if not isinstance(obj, xr.DataArray):
             raise StoreError(f"product {name!r} must be a DataArray, got {type(obj).__name__}")
-        var = "tilt_series" if name in TILT_PRODUCTS else "volume"
+        var = _VARIABLE[name]
         ds = obj.rename(var).to_dataset()
         if ds[var].chunks is not None:  # Zarr needs uniform chunks
             ds = ds.chunk({d: ds[var].chunks[i][0] for i, d in enumerate(ds[var].dims)})

@@ -35,7 +35,11 @@ def classify(candidates: xr.Dataset, species=None, *, seed: int | None = None, p
     tail of ghost peaks reaching towards the atoms — and one K-means class for
     them puts its boundary half-way between the crowd and the atoms, deep in
     the tail; two classes (the default) let the tail have its own centre, which
-    keeps low-dose ghosts out. ``noise_classes=1`` is the seed paper's scheme. With
+    keeps low-dose ghosts out. ``noise_classes=1`` is the seed paper's scheme. A tail
+    class whose centre lies nearer the faintest atom class than the non-atom crowd
+    is one species split in two (clean data whose non-atoms are all faint): it is
+    given back to the atoms (one non-atom class fewer; ``noise_classes`` in the
+    provenance is the number used). With
     ``passes`` > 1 the atom classes are re-clustered among the atoms alone,
     started from the previous centres, which sharpens the boundaries between
     species once the non-atoms are out (the multi-pass scheme for three species).
@@ -80,6 +84,13 @@ def classify(candidates: xr.Dataset, species=None, *, seed: int | None = None, p
     if len(intensity) < k:
         raise InputError(f"candidates: {len(intensity)} candidates cannot be split into {k} classes")
     labels, centers = _kmeans(intensity, k, seed)
+    while noise > 1 and centers[noise - 1] - centers[noise - 2] > centers[noise] - centers[noise - 1]:
+        # the "tail" class lies nearer the faintest atoms than the crowd of non-atoms: it is not a
+        # tail of ghost peaks but one species split in two (clean, high-dose data whose non-atoms
+        # are all faint); one class fewer for the non-atoms
+        noise -= 1
+        k -= 1
+        labels, centers = _kmeans(intensity, k, seed)
     labels = np.maximum(labels - (noise - 1), 0)  # 0: non-atom, 1…: species
     centers = np.concatenate([[centers[:noise].mean()], centers[noise:]])
     for _ in range(max(passes, 1) - 1):
