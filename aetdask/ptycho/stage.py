@@ -100,7 +100,8 @@ def ptycho(
     multislice = bool(config.get("ptycho.multislice", multislice))
     slices = int(config.get("ptycho.slices", slices))
     iterations = int(config.get("ptycho.iterations", iterations))
-    probe_after = float(config.get("ptycho.probe_after"))
+    probe_after = config.get("ptycho.probe_after")
+    probe_after = None if probe_after is None else float(probe_after)
     sigma = float(config.get("ptycho.blur", blur))
     device = str(device or config.get("device"))
     if iterations < 1 or slices < 1:
