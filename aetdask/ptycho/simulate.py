@@ -97,7 +97,7 @@ def resolve_4d(positions, species, params: dict | None = None) -> dict:
 
     >>> s = resolve_4d([[0.0, 0.0, 5.0], [0.0, 0.0, -5.0]], ["Si", "O"], {"step": 1.0})
     >>> s["scan"], s["max_angle"] >= 60.0, round(s["probe_radius"], 2)
-    ((24, 24), True, 5.55)
+    ((22, 22), True, 5.55)
     """
     p = {k: v for k, v in PRESETS["SiO2"].items() if k in _SIM_KEYS}
     given = dict(params or {})
