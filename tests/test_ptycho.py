@@ -70,8 +70,8 @@ def test_patterns_reproducible_and_bad_input(cluster_model, patterns):
     from aetdask.ptycho.simulate import _band
 
     mean = whole.values[0, 3:6]
-    a = _band([(mean, 1.0)], 1, DOSE, STEP, 2, 0, 3)
-    b = np.concatenate([_band([(mean[:1], 1.0)], 1, DOSE, STEP, 2, 0, 3), _band([(mean[1:], 1.0)], 1, DOSE, STEP, 2, 0, 4)])
+    a = _band([mean], DOSE, STEP, 2, 0, 3)
+    b = np.concatenate([_band([mean[:1]], DOSE, STEP, 2, 0, 3), _band([mean[1:]], DOSE, STEP, 2, 0, 4)])
     np.testing.assert_array_equal(a, b)
     with pytest.raises(InputError, match="detector"):
         fourdstem(cluster_model, [0.0], detector=20.0, **FAST)

@@ -41,7 +41,7 @@ import scipy.ndimage
 from aetdask import physics
 from aetdask.errors import InputError
 
-__all__ = ["phase_image", "object_pixel", "sample_extent", "virtual_dark_field"]
+__all__ = ["phase_image", "object_pixel", "image_shape", "sample_extent", "virtual_dark_field"]
 
 _LOCK = threading.Lock()
 
@@ -103,6 +103,15 @@ def object_pixel(energy: float, angular_sampling: float, k: int) -> float:
     0.3429
     """
     return physics.wavelength(energy) / (int(k) * float(angular_sampling) * 1e-3)
+
+
+def image_shape(scan, step: float, pixel_size: float) -> tuple[int, int]:
+    """``(ny, nx)`` of the phase image on pixels of ``pixel_size`` covering an ``(sy, sx)`` scan.
+
+    >>> image_shape((16, 16), 2.0, 0.342)
+    (88, 88)
+    """
+    return tuple(int(np.floor((int(n) - 1) * float(step) / float(pixel_size))) + 1 for n in scan)
 
 
 def virtual_dark_field(patterns, semiangle: float, angular_sampling: float) -> np.ndarray:
@@ -245,7 +254,7 @@ def phase_image(
     if phase.ndim == 3:  # multislice: (slices, x, y)
         phase = phase.sum(axis=0)
     pad = np.asarray(op._experimental_parameters["object_px_padding"], dtype=float)
-    ny, nx = int(np.floor((sy - 1) * step / s)) + 1, int(np.floor((sx - 1) * step / s)) + 1
+    ny, nx = image_shape((sy, sx), step, s)
     u_y = (np.arange(ny) - ny // 2) * s  # detector y of each output row
     u_x = (np.arange(nx) - nx // 2) * s
     px_x = (u_x + (sx // 2) * step) / s + pad[0]  # object axis 0 is x

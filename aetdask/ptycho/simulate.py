@@ -42,7 +42,7 @@ from aetdask.errors import InputError
 from aetdask.geometry import projection_matrices
 from aetdask.schema import as_euler, atomic_number, jsonable, provenance_record, validate_atoms
 from aetdask.simulate.multislice import (PHONONS, SLICE_THICKNESS, _static_positions, _to_numpy, b_factors_for,
-                                         cell_extent, phonon_positions, plan_grid)
+                                         cell_extent, phonon_positions, plan_grid, preset_parameters)
 
 __all__ = ["PRESETS", "pattern_tile", "resolve_4d", "pattern_arguments", "fourdstem", "probe_radius",
            "PATTERN_DIMS"]
@@ -154,16 +154,14 @@ def pattern_arguments(settings: dict) -> dict:
 
 def pattern_tile(positions, numbers, euler_row, *, step: float, scan, rows, energy: float, semiangle: float,
                  defocus: float, detector: float, slice_thickness: float, sampling: float, extent: float,
-                 device: str = "cpu") -> tuple[np.ndarray, float]:
+                 device: str = "cpu") -> np.ndarray:
     """Diffraction patterns of one frozen configuration, one projection, scan rows ``rows``.
 
     Returns
     -------
-    patterns : np.ndarray
+    np.ndarray
         float32 ``(stop − start, nx, K, K)``, axes (scan y, scan x, k_y, k_x): the fraction of
-        the incident beam in each detector pixel (no noise).
-    angular_sampling : float
-        mrad per detector pixel (the same for every task of a simulation: one cell).
+        the incident beam in each detector pixel (no noise); ``λ / extent`` mrad per pixel.
 
     Eager, in the calling thread (a task of any worker); FFTW plans by estimate, so worker
     processes give identical patterns. Lobato potentials, infinite projection.
@@ -208,13 +206,12 @@ def pattern_tile(positions, numbers, euler_row, *, step: float, scan, rows, ener
                 if out is None:
                     out = np.empty((r1 - r0, nx, block.shape[-1], block.shape[-2]), dtype=np.float32)
                 out[i, c0:c1] = np.swapaxes(block, -1, -2)  # → (k_y, k_x)
-        angular = float(measured.sampling[-1]) * physics.wavelength(energy) * 1e3
-    return out, angular
+    return out
 
 
-def _band(tiles, n_configs: int, dose, step: float, seed: int, tilt: int, r0: int) -> np.ndarray:
+def _band(tiles, dose, step: float, seed: int, tilt: int, r0: int) -> np.ndarray:
     """Mean over configurations of one band's patterns; Poisson counts per scan row with a dose."""
-    mean = np.mean([t[0] for t in tiles], axis=0, dtype=np.float64) if n_configs > 1 else tiles[0][0].astype(np.float64)
+    mean = np.mean(tiles, axis=0, dtype=np.float64)
     if dose is None:
         return mean.astype(np.float32)
     out = np.empty(mean.shape, dtype=np.float32)
@@ -254,12 +251,7 @@ def fourdstem(atoms: xr.Dataset, angles=None, *, preset: str | dict | None = "Si
         ``angular_sampling`` (mrad per pixel), ``units``, ``dose`` and the provenance.
     """
     validate_atoms(atoms)
-    if isinstance(preset, str):
-        if preset not in PRESETS:
-            raise InputError(f"4D-STEM simulation: unknown preset {preset!r}; presets: {sorted(PRESETS)}")
-        p = dict(PRESETS[preset])
-    else:
-        p = dict(preset or {})
+    p = preset_parameters(preset, PRESETS, "4D-STEM simulation")
     p.update(params)
     if angles is None:
         start, stop, step_ = (float(v) for v in p["angles"]["theta"])
@@ -288,7 +280,7 @@ def fourdstem(atoms: xr.Dataset, angles=None, *, preset: str | dict | None = "Si
         for r0, r1 in bounds:
             tiles = [dask.delayed(pattern_tile, pure=True)(configs[c], species, euler[t], rows=(r0, r1), **kwargs)
                      for c in range(n_configs)]
-            band = dask.delayed(_band, pure=True)(tiles, n_configs, dose, s["step"], seed, t, r0)
+            band = dask.delayed(_band, pure=True)(tiles, dose, s["step"], seed, t, r0)
             bands.append(da.from_delayed(band, shape=(r1 - r0, nx, k, k), dtype=np.float32))
         tilts.append(da.concatenate(bands, axis=0))
     data = da.stack(tilts)

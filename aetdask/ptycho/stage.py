@@ -14,7 +14,7 @@ import xarray as xr
 
 from aetdask import config
 from aetdask.errors import InputError
-from aetdask.ptycho.engine import object_pixel, phase_image
+from aetdask.ptycho.engine import image_shape, object_pixel, phase_image
 from aetdask.ptycho.simulate import PATTERN_DIMS
 from aetdask.schema import add_provenance, jsonable, tilt_series
 from aetdask.simulate.multislice import blur as blur_image
@@ -109,7 +109,7 @@ def ptycho(
     attrs = {a: float(patterns.attrs[a]) for a in _ATTRS}
     nt, sy, sx, k, _ = patterns.shape
     s = object_pixel(attrs["energy"], attrs["angular_sampling"], k)
-    shape = (int(np.floor((sy - 1) * attrs["step"] / s)) + 1, int(np.floor((sx - 1) * attrs["step"] / s)) + 1)
+    shape = image_shape((sy, sx), attrs["step"], s)
     data = patterns.data if isinstance(patterns.data, da.Array) else da.from_array(patterns.values)
     data = data.rechunk({0: 1, 1: -1, 2: -1, 3: -1, 4: -1})
     phases = data.map_blocks(_one, attrs, multislice, slices, thickness, iterations, probe_after, int(seed), device,

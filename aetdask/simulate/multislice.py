@@ -640,6 +640,19 @@ def _projection(tiles, n_configs: int, n_chunks: int, sigma: float, pixel_size: 
     return blur(np.concatenate(rows, axis=0), sigma, pixel_size)
 
 
+def preset_parameters(preset, presets: dict, what: str) -> dict:
+    """A copy of ``presets[preset]`` (a name), of a given dict, or {} for None.
+
+    >>> preset_parameters("SiO2", PRESETS, "multislice")["shape"]
+    200
+    """
+    if isinstance(preset, str):
+        if preset not in presets:
+            raise InputError(f"{what}: unknown preset {preset!r}; presets: {sorted(presets)}")
+        return dict(presets[preset])
+    return dict(preset or {})
+
+
 def _static_positions(positions, species, *, b_factors=None, config=0, seed=0):
     return np.asarray(positions, dtype=float)
 
@@ -708,12 +721,7 @@ def multislice(
     """
     validate_atoms(atoms)
     euler = as_euler(angles)
-    if isinstance(preset, str):
-        if preset not in PRESETS:
-            raise InputError(f"multislice: unknown preset {preset!r}; presets: {sorted(PRESETS)}")
-        p = dict(PRESETS[preset])
-    else:
-        p = dict(preset or {})
+    p = preset_parameters(preset, PRESETS, "multislice")
     p.update(params)
     for key, value in (("pixel_size", pixel_size), ("shape", shape), ("phonons", phonons),
                        ("rows_per_task", rows_per_task)):
