@@ -73,7 +73,8 @@ def main():
     with LocalCluster(n_workers=a.workers, threads_per_worker=1, processes=True) as cluster, Client(cluster):
         t0 = time.perf_counter()
         data = RunStore(root / "data")
-        if "patterns" in data and data.read("patterns").sizes["tilt"] == a.tilts:
+        reused = "patterns" in data and data.read("patterns").sizes["tilt"] == a.tilts
+        if reused:
             print("4D-STEM simulation: reused from", data.path)  # an earlier run's (same --out)
         else:
             data.write("truth", truth)
@@ -84,8 +85,9 @@ def main():
         store.write("truth", truth)
         t_sim = time.perf_counter() - t0
         nt, sy, sx, k, _ = patterns.shape
-        print(f"4D-STEM simulation: {nt} × {sy}×{sx} positions × {k}×{k} px: {t_sim:.1f} s "
-              f"({t_sim * a.workers / nt:.1f} s per tilt on one core)")
+        if not reused:
+            print(f"4D-STEM simulation: {nt} × {sy}×{sx} positions × {k}×{k} px: {t_sim:.1f} s "
+                  f"({t_sim * a.workers / nt:.1f} s per tilt on one core)")
         overrides = {"ptycho.multislice": a.multislice}
         if a.iterations:
             overrides["ptycho.iterations"] = a.iterations
