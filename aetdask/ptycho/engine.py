@@ -40,6 +40,7 @@ import scipy.ndimage
 
 from aetdask import physics
 from aetdask.errors import InputError
+from aetdask.heap import reuse_heap
 
 __all__ = ["phase_image", "object_pixel", "image_shape", "sample_extent", "virtual_dark_field"]
 
@@ -79,35 +80,6 @@ def _quiet():
         yield
     finally:
         rec.ProgressBar = original
-
-
-#: glibc's ``mallopt`` parameter and its default (bytes): allocations above it are mapped
-#: fresh from the OS and unmapped when freed.
-_M_MMAP_THRESHOLD, _MMAP_DEFAULT = -3, 128 * 1024
-
-
-@contextlib.contextmanager
-def _reuse_heap(threshold: int = 32 << 20):
-    """Let the C heap reuse the engines' per-position arrays (glibc only; elsewhere nothing).
-
-    A Dask worker starts with ``MALLOC_TRIM_THRESHOLD_`` set (distributed's nanny), which
-    pins glibc's mmap threshold at 128 KiB: every array the engines allocate per probe
-    position (a 156² complex64 wave is 195 KiB) is then mapped and unmapped by the kernel,
-    and a tilt took twice as long on a worker (system time) as in a plain process. The
-    threshold is raised while the engine runs and set back to the worker's afterwards."""
-    import ctypes
-    import os
-
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):
-        yield
-        return
-    mallopt(_M_MMAP_THRESHOLD, int(threshold))
-    try:
-        yield
-    finally:
-        mallopt(_M_MMAP_THRESHOLD, int(os.environ.get("MALLOC_MMAP_THRESHOLD_", _MMAP_DEFAULT)))
 
 
 @contextlib.contextmanager
@@ -266,7 +238,7 @@ def phase_image(
     import abtem
 
     # FFTW plans by estimate, not by timing: the same plans, so the same image, in every process
-    with _LOCK, _quiet(), _reuse_heap(), abtem.config.set({"fftw.planning_effort": "FFTW_ESTIMATE"}), \
+    with _LOCK, _quiet(), reuse_heap(), abtem.config.set({"fftw.planning_effort": "FFTW_ESTIMATE"}), \
             (_propagator_for_multislice() if multislice else contextlib.nullcontext()):
         op.preprocess()
         if probe_after is None:
