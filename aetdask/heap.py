@@ -3,9 +3,9 @@
 A Dask worker starts with ``MALLOC_TRIM_THRESHOLD_`` set by distributed's nanny, which pins
 glibc's mmap threshold at its 128 KiB minimum: every array above it is mapped fresh from
 the kernel and unmapped when freed. abTEM allocates a few such arrays per probe position
-(a 156² complex64 wave is 195 KiB), so a ptychographic reconstruction spent half its time
-in the kernel on a worker and ran 2.5–2.9× slower than in a plain process (BENCHMARKS.md).
-:func:`reuse_heap` raises the threshold for the length of a task and sets it back after
+(a 156² complex64 wave is 195 KiB), so the 4D-STEM simulation ran 1.3× and a ptychographic
+reconstruction 2.5–2.9× slower on a worker than in a plain process (BENCHMARKS.md).
+:func:`reuse_heap` raises the threshold for the length of a simulation task and sets it back after
 (the setting is per process: two threads of one worker only change each other's speed).
 """
 
