@@ -237,9 +237,6 @@ def phase_image(
     import abtem
 
     # FFTW plans by estimate, not by timing: the same plans, so the same image, in every process
-    # Not under aetdask.heap.reuse_heap, which makes this 2.5–2.9× faster on a Dask worker: with it,
-    # the test of identical images on 1 and 2 workers failed once in a full test run (not reproduced
-    # alone), and identical images on any worker count come first (BENCHMARKS.md)
     with _LOCK, _quiet(), abtem.config.set({"fftw.planning_effort": "FFTW_ESTIMATE"}), \
             (_propagator_for_multislice() if multislice else contextlib.nullcontext()):
         op.preprocess()

@@ -39,7 +39,6 @@ import xarray as xr
 
 from aetdask import config, physics
 from aetdask.errors import InputError
-from aetdask.heap import reuse_heap
 from aetdask.geometry import projection_matrices
 from aetdask.schema import as_euler, atomic_number, jsonable, provenance_record, validate_atoms
 from aetdask.simulate.multislice import (PHONONS, SLICE_THICKNESS, _static_positions, _to_numpy, b_factors_for,
@@ -188,8 +187,7 @@ def pattern_tile(positions, numbers, euler_row, *, step: float, scan, rows, ener
                   cell=[extent, extent, dmax - dmin + 2 * top])
     focal = top - dmin + float(defocus)  # crossover below the entrance plane = abTEM's defocus
     gpts = int(round(float(extent) / float(sampling)))
-    with dask.config.set(scheduler="synchronous"), reuse_heap(), \
-            abtem.config.set({"fftw.planning_effort": "FFTW_ESTIMATE"}):
+    with dask.config.set(scheduler="synchronous"), abtem.config.set({"fftw.planning_effort": "FFTW_ESTIMATE"}):
         potential = abtem.Potential(atoms, gpts=gpts, slice_thickness=float(slice_thickness), parametrization="lobato",
                                     projection="infinite", device=device).build(lazy=False)
         probe = abtem.Probe(semiangle_cutoff=float(semiangle), energy=float(energy), defocus=focal, device=device)

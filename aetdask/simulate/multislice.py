@@ -66,7 +66,6 @@ import scipy.ndimage
 
 from aetdask import config, physics
 from aetdask.errors import InputError
-from aetdask.heap import reuse_heap
 from aetdask.geometry import projection_matrices
 from aetdask.schema import (as_euler, atomic_number, jsonable, normalize_species, provenance_record, tilt_series,
                             validate_atoms)
@@ -425,8 +424,7 @@ def scan_tile(
     # Everything eager (lazy=False never builds a Dask graph); the synchronous scheduler is a
     # guard should a code path of abTEM compute something anyway. FFTW plans chosen by
     # estimate, not by timing, are the same in every process: identical results on any worker.
-    with dask.config.set(scheduler="synchronous"), reuse_heap(), \
-            abtem.config.set({"fftw.planning_effort": "FFTW_ESTIMATE"}):
+    with dask.config.set(scheduler="synchronous"), abtem.config.set({"fftw.planning_effort": "FFTW_ESTIMATE"}):
         potential = abtem.Potential(atoms, gpts=gpts, slice_thickness=float(slice_thickness),
                                     parametrization="lobato", projection="infinite", device=device)
         potential = potential.build(lazy=False)
