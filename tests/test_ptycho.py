@@ -109,7 +109,10 @@ def test_same_phase_images_on_one_and_two_workers(patterns):
     for n in (1, 2):
         with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None) as c, Client(c):
             images.append(lazy.compute().values)
-    np.testing.assert_array_equal(images[0], images[1])
+    # the same to float32 rounding: a tilt reconstructed second in a worker process can differ from
+    # one reconstructed first by 1 ulp (7e-8 rad seen), so bit-for-bit is not asserted
+    np.testing.assert_allclose(images[0], images[1], rtol=0, atol=1e-6)
+    assert np.abs(images[0]).max() > 0.1  # phase images, not empty ones
     assert lazy.attrs["units"] == "rad" and lazy.sizes["tilt"] == 2
 
 
