@@ -77,6 +77,8 @@ def test_patterns_reproducible_and_bad_input(cluster_model, patterns):
         fourdstem(cluster_model, [0.0], detector=20.0, **FAST)
     with pytest.raises(InputError, match="dose"):
         fourdstem(cluster_model, [0.0], dose=-1.0, **FAST)
+    with pytest.raises(InputError, match="rows_per_task"):
+        fourdstem(cluster_model, [0.0], rows_per_task=-1, **FAST)
     with pytest.raises(InputError, match="unknown parameter"):
         fourdstem(cluster_model, [0.0], voltage=80e3, **FAST)
 

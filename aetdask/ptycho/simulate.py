@@ -42,7 +42,7 @@ from aetdask.errors import InputError
 from aetdask.geometry import projection_matrices
 from aetdask.schema import as_euler, atomic_number, jsonable, provenance_record, validate_atoms
 from aetdask.simulate.multislice import (PHONONS, SLICE_THICKNESS, _static_positions, _to_numpy, b_factors_for,
-                                         cell_extent, phonon_positions, plan_grid, preset_parameters)
+                                         cell_extent, phonon_positions, plan_grid, preset_parameters, row_bands)
 
 __all__ = ["PRESETS", "pattern_tile", "resolve_4d", "pattern_arguments", "fourdstem", "probe_radius",
            "PATTERN_DIMS"]
@@ -265,8 +265,7 @@ def fourdstem(atoms: xr.Dataset, angles=None, *, preset: str | dict | None = "Si
     if s["grid_note"]:
         warnings.warn(f"4D-STEM simulation: {s['grid_note']}", stacklevel=2)
     ny, nx = s["scan"]
-    chunk = s["rows_per_task"] or ny
-    bounds = [(r, min(r + chunk, ny)) for r in range(0, ny, chunk)]
+    chunk, bounds = row_bands(ny, s["rows_per_task"], "4D-STEM simulation")
     n_configs = max(s["phonons"], 1)
     displace = phonon_positions if s["phonons"] > 0 else _static_positions
     pos_d = dask.delayed(positions, traverse=False)

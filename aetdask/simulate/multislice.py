@@ -451,6 +451,18 @@ def _to_numpy(array):
 
 
 # ----------------------------------------------------------------------------- phonons, blur
+def row_bands(ny: int, rows_per_task: int | None, what: str) -> tuple[int, list[tuple[int, int]]]:
+    """Rows per task (None or 0 = all ``ny``) and the ``(start, stop)`` band of each task.
+
+    >>> row_bands(5, 2, "x")
+    (2, [(0, 2), (2, 4), (4, 5)])
+    """
+    chunk = int(rows_per_task or ny)
+    if chunk < 1:
+        raise InputError(f"{what}: rows_per_task must be ≥ 1, got {chunk}")
+    return chunk, [(r, min(r + chunk, ny)) for r in range(0, ny, chunk)]
+
+
 def b_factors_for(species, b_factors: dict | None = None) -> dict:
     """B (Å²) of each species present: ``b_factors`` first, then :data:`DEBYE_WALLER_B`.
 
@@ -734,10 +746,7 @@ def multislice(
     if settings["grid_note"]:
         warnings.warn(f"simulate.multislice: {settings['grid_note']}", stacklevel=2)
     ny, nx = settings["shape"]
-    chunk = settings["rows_per_task"] or ny
-    if chunk < 1:
-        raise InputError(f"multislice: rows_per_task must be ≥ 1, got {chunk}")
-    bounds = [(r, min(r + chunk, ny)) for r in range(0, ny, chunk)]
+    chunk, bounds = row_bands(ny, settings["rows_per_task"], "multislice")
     defocus = defocus_values(len(euler), spread, seed, focus=settings["defocus"])
     n_configs = max(settings["phonons"], 1)
     displace = phonon_positions if settings["phonons"] > 0 else _static_positions
