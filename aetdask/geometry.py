@@ -128,3 +128,56 @@ def remove_rigid_motion(delta, basis) -> np.ndarray:
     b = np.asarray(basis, dtype=float)
     coef = np.linalg.lstsq(b.reshape(-1, b.shape[-1]), d.reshape(-1), rcond=None)[0]
     return d - b @ coef
+
+
+STRAIN_COMPONENTS = ("xx", "yy", "zz", "yz", "xz", "xy")
+
+
+def strain_matrix(components) -> np.ndarray:
+    """The symmetric 3×3 strain ``E`` (sample frame, ``x, y, z``) from its six components
+    ``(xx, yy, zz, yz, xz, xy)`` (:data:`STRAIN_COMPONENTS`)."""
+    xx, yy, zz, yz, xz, xy = np.asarray(components, dtype=float)
+    return np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]])
+
+
+def strain_basis(angles) -> tuple[np.ndarray, np.ndarray]:
+    """How a small linear deformation of the whole object shows up in each projection.
+
+    Deform the object by ``r → (I + E) r`` with ``E`` a small symmetric strain
+    (sample frame). Its projection at the old angles is, to first order in
+    ``E``, the projection of the undeformed object at changed angles, magnified
+    on the detector (and scaled in intensity)::
+
+        detector position of an atom:  A(e) (I + E) r  =  (I + D) A(e + δ) r
+
+    with ``δ`` the change of (φ, θ, ψ) and ``D`` a symmetric 2×2 magnification
+    of ``(x_det, y_det)``. So angle errors along ``δ`` look much like a deformed
+    object: only the magnification (and terms of higher order) tells them apart,
+    and a reconstruction made with them deforms to follow. These are the slowest
+    directions of angle refinement (:func:`aetdask.reconstruct.refine.refine`).
+    Isotropic strain changes no angle.
+
+    Returns
+    -------
+    angle : (n, 3, 6)
+        ``angle[k] @ ε`` is ``δ`` (degrees) of projection k for the strain with
+        components ``ε`` (:data:`STRAIN_COMPONENTS`).
+    magnification : (n, 3, 6)
+        ``magnification[k] @ ε`` is ``(D_xx, D_yy, D_xy)`` of projection k.
+    """
+    e = as_euler(angles)
+    a = projection_matrices(e)
+    rotation, _ = rigid_motion_basis(e)
+    angle = np.empty((len(e), 3, 6))
+    magnification = np.empty((len(e), 3, 6))
+    for m in range(6):
+        g = a @ strain_matrix(np.eye(6)[m]) @ np.swapaxes(a, 1, 2)  # the strain in the detector frame
+        # A(I + E) = (I + G) A with G = A E Aᵀ; to first order I + G = (I + D̃)(I + Ω), Ω
+        # antisymmetric (a turn of the projection direction: the angles' change) and D̃
+        # mapping (x_det, y_det) without depth (G's symmetric in-plane block, the
+        # magnification). Ω = A[ω]×Aᵀ, ω the object rotation that the angles' change equals.
+        omega_det = np.stack([-g[:, 1, 2], g[:, 0, 2], np.zeros(len(e))], axis=1)
+        omega = np.einsum("kji,kj->ki", a, omega_det)
+        angle[:, :, m] = np.einsum("kij,kj->ki", rotation, omega)
+        magnification[:, :, m] = np.stack([g[:, 0, 0], g[:, 1, 1], g[:, 0, 1]], axis=1)
+    return angle, magnification

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from aetdask.geometry import projection_matrices, remove_rigid_motion, rigid_motion_basis
+from aetdask.geometry import projection_matrices, remove_rigid_motion, rigid_motion_basis, strain_basis, strain_matrix
 from aetdask.kernels.shift import fourier_shift
 from aetdask.reconstruct.refine import refine
 from aetdask.simulate import amorphous_particle, linear
@@ -17,6 +17,28 @@ def test_rigid_motion_basis_predicts_a_rotated_object():
     np.testing.assert_allclose(projection_matrices(predicted), projection_matrices(e) @ g, atol=1e-5)
     t = np.array([0.3, -0.2, 0.5])
     np.testing.assert_allclose(translation @ t, (projection_matrices(e) @ t)[:, [1, 0]])
+
+
+@pytest.mark.parametrize("angles", [np.c_[np.zeros(7), np.linspace(-72, 72, 7), np.zeros(7)],
+                                    np.random.default_rng(3).uniform(-60, 60, (7, 3))])
+def test_strain_basis_is_the_first_order_effect_of_a_deformation(angles):
+    # A(e)(I + E) r = (I + D) A(e + δ) r to first order in E: the residual shrinks as E²
+    rng = np.random.default_rng(1)
+    r = rng.normal(0, 10, (3, 20))
+    eps = rng.normal(0, 1, 6)
+    angle, mag = strain_basis(angles)
+    errors = []
+    for size in (1e-3, 1e-4):
+        e = size * eps
+        lhs = (projection_matrices(angles) @ (np.eye(3) + strain_matrix(e)) @ r)[:, :2]
+        d = mag @ e
+        dm = np.stack([np.stack([d[:, 0], d[:, 2]], axis=1), np.stack([d[:, 2], d[:, 1]], axis=1)], axis=1)
+        rhs = (np.eye(2) + dm) @ (projection_matrices(angles + angle @ e) @ r)[:, :2]
+        errors.append(np.abs(lhs - rhs).max())
+        assert np.abs(lhs - (projection_matrices(angles) @ r)[:, :2]).max() > 100 * errors[-1]
+    assert errors[1] < 0.03 * errors[0]
+    # an isotropic strain changes no angle
+    np.testing.assert_allclose(angle @ np.array([1, 1, 1, 0, 0, 0.0]), 0, atol=1e-9)
 
 
 def test_remove_rigid_motion_keeps_only_what_is_observable():
@@ -44,6 +66,11 @@ def perturbed():
     return ts, truth, given, shifts
 
 
+def test_refine_rejects_a_momentum_out_of_range(perturbed):
+    with pytest.raises(ValueError, match="momentum"):
+        refine(perturbed[0], rounds=1, momentum=1.0)
+
+
 def test_shift_refinement_recovers_known_shifts(perturbed):
     ts, truth, _, shifts = perturbed
     _, out = refine(ts, rounds=5, iterations=40, angles=False)
@@ -61,6 +88,15 @@ def test_angle_and_shift_refinement(perturbed):
     est = np.c_[out.phi, out.theta, out.psi]
     after = np.sqrt((remove_rigid_motion(est - truth, rotation) ** 2).mean(axis=0))
     assert np.all(after < 0.2) and np.all(after < 0.6 * before), (before, after)
+    # θ: its slow, deformation-like part (a cos 2θ + b sin 2θ) is corrected too, with momentum
+    assert after[1] < 0.1, after
+    # as rotations, with the common rotation taken out (φ and ψ alone magnify a rotation
+    # about the beam by 1/|cos θ| and |tan θ| in this convention)
+    true_m = projection_matrices(truth)
+    omega = Rotation.from_matrix(np.transpose(true_m, (0, 2, 1)) @ projection_matrices(est)).as_rotvec()
+    omega_given = Rotation.from_matrix(np.transpose(true_m, (0, 2, 1)) @ projection_matrices(given)).as_rotvec()
+    rms = [np.degrees(np.sqrt(((w - w.mean(axis=0)) ** 2).sum(axis=1).mean())) for w in (omega_given, omega)]
+    assert rms[1] < 0.16 and rms[1] < 0.3 * rms[0], rms
     err = remove_rigid_motion(np.c_[out.shift_y, out.shift_x] + shifts, translation)
     assert np.sqrt((err**2).mean(axis=0)).max() < 0.1
     hist = out.attrs["provenance"][-1]["params"]["history"]
