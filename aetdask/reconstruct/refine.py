@@ -177,8 +177,9 @@ def refine(
     correction gets heavy-ball ``momentum`` (default: config
     ``refine.momentum``): it adds ``momentum`` × the previous round's, so a
     steady drift along those directions speeds up about ``1 / (1 − momentum)``
-    times. The other directions, which one round corrects nearly fully, are
-    left as they are.
+    times; the momentum restarts from zero when a round's correction turns
+    against it (it has overshot). The other directions, which one round
+    corrects nearly fully, are left as they are.
     """
     rounds = int(config.get("refine.rounds", rounds))
     iterations = int(config.get("refine.iterations", iterations))
@@ -226,7 +227,8 @@ def refine(
             if beta:
                 collective = strain_basis(euler)[0].reshape(-1, 6)  # the slow, deformation-like directions
                 c = np.linalg.pinv(collective, rcond=1e-3) @ delta.reshape(-1)
-                drift = c + beta * drift if drift is not None else c
+                # heavy ball, restarted when the correction turns against the drift (an overshoot)
+                drift = c + beta * drift if drift is not None and float(c @ drift) > 0 else c
                 delta = remove_rigid_motion(delta + (collective @ (drift - c)).reshape(delta.shape), rotation)
                 record["momentum_angle_change"] = float(np.sqrt(((collective @ (drift - c)) ** 2).reshape(-1, 3)
                                                                 .sum(axis=1).mean()))
