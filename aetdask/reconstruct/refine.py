@@ -58,21 +58,17 @@ def _polish(volume, image, euler, shift, subsamples, iterations=6, h=0.02):
     image = np.asarray(image, dtype=float)
     shape = image.shape
 
-    def project(angles):
-        return EulerProjector(np.asarray(angles)[None], shape, volume.shape, subsamples).forward(volume)[0].astype(float)
+    offsets = np.concatenate([np.zeros((1, 3)), h * np.eye(3), -h * np.eye(3)])
 
     scale = None
     for _ in range(iterations):
         moved = fourier_shift(image[None], t[None])[0]
-        current = project(e)
+        # the projection and its six neighbours (±h per angle) in one projector call
+        proj = EulerProjector(e + offsets, shape, volume.shape, subsamples).forward(volume).astype(float)
+        current = proj[0]
         if scale is None:
             scale = _scale(moved, current)
-        cols = []
-        for c in range(3):
-            ep, em = e.copy(), e.copy()
-            ep[c] += h
-            em[c] -= h
-            cols.append((project(ep) - project(em)) / (2 * h))
+        cols = [(proj[1 + c] - proj[4 + c]) / (2 * h) for c in range(3)]
         f = np.fft.fft2(moved)
         for k in (np.fft.fftfreq(shape[0])[:, None], np.fft.fftfreq(shape[1])[None, :]):
             # d shift(image, t) / dt = −∂ of the shifted image along that axis
@@ -229,9 +225,9 @@ def refine(
                 c = np.linalg.pinv(collective, rcond=1e-3) @ delta.reshape(-1)
                 # heavy ball, restarted when the correction turns against the drift (an overshoot)
                 drift = c + beta * drift if drift is not None and float(c @ drift) > 0 else c
-                delta = remove_rigid_motion(delta + (collective @ (drift - c)).reshape(delta.shape), rotation)
-                record["momentum_angle_change"] = float(np.sqrt(((collective @ (drift - c)) ** 2).reshape(-1, 3)
-                                                                .sum(axis=1).mean()))
+                extra = (collective @ (drift - c)).reshape(delta.shape)
+                delta = remove_rigid_motion(delta + extra, rotation)
+                record["momentum_angle_change"] = float(np.sqrt((extra**2).sum(axis=1).mean()))
             euler = euler + delta
             current = current.assign_coords(phi=("tilt", euler[:, 0]), theta=("tilt", euler[:, 1]),
                                             psi=("tilt", euler[:, 2]))
