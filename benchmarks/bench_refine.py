@@ -18,7 +18,10 @@ the shifts' RMS error, and the part of the θ error that is a smooth ``a cos 2θ
 pattern, the slowest direction of the refinement (see BENCHMARKS.md).
 
 Run: python benchmarks/bench_refine.py [--atoms 40] [--fov 16] [--pixel 0.4] [--rounds 10]
-     [--iterations 40] [--momentum 0.8] [--seed 0]
+     [--iterations 40] [--momentum 0.8] [--seed 0] [--track]
+
+``--track`` prints the rotation error after every round (its parts about the three axes),
+to see which part converges slowly.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ def main():
     parser.add_argument("--iterations", type=int, default=40)
     parser.add_argument("--momentum", type=float, default=None, help="default: config refine.momentum")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--track", action="store_true", help="print the rotation error after every round")
     a = parser.parse_args()
 
     import numpy as np
@@ -72,8 +76,25 @@ def main():
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores")
     print(f"model: {a.atoms} atoms, {n} projections 0…174°, {shape}² px of {a.pixel} Å; "
           f"{a.rounds} rounds × {a.iterations} RESIRE iterations")
+    true_m = projection_matrices(truth)
+
+    def rotation_error(est):
+        """Per-projection error rotation (degrees, sample frame) less the common one, and its RMS parts
+        about the tilt axis, the detector's other axis and the beam."""
+        omega = Rotation.from_matrix(np.transpose(true_m, (0, 2, 1)) @ projection_matrices(est)).as_rotvec()
+        omega -= omega.mean(axis=0)  # the common rotation of the object
+        geo = np.degrees(np.sqrt((omega**2).sum(axis=1).mean()))
+        parts = np.degrees(np.sqrt((np.einsum("kij,kj->ki", true_m, omega) ** 2).mean(axis=0)))
+        return geo, parts
+
+    def track(record, tilts):
+        if a.track:
+            geo, parts = rotation_error(np.c_[tilts.phi, tilts.theta, tilts.psi])
+            print(f"  after round {record['round']}: rotation error {geo:.4f}° (tilt axis {parts[0]:.4f}°, "
+                  f"other axis {parts[1]:.4f}°, beam {parts[2]:.4f}°)", flush=True)
+
     t0 = time.perf_counter()
-    _, out = refine(ts, rounds=a.rounds, iterations=a.iterations, momentum=a.momentum)
+    _, out = refine(ts, rounds=a.rounds, iterations=a.iterations, momentum=a.momentum, on_round=track)
     seconds = time.perf_counter() - t0
     rotation, translation = rigid_motion_basis(truth)
 
@@ -81,13 +102,8 @@ def main():
         d = remove_rigid_motion(est - truth, rotation)
         rms = np.sqrt((d**2).mean(axis=0))
         a_b = low_order(truth[:, 1], d[:, 1])
-        true_m = projection_matrices(truth)
-        omega = Rotation.from_matrix(np.transpose(true_m, (0, 2, 1)) @ projection_matrices(est)).as_rotvec()
-        mean_omega = omega.mean(axis=0)
-        omega -= mean_omega  # the common rotation of the object
-        geo = np.degrees(np.linalg.norm(omega, axis=1))
-        parts = np.degrees(np.sqrt((np.einsum("kij,kj->ki", true_m, omega) ** 2).mean(axis=0)))
-        print(f"{label}: rotation error RMS {np.sqrt((geo**2).mean()):.3f}° (about the tilt axis {parts[0]:.3f}°, "
+        geo, parts = rotation_error(est)
+        print(f"{label}: rotation error RMS {geo:.3f}° (about the tilt axis {parts[0]:.3f}°, "
               f"the detector's other axis {parts[1]:.3f}°, the beam {parts[2]:.3f}°); per Euler angle RMS "
               f"φ {rms[0]:.3f}°, θ {rms[1]:.3f}°, ψ {rms[2]:.3f}°; θ error's cos 2θ, sin 2θ parts "
               f"{a_b[0]:+.3f}°, {a_b[1]:+.3f}°")

@@ -73,10 +73,16 @@ def test_refine_rejects_a_momentum_out_of_range(perturbed):
 
 def test_shift_refinement_recovers_known_shifts(perturbed):
     ts, truth, _, shifts = perturbed
-    _, out = refine(ts, rounds=5, iterations=40, angles=False)
+    seen = []
+    _, out = refine(ts, rounds=5, iterations=40, angles=False, on_round=lambda rec, t: seen.append((rec, t)))
     err = remove_rigid_motion(np.c_[out.shift_y, out.shift_x] + shifts, rigid_motion_basis(truth)[1])
     assert np.sqrt((err**2).mean(axis=0)).max() < 0.1  # pixels, up to a global translation
     np.testing.assert_allclose(np.asarray(out.scale).mean(), 1.0)
+    # on_round: once per round, with that round's record and the geometry found so far
+    assert [rec["round"] for rec, _ in seen] == [1, 2, 3, 4, 5]
+    assert [rec["round"] for rec in out.attrs["provenance"][-1]["params"]["history"]] == [1, 2, 3, 4, 5]
+    np.testing.assert_array_equal(seen[-1][1].shift_y, out.shift_y)
+    assert not np.array_equal(seen[0][1].shift_y, seen[-1][1].shift_y)
 
 
 def test_angle_and_shift_refinement(perturbed):

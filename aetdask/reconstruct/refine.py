@@ -156,6 +156,7 @@ def refine(
     angle_step: float | None = None,
     angle_points: int | None = None,
     progress: bool = False,
+    on_round=None,
 ):
     """Refine angles, shifts and scales; return ``(volume, refined tilt series)``.
 
@@ -176,6 +177,10 @@ def refine(
     times; the momentum restarts from zero when a round's correction turns
     against it (it has overshot). The other directions, which one round
     corrects nearly fully, are left as they are.
+
+    ``on_round``, if given, is called after every round as ``on_round(record,
+    tilts)`` with that round's history record (a dict) and the tilt series with
+    the geometry found so far, to follow or plot the convergence.
     """
     rounds = int(config.get("refine.rounds", rounds))
     iterations = int(config.get("refine.iterations", iterations))
@@ -246,6 +251,8 @@ def refine(
             scale = np.asarray(current.scale) * d_scale
             current = current.assign_coords(scale=("tilt", scale / scale.mean()))  # the mean scale is the frame
         history.append(record)
+        if on_round is not None:
+            on_round(dict(record), current)
         if progress:
             print(f"refinement round {r + 1}/{rounds}: {record}")
     volume = reconstruct(current, "resire", config.get("reconstruct.iterations"), initial=volume, progress=progress)
