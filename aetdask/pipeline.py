@@ -38,7 +38,7 @@ _SCANNING_KEYS = ("scanning.core", "scanning.overlap")
 _PTYCHO_KEYS = ("ptycho.iterations", "ptycho.multislice", "ptycho.slices", "ptycho.probe_after", "ptycho.blur")
 MODALITIES = ("adf", "ptycho")
 _REFINE_ANGLE_KEYS = ("refine.rounds", "refine.iterations", "refine.angle_step", "refine.angle_points",
-                      "refine.shift_upsample", "refine.momentum")
+                      "refine.shift_upsample", "refine.momentum", "refine.memory")
 
 
 def _digest(obj) -> str:

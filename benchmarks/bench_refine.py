@@ -1,6 +1,6 @@
 """Accuracy of the tilt-series geometry refinement (angles, shifts) on a simulated series.
 
-A Pt/Si particle → noise-free ``simulate.linear`` projections at θ = 0, 6, …, 174° →
+A Pt/Si particle → noise-free ``simulate.linear`` projections at θ evenly over 0…180° (default 30: 0, 6, …, 174°) →
 known shifts (uniform ±1.5 px) and Euler-angle errors (θ ~ N(0, 0.5°), φ, ψ ~ N(0, 0.3°))
 → ``reconstruct.refine`` → the error of each projection's refined orientation, after the
 rotation of the whole object (which no data can fix) is taken out:
@@ -17,7 +17,7 @@ rotation of the whole object (which no data can fix) is taken out:
 the shifts' RMS error, and the part of the θ error that is a smooth ``a cos 2θ + b sin 2θ``
 pattern, the slowest direction of the refinement (see BENCHMARKS.md).
 
-Run: python benchmarks/bench_refine.py [--atoms 40] [--fov 16] [--pixel 0.4] [--rounds 10]
+Run: python benchmarks/bench_refine.py [--atoms 40] [--fov 16] [--pixel 0.4] [--projections 30] [--rounds 10]
      [--iterations 40] [--momentum 0.8] [--seed 0] [--track]
 
 ``--track`` prints the rotation error after every round (its parts about the three axes),
@@ -42,54 +42,62 @@ def low_order(theta_deg, err):
     return coef[1], coef[2]
 
 
+def rotation_error(truth, est):
+    """Per-projection error rotation (degrees, sample frame) less the common one: its RMS angle and
+    its RMS parts about the tilt axis, the detector's other axis and the beam."""
+    import numpy as np
+    from scipy.spatial.transform import Rotation
+
+    from aetdask.geometry import projection_matrices
+
+    true_m = projection_matrices(truth)
+    omega = Rotation.from_matrix(np.transpose(true_m, (0, 2, 1)) @ projection_matrices(est)).as_rotvec()
+    omega -= omega.mean(axis=0)  # the common rotation of the object
+    geo = np.degrees(np.sqrt((omega**2).sum(axis=1).mean()))
+    parts = np.degrees(np.sqrt((np.einsum("kij,kj->ki", true_m, omega) ** 2).mean(axis=0)))
+    return geo, parts
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--atoms", type=int, default=40)
     parser.add_argument("--fov", type=float, default=16.0, help="field of view (Å)")
     parser.add_argument("--pixel", type=float, default=0.4, help="pixel size (Å)")
+    parser.add_argument("--projections", type=int, default=30, help="tilts evenly over 0…180° (60: the seed paper's 3° steps)")
+    parser.add_argument("--angle-error", type=float, default=1.0,
+                        help="scale of the angle errors put in (0: start at the true angles)")
+    parser.add_argument("--shift-error", type=float, default=1.5, help="largest shift put in (px)")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--iterations", type=int, default=40)
     parser.add_argument("--momentum", type=float, default=None, help="default: config refine.momentum")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--save", metavar="FILE.npz", help="save the true, given and refined angles and shifts")
     parser.add_argument("--track", action="store_true", help="print the rotation error after every round")
     a = parser.parse_args()
 
     import numpy as np
 
-    from scipy.spatial.transform import Rotation
-
-    from aetdask.geometry import projection_matrices, remove_rigid_motion, rigid_motion_basis
+    from aetdask.geometry import remove_rigid_motion, rigid_motion_basis
     from aetdask.kernels.shift import fourier_shift
     from aetdask.reconstruct.refine import refine
     from aetdask.simulate import amorphous_particle, linear
 
     rng = np.random.default_rng(a.seed)
     model = amorphous_particle(a.atoms, species=["Pt", "Si"], seed=5)
-    n = 30
-    truth = np.c_[np.zeros(n), np.arange(0, 180, 6.0), np.zeros(n)]
+    n = a.projections
+    truth = np.c_[np.zeros(n), np.arange(n) * 180.0 / n, np.zeros(n)]
     shape = int(round(a.fov / a.pixel))
     ts = linear(model, angles=truth, pixel_size=a.pixel, shape=shape).compute()
-    shifts = rng.uniform(-1.5, 1.5, (n, 2))
+    shifts = rng.uniform(-a.shift_error, a.shift_error, (n, 2))
     ts = ts.copy(data=fourier_shift(ts.values, shifts))
-    given = truth + np.c_[rng.normal(0, 0.3, n), rng.normal(0, 0.5, n), rng.normal(0, 0.3, n)]
+    given = truth + a.angle_error * np.c_[rng.normal(0, 0.3, n), rng.normal(0, 0.5, n), rng.normal(0, 0.3, n)]
     ts = ts.assign_coords(phi=("tilt", given[:, 0]), theta=("tilt", given[:, 1]), psi=("tilt", given[:, 2]))
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores")
-    print(f"model: {a.atoms} atoms, {n} projections 0…174°, {shape}² px of {a.pixel} Å; "
+    print(f"model: {a.atoms} atoms, {n} projections 0…{truth[-1, 1]:g}°, {shape}² px of {a.pixel} Å; "
           f"{a.rounds} rounds × {a.iterations} RESIRE iterations")
-    true_m = projection_matrices(truth)
-
-    def rotation_error(est):
-        """Per-projection error rotation (degrees, sample frame) less the common one, and its RMS parts
-        about the tilt axis, the detector's other axis and the beam."""
-        omega = Rotation.from_matrix(np.transpose(true_m, (0, 2, 1)) @ projection_matrices(est)).as_rotvec()
-        omega -= omega.mean(axis=0)  # the common rotation of the object
-        geo = np.degrees(np.sqrt((omega**2).sum(axis=1).mean()))
-        parts = np.degrees(np.sqrt((np.einsum("kij,kj->ki", true_m, omega) ** 2).mean(axis=0)))
-        return geo, parts
-
     def track(record, tilts):
         if a.track:
-            geo, parts = rotation_error(np.c_[tilts.phi, tilts.theta, tilts.psi])
+            geo, parts = rotation_error(truth, np.c_[tilts.phi, tilts.theta, tilts.psi])
             print(f"  after round {record['round']}: rotation error {geo:.4f}° (tilt axis {parts[0]:.4f}°, "
                   f"other axis {parts[1]:.4f}°, beam {parts[2]:.4f}°)", flush=True)
 
@@ -102,7 +110,7 @@ def main():
         d = remove_rigid_motion(est - truth, rotation)
         rms = np.sqrt((d**2).mean(axis=0))
         a_b = low_order(truth[:, 1], d[:, 1])
-        geo, parts = rotation_error(est)
+        geo, parts = rotation_error(truth, est)
         print(f"{label}: rotation error RMS {geo:.3f}° (about the tilt axis {parts[0]:.3f}°, "
               f"the detector's other axis {parts[1]:.3f}°, the beam {parts[2]:.3f}°); per Euler angle RMS "
               f"φ {rms[0]:.3f}°, θ {rms[1]:.3f}°, ψ {rms[2]:.3f}°; θ error's cos 2θ, sin 2θ parts "
@@ -111,6 +119,9 @@ def main():
     report("given  ", given)
     report("refined", np.c_[out.phi, out.theta, out.psi])
     err = remove_rigid_motion(np.c_[out.shift_y, out.shift_x] + shifts, translation)
+    if a.save:
+        np.savez(a.save, truth=truth, given=given, refined=np.c_[out.phi, out.theta, out.psi], shifts=shifts,
+                 refined_shifts=np.c_[out.shift_y, out.shift_x], scale=np.asarray(out.scale))
     print(f"shifts: RMS error {np.sqrt((err**2).mean(axis=0)).max():.3f} px (up to a global translation)")
     for h in out.attrs["provenance"][-1]["params"]["history"]:
         print("  round", h)

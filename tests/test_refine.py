@@ -69,6 +69,8 @@ def perturbed():
 def test_refine_rejects_a_momentum_out_of_range(perturbed):
     with pytest.raises(ValueError, match="momentum"):
         refine(perturbed[0], rounds=1, momentum=1.0)
+    with pytest.raises(ValueError, match="memory"):
+        refine(perturbed[0], rounds=1, memory=-1)
 
 
 def test_shift_refinement_recovers_known_shifts(perturbed):

@@ -25,6 +25,7 @@ import xarray as xr
 from skimage.registration import phase_cross_correlation
 
 from aetdask import config
+from aetdask.reconstruct.anderson import AndersonMixer
 from aetdask.reconstruct.projectors import EulerProjector, is_single_axis
 from aetdask.reconstruct.runner import Executor, split
 from aetdask.reconstruct.stage import euler_angles, prepared_projections, reconstruct
@@ -137,6 +138,17 @@ def _subsamples(euler, s: int):
     return (s, s, 1) if is_single_axis(euler) else (s, s, s)
 
 
+def _radius(volume) -> float:
+    """RMS distance (voxels) of the volume's mass from its centre, at least one voxel."""
+    v = np.clip(np.asarray(volume, dtype=float), 0, None)
+    total = v.sum()
+    if total <= 0:
+        return 1.0
+    grids = np.meshgrid(*[np.arange(k) - k // 2 for k in v.shape], indexing="ij")
+    r2 = sum((v * g.astype(float) ** 2).sum() for g in grids) / total
+    return max(1.0, float(np.sqrt(r2)))
+
+
 def _scale(measured, reprojected) -> float:
     """Least-squares factor s with s·b ≈ Π O."""
     m = measured.astype(float)
@@ -153,6 +165,7 @@ def refine(
     shifts: bool = True,
     scales: bool = True,
     momentum: float | None = None,
+    memory: int | None = None,
     angle_step: float | None = None,
     angle_points: int | None = None,
     progress: bool = False,
@@ -192,6 +205,9 @@ def refine(
     beta = float(config.get("refine.momentum", momentum))
     if not 0 <= beta < 1:
         raise ValueError(f"momentum: expected 0 ≤ momentum < 1, got {beta}")
+    memory = int(config.get("refine.memory", memory))
+    if memory < 0:
+        raise ValueError(f"memory: expected a number of rounds ≥ 0, got {memory}")
     s = int(config.get("reconstruct.subsamples"))
     offsets = step * (np.arange(points) - points // 2)
     n = tilts.sizes["tilt"]
@@ -203,6 +219,14 @@ def refine(
     history = []
     volume = None
     drift = None  # the momentum of the collective angle corrections
+    weight = None  # pixels of motion per degree, at the object's radius
+    reach = step * (points // 2)  # the furthest a round's grid search looks (degrees)
+
+    def trusted(mixed, plain):
+        """A mixed step moves nothing further than the round's own correction or its grid search reaches."""
+        return np.abs(mixed).max() <= max(np.abs(plain).max(), weight * reach)
+
+    mixer = AndersonMixer(memory, limit=trusted)
     for r in range(rounds):
         # the first round aligns shifts only: they are the largest errors, and angles
         # searched against a volume blurred by misalignment drift
@@ -225,14 +249,34 @@ def refine(
             d_shift = np.concatenate([f[1] for f in found], axis=0)
             rotation, _ = rigid_motion_basis(euler)
             delta = remove_rigid_motion(new - euler, rotation)  # a global rotation is not observable
+            collective = strain_basis(euler)[0].reshape(-1, 6)  # the slow, deformation-like directions
+            to_collective = np.linalg.pinv(collective, rcond=1e-3)
+            c = to_collective @ delta.reshape(-1)
             if beta:
-                collective = strain_basis(euler)[0].reshape(-1, 6)  # the slow, deformation-like directions
-                c = np.linalg.pinv(collective, rcond=1e-3) @ delta.reshape(-1)
                 # heavy ball, restarted when the correction turns against the drift (an overshoot)
                 drift = c + beta * drift if drift is not None and float(c @ drift) > 0 else c
-                extra = (collective @ (drift - c)).reshape(delta.shape)
-                delta = remove_rigid_motion(delta + extra, rotation)
-                record["momentum_angle_change"] = float(np.sqrt((extra**2).sum(axis=1).mean()))
+                record["momentum_angle_change"] = float(np.sqrt(((collective @ (drift - c)) ** 2).sum() / n))
+            else:
+                drift = c
+            if shifts:  # rigid translations are not observable: out of the shift corrections too
+                d_shift = remove_rigid_motion(d_shift, rigid_motion_basis(euler)[1])
+            # Anderson mixing of everything but the collective part, which has the momentum; angles in
+            # pixels of motion at the object's radius, so that angles and shifts weigh alike
+            if weight is None:  # fixed once: the mixing compares geometries across rounds
+                weight = np.deg2rad(_radius(volume))
+            x = np.concatenate([weight * euler.ravel(), np.c_[current.shift_y, current.shift_x].ravel() if shifts else []])
+            f = np.concatenate([weight * delta.ravel(), d_shift.ravel() if shifts else []])
+
+            def other(v):
+                a = v[: 3 * n]
+                return np.concatenate([a - collective @ (to_collective @ a), v[3 * n:]])
+
+            mixed = mixer.step(x, f, project=other)
+            record["mixed_rounds"] = mixer.used
+            delta = (mixed[: 3 * n] / weight + collective @ drift).reshape(-1, 3)
+            delta = remove_rigid_motion(delta, rotation)
+            if shifts:
+                d_shift = remove_rigid_motion(mixed[3 * n:].reshape(-1, 2), rigid_motion_basis(euler)[1])
             euler = euler + delta
             current = current.assign_coords(phi=("tilt", euler[:, 0]), theta=("tilt", euler[:, 1]),
                                             psi=("tilt", euler[:, 2]))
@@ -241,7 +285,8 @@ def refine(
         else:
             d_shift = np.stack([_register(p, m, upsample)[0] for p, m in zip(reproj, measured)])
         if shifts:
-            d_shift = remove_rigid_motion(d_shift, rigid_motion_basis(euler)[1])  # nor is a global translation
+            if not search_angles:
+                d_shift = remove_rigid_motion(d_shift, rigid_motion_basis(euler)[1])  # nor is a global translation
             current = current.assign_coords(shift_y=current.shift_y + d_shift[:, 0],
                                             shift_x=current.shift_x + d_shift[:, 1])
             record["shift_rms_change"] = float(np.sqrt((d_shift**2).sum(axis=1).mean()))
@@ -257,7 +302,7 @@ def refine(
             print(f"refinement round {r + 1}/{rounds}: {record}")
     volume = reconstruct(current, "resire", config.get("reconstruct.iterations"), initial=volume, progress=progress)
     params = {"rounds": rounds, "iterations": iterations, "angles": angles, "shifts": shifts, "scales": scales,
-              "momentum": beta,
+              "momentum": beta, "memory": memory, "mixing_restarts": mixer.restarts,
               "angle_step": step, "angle_points": points, "history": history}
     current = add_provenance(current, "reconstruct.refine", params)
     volume = add_provenance(volume, "reconstruct.refine", params)
