@@ -18,10 +18,12 @@ the shifts' RMS error, and the part of the θ error that is a smooth ``a cos 2θ
 pattern, the slowest direction of the refinement (see BENCHMARKS.md).
 
 Run: python benchmarks/bench_refine.py [--atoms 40] [--fov 16] [--pixel 0.4] [--projections 30] [--rounds 10]
-     [--iterations 40] [--momentum 0.8] [--seed 0] [--track]
+     [--iterations 40] [--momentum 0.8] [--angle-error 1] [--shift-error 1.5] [--seed 0] [--track]
+     [--save FILE.npz]
 
 ``--track`` prints the rotation error after every round (its parts about the three axes),
-to see which part converges slowly.
+to see which part converges slowly; ``--angle-error 0 --shift-error 0`` starts at the truth
+(does the refinement stay there?); ``--save`` keeps the true, given and refined geometry.
 """
 
 from __future__ import annotations
