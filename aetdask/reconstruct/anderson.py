@@ -61,10 +61,6 @@ class AndersonMixer:
         self.used = 0  #: past rounds the last step combined
         self.restarts = 0
 
-    def reset(self) -> None:
-        self._x.clear()
-        self._f.clear()
-
     def step(self, x, f, project=None) -> np.ndarray:
         """The change to apply to ``x``, given the correction ``f`` a round proposes at ``x``.
 

@@ -188,8 +188,19 @@ def refine(
     ``refine.momentum``): it adds ``momentum`` × the previous round's, so a
     steady drift along those directions speeds up about ``1 / (1 − momentum)``
     times; the momentum restarts from zero when a round's correction turns
-    against it (it has overshot). The other directions, which one round
-    corrects nearly fully, are left as they are.
+    against it (it has overshot).
+
+    The other directions converge faster but not fast either: the
+    reconstruction takes up part of each projection's error (it has more
+    unknowns than the data), and smooth patterns across the series, such as a
+    slowly varying rotation about the beam, fall by 5–15 % per round. Their
+    corrections (angles and shifts together, angles weighted by the object's
+    RMS radius so that both are motions in pixels) go through Anderson mixing
+    of the last ``memory`` rounds (default: config ``refine.memory``;
+    :class:`~aetdask.reconstruct.anderson.AndersonMixer`), which removes a few
+    slow directions in about as many rounds. A mixed step that moves anything
+    further than the round's own correction or the grid search's reach is not
+    trusted and restarts the mixing.
 
     ``on_round``, if given, is called after every round as ``on_round(record,
     tilts)`` with that round's history record (a dict) and the tilt series with
@@ -247,7 +258,7 @@ def refine(
             ])
             new = np.concatenate([f[0] for f in found], axis=0)
             d_shift = np.concatenate([f[1] for f in found], axis=0)
-            rotation, _ = rigid_motion_basis(euler)
+            rotation, translation = rigid_motion_basis(euler)
             delta = remove_rigid_motion(new - euler, rotation)  # a global rotation is not observable
             collective = strain_basis(euler)[0].reshape(-1, 6)  # the slow, deformation-like directions
             to_collective = np.linalg.pinv(collective, rcond=1e-3)
@@ -259,7 +270,7 @@ def refine(
             else:
                 drift = c
             if shifts:  # rigid translations are not observable: out of the shift corrections too
-                d_shift = remove_rigid_motion(d_shift, rigid_motion_basis(euler)[1])
+                d_shift = remove_rigid_motion(d_shift, translation)
             # Anderson mixing of everything but the collective part, which has the momentum; angles in
             # pixels of motion at the object's radius, so that angles and shifts weigh alike
             if weight is None:  # fixed once: the mixing compares geometries across rounds
@@ -276,7 +287,7 @@ def refine(
             delta = (mixed[: 3 * n] / weight + collective @ drift).reshape(-1, 3)
             delta = remove_rigid_motion(delta, rotation)
             if shifts:
-                d_shift = remove_rigid_motion(mixed[3 * n:].reshape(-1, 2), rigid_motion_basis(euler)[1])
+                d_shift = remove_rigid_motion(mixed[3 * n:].reshape(-1, 2), translation)
             euler = euler + delta
             current = current.assign_coords(phi=("tilt", euler[:, 0]), theta=("tilt", euler[:, 1]),
                                             psi=("tilt", euler[:, 2]))
