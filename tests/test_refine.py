@@ -4,7 +4,7 @@ from scipy.spatial.transform import Rotation
 
 from aetdask.geometry import projection_matrices, remove_rigid_motion, rigid_motion_basis, strain_basis, strain_matrix
 from aetdask.kernels.shift import fourier_shift
-from aetdask.reconstruct.refine import refine
+from aetdask.reconstruct.refine import _deformation_directions, refine
 from aetdask.simulate import amorphous_particle, linear
 
 
@@ -51,6 +51,23 @@ def test_remove_rigid_motion_keeps_only_what_is_observable():
     np.testing.assert_allclose(remove_rigid_motion(cleaned, translation), cleaned, atol=1e-12)
     assert np.abs(remove_rigid_motion(translation @ np.array([1.0, -2.0, 0.7]), translation)).max() < 1e-9
     assert np.sqrt((cleaned**2).mean()) <= np.sqrt((local**2).mean())
+
+
+def test_deformation_coordinates_ignore_pure_magnifications():
+    # a single-axis series whose φ, ψ a refinement has moved by tenths of a degree: stretching
+    # along the tilt axis against across it then has a tiny angle pattern, which must not turn
+    # angle noise into huge deformation coordinates
+    rng = np.random.default_rng(1)
+    n = 30
+    e = np.c_[np.zeros(n), np.arange(0, 180, 6.0), np.zeros(n)] + rng.normal(0, 0.3, (n, 3))
+    collective, to_collective = _deformation_directions(e)
+    # a real deformation's angle pattern is kept whole
+    real = collective @ np.array([0, 0, 0, 2e-3, 1e-3, -1e-3])
+    np.testing.assert_allclose(collective @ (to_collective @ real), real, atol=1e-4 * np.abs(real).max())
+    # angle noise of the same RMS gets coordinates of about the real pattern's size (here 1.1
+    # times); a kept magnification direction would make them over 100 times larger
+    noise = rng.normal(0, np.sqrt((real**2).mean()), real.shape)
+    assert np.linalg.norm(to_collective @ noise) < 3 * np.linalg.norm(to_collective @ real)
 
 
 @pytest.fixture(scope="module")
