@@ -18,12 +18,14 @@ the shifts' RMS error, and the part of the θ error that is a smooth ``a cos 2θ
 pattern, the slowest direction of the refinement (see BENCHMARKS.md).
 
 Run: python benchmarks/bench_refine.py [--atoms 40] [--fov 16] [--pixel 0.4] [--projections 30] [--rounds 10]
-     [--iterations 40] [--momentum 0.8] [--angle-error 1] [--shift-error 1.5] [--seed 0] [--track]
-     [--save FILE.npz]
+     [--iterations 40] [--momentum 0.8] [--angle-error 1] [--shift-error 1.5] [--strain C=VALUE] [--seed 0]
+     [--track] [--save FILE.npz]
 
 ``--track`` prints the rotation error after every round (its parts about the three axes),
 to see which part converges slowly; ``--angle-error 0 --shift-error 0`` starts at the truth
-(does the refinement stay there?); ``--save`` keeps the true, given and refined geometry.
+(does the refinement stay there?); ``--angle-error 0 --shift-error 0 --strain yz=2e-3`` starts
+from nothing but a deformation-like θ pattern (how fast is the slowest direction removed?);
+``--save`` keeps the true, given and refined geometry.
 """
 
 from __future__ import annotations
@@ -69,6 +71,9 @@ def main():
     parser.add_argument("--angle-error", type=float, default=1.0,
                         help="scale of the angle errors put in (0: start at the true angles)")
     parser.add_argument("--shift-error", type=float, default=1.5, help="largest shift put in (px)")
+    parser.add_argument("--strain", metavar="C=VALUE", action="append", default=[],
+                        help="add the angle pattern of a deformation of the object (C one of xx, yy, zz, yz, xz, xy; "
+                             "e.g. yz=2e-3: θ errors ∝ cos 2θ), the refinement's slowest direction; repeatable")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--iterations", type=int, default=40)
     parser.add_argument("--momentum", type=float, default=None, help="default: config refine.momentum")
@@ -79,7 +84,8 @@ def main():
 
     import numpy as np
 
-    from aetdask.geometry import remove_rigid_motion, rigid_motion_basis
+    from aetdask.geometry import (STRAIN_COMPONENTS, remove_rigid_motion, rigid_motion_basis, strain_basis,
+                                  strain_matrix)
     from aetdask.kernels.shift import fourier_shift
     from aetdask.reconstruct.refine import refine
     from aetdask.simulate import amorphous_particle, linear
@@ -93,6 +99,14 @@ def main():
     shifts = rng.uniform(-a.shift_error, a.shift_error, (n, 2))
     ts = ts.copy(data=fourier_shift(ts.values, shifts))
     given = truth + a.angle_error * np.c_[rng.normal(0, 0.3, n), rng.normal(0, 0.5, n), rng.normal(0, 0.3, n)]
+    if a.strain:
+        eps = np.zeros(6)
+        for item in a.strain:
+            name, _, value = item.partition("=")
+            if name not in STRAIN_COMPONENTS or not value:
+                parser.error(f"--strain {item!r}: expected C=VALUE with C one of {', '.join(STRAIN_COMPONENTS)}")
+            eps[STRAIN_COMPONENTS.index(name)] += float(value)
+        given = given + strain_basis(truth)[0] @ eps
     ts = ts.assign_coords(phi=("tilt", given[:, 0]), theta=("tilt", given[:, 1]), psi=("tilt", given[:, 2]))
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores")
     print(f"model: {a.atoms} atoms, {n} projections 0…{truth[-1, 1]:g}°, {shape}² px of {a.pixel} Å; "
@@ -117,7 +131,13 @@ def main():
               f"the detector's other axis {parts[1]:.3f}°, the beam {parts[2]:.3f}°); per Euler angle RMS "
               f"φ {rms[0]:.3f}°, θ {rms[1]:.3f}°, ψ {rms[2]:.3f}°; θ error's cos 2θ, sin 2θ parts "
               f"{a_b[0]:+.3f}°, {a_b[1]:+.3f}°")
+        # the deformation-like part of the error stands for a deformed reconstruction: how far it moves the atoms
+        eps = np.linalg.pinv(strain_basis(truth)[0].reshape(-1, 6), rcond=0.05) @ d.ravel()
+        moved = np.linalg.norm(atoms @ strain_matrix(eps), axis=1) * 100  # pm
+        print(f"         deformation-like part: strain {np.round(eps * 1e3, 2)} ×10⁻³ ({', '.join(STRAIN_COMPONENTS)}), "
+              f"moves the atoms {np.sqrt((moved**2).mean()):.1f} pm RMS, {moved.max():.1f} pm at most")
 
+    atoms = model.position.values - model.position.values.mean(axis=0)  # Å, about the centre
     report("given  ", given)
     report("refined", np.c_[out.phi, out.theta, out.psi])
     err = remove_rigid_motion(np.c_[out.shift_y, out.shift_x] + shifts, translation)
