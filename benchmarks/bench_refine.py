@@ -87,7 +87,7 @@ def main():
     from aetdask.geometry import (STRAIN_COMPONENTS, remove_rigid_motion, rigid_motion_basis, strain_basis,
                                   strain_matrix)
     from aetdask.kernels.shift import fourier_shift
-    from aetdask.reconstruct.refine import refine
+    from aetdask.reconstruct.refine import _deformation_directions, refine
     from aetdask.simulate import amorphous_particle, linear
 
     rng = np.random.default_rng(a.seed)
@@ -132,7 +132,7 @@ def main():
               f"φ {rms[0]:.3f}°, θ {rms[1]:.3f}°, ψ {rms[2]:.3f}°; θ error's cos 2θ, sin 2θ parts "
               f"{a_b[0]:+.3f}°, {a_b[1]:+.3f}°")
         # the deformation-like part of the error stands for a deformed reconstruction: how far it moves the atoms
-        eps = np.linalg.pinv(strain_basis(truth)[0].reshape(-1, 6), rcond=0.05) @ d.ravel()
+        eps = _deformation_directions(truth)[1] @ d.ravel()  # the refinement's own deformation coordinates
         moved = np.linalg.norm(atoms @ strain_matrix(eps), axis=1) * 100  # pm
         print(f"         deformation-like part: strain {np.round(eps * 1e3, 2)} ×10⁻³ ({', '.join(STRAIN_COMPONENTS)}), "
               f"moves the atoms {np.sqrt((moved**2).mean()):.1f} pm RMS, {moved.max():.1f} pm at most")

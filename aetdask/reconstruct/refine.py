@@ -231,9 +231,7 @@ def refine(
     beta = float(config.get("refine.momentum", momentum))
     if not 0 <= beta < 1:
         raise ValueError(f"momentum: expected 0 ≤ momentum < 1, got {beta}")
-    memory = int(config.get("refine.memory", memory))
-    if memory < 0:
-        raise ValueError(f"memory: expected a number of rounds ≥ 0, got {memory}")
+    memory = int(config.get("refine.memory", memory))  # AndersonMixer refuses a negative one
     s = int(config.get("reconstruct.subsamples"))
     offsets = step * (np.arange(points) - points // 2)
     n = tilts.sizes["tilt"]
