@@ -19,7 +19,14 @@ pattern, the slowest direction of the refinement (see BENCHMARKS.md).
 
 Run: python benchmarks/bench_refine.py [--atoms 40] [--fov 16] [--pixel 0.4] [--projections 30] [--rounds 10]
      [--iterations 40] [--momentum 0.8] [--angle-error 1] [--shift-error 1.5] [--strain C=VALUE] [--seed 0]
-     [--track] [--save FILE.npz]
+     [--model ATOMS --angles ANGLES] [--track] [--save FILE.npz]
+
+``--model`` takes any atomic model that ``aetdask.io.read_atoms`` reads, ``--angles`` any angle
+file that ``read_angles`` reads (the true angles). The seed paper's 208-atom Si particle in its
+own geometry (60 projections, 0.195 Å, 128² px):
+
+    python benchmarks/bench_refine.py --model ../shared/reference/seed-paper/aSi_208atoms_GT.txt \
+        --angles ../shared/reference/seed-paper/Si_Angle.mat --pixel 0.195 --fov 24.96
 
 ``--track`` prints the rotation error after every round (its parts about the three axes),
 to see which part converges slowly; ``--angle-error 0 --shift-error 0`` starts at the truth
@@ -64,7 +71,9 @@ def rotation_error(truth, est):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--atoms", type=int, default=40)
+    parser.add_argument("--atoms", type=int, default=40, help="atoms of the random Pt/Si particle")
+    parser.add_argument("--model", metavar="ATOMS", help="an atomic model file instead of the random particle")
+    parser.add_argument("--angles", metavar="FILE", help="the true angles from a file (default: θ evenly over 0…180°)")
     parser.add_argument("--fov", type=float, default=16.0, help="field of view (Å)")
     parser.add_argument("--pixel", type=float, default=0.4, help="pixel size (Å)")
     parser.add_argument("--projections", type=int, default=30, help="tilts evenly over 0…180° (60: the seed paper's 3° steps)")
@@ -86,14 +95,23 @@ def main():
 
     from aetdask.geometry import (STRAIN_COMPONENTS, remove_rigid_motion, rigid_motion_basis, strain_basis,
                                   strain_matrix)
+    from aetdask.io import read_angles, read_atoms
     from aetdask.kernels.shift import fourier_shift
     from aetdask.reconstruct.refine import _deformation_directions, refine
     from aetdask.simulate import amorphous_particle, linear
 
     rng = np.random.default_rng(a.seed)
-    model = amorphous_particle(a.atoms, species=["Pt", "Si"], seed=5)
-    n = a.projections
-    truth = np.c_[np.zeros(n), np.arange(n) * 180.0 / n, np.zeros(n)]
+    if a.model:
+        model = read_atoms(a.model)
+        model = model.assign(position=model.position - model.position.mean("atom"))
+    else:
+        model = amorphous_particle(a.atoms, species=["Pt", "Si"], seed=5)
+    if a.angles:
+        truth = read_angles(a.angles)
+        n = len(truth)
+    else:
+        n = a.projections
+        truth = np.c_[np.zeros(n), np.arange(n) * 180.0 / n, np.zeros(n)]
     shape = int(round(a.fov / a.pixel))
     ts = linear(model, angles=truth, pixel_size=a.pixel, shape=shape).compute()
     shifts = rng.uniform(-a.shift_error, a.shift_error, (n, 2))
@@ -109,7 +127,8 @@ def main():
         given = given + strain_basis(truth)[0] @ eps
     ts = ts.assign_coords(phi=("tilt", given[:, 0]), theta=("tilt", given[:, 1]), psi=("tilt", given[:, 2]))
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores")
-    print(f"model: {a.atoms} atoms, {n} projections 0…{truth[-1, 1]:g}°, {shape}² px of {a.pixel} Å; "
+    print(f"model: {a.model or 'random Pt/Si particle'}, {model.sizes['atom']} atoms; {n} projections "
+          f"θ {truth[:, 1].min():g}…{truth[:, 1].max():g}°, {shape}² px of {a.pixel} Å; "
           f"{a.rounds} rounds × {a.iterations} RESIRE iterations")
     def track(record, tilts):
         if a.track:
@@ -132,10 +151,14 @@ def main():
               f"φ {rms[0]:.3f}°, θ {rms[1]:.3f}°, ψ {rms[2]:.3f}°; θ error's cos 2θ, sin 2θ parts "
               f"{a_b[0]:+.3f}°, {a_b[1]:+.3f}°")
         # the deformation-like part of the error stands for a deformed reconstruction: how far it moves the atoms
-        eps = _deformation_directions(truth)[1] @ d.ravel()  # the refinement's own deformation coordinates
+        collective, to_strain = _deformation_directions(truth)
+        eps = to_strain @ d.ravel()  # the refinement's own deformation coordinates
         moved = np.linalg.norm(atoms @ strain_matrix(eps), axis=1) * 100  # pm
         print(f"         deformation-like part: strain {np.round(eps * 1e3, 2)} ×10⁻³ ({', '.join(STRAIN_COMPONENTS)}), "
               f"moves the atoms {np.sqrt((moved**2).mean()):.1f} pm RMS, {moved.max():.1f} pm at most")
+        rest, rest_parts = rotation_error(truth, truth + d - (collective @ eps).reshape(-1, 3))
+        print(f"         the rest (error less its deformation-like part): rotation error RMS {rest:.3f}° "
+              f"({rest_parts[0]:.3f}° / {rest_parts[1]:.3f}° / {rest_parts[2]:.3f}°)")
 
     atoms = model.position.values - model.position.values.mean(axis=0)  # Å, about the centre
     report("given  ", given)
