@@ -21,7 +21,7 @@ import xarray as xr
 
 from aetdask import config
 from aetdask.errors import InputError
-from aetdask.geometry import projection_matrices, remove_rigid_motion, rigid_motion_basis
+from aetdask.geometry import projection_matrices, remove_rigid_motion, rigid_motion_basis, strain_basis, strain_matrix
 from aetdask.kernels import gaussian_atoms
 from aetdask.kernels.trace import merge
 from aetdask.reconstruct.stage import euler_angles
@@ -32,6 +32,100 @@ from aetdask.schema import atoms as make_atoms
 _START_WIDTH = 0.5
 #: Largest change of a projection's Euler angles in angle refinement (degrees).
 _MAX_ANGLE = 2.0
+#: Trial strain of the deformation search: about 0.1° of angle change, the size of the errors it is for.
+_STRAIN_STEP = 2e-3
+#: Deformations whose angle pattern is weaker than this fraction of the strongest are magnifications and
+#: left out of the deformation search (they change no angle; the atoms alone carry them).
+_STRAIN_RCOND = 0.05
+
+
+def _deformation_search(problem, x, sweeps=2, h=_STRAIN_STEP, log=None):
+    """Move the angles along the deformation patterns, the atoms following; return the new parameters.
+
+    A linear deformation of the whole model ``r → (I + E) r`` seen at angles
+    changed along :func:`aetdask.geometry.strain_basis` reproduces every
+    projection up to a small in-plane magnification: a long, flat valley of the
+    misfit that a joint fit of atoms and angles does not travel (its gradient
+    along the valley is tiny next to those across it). Here the valley is
+    searched directly: for each deformation direction ``d`` (the right singular
+    vectors of the strain-to-angle map that change the angles), the misfit with
+    the angles moved by ``strain_basis @ (ε ± h d)`` and the atoms moved by
+    ``(I − E)`` and then refitted (angles held) is evaluated, and a parabola
+    through the three values gives the step. The atoms, unlike a voxel volume,
+    cannot take up each projection's in-plane magnification, so the valley has a
+    minimum where the deformation is right. Steps that do not lower the misfit
+    are refused.
+    """
+    pos, hgt, wid, bg, c, o, e = problem.unpack(x)
+    euler = problem.euler + e
+    pattern = strain_basis(euler)[0]  # (n, 3, 6): degrees per unit strain
+    _, sv, vt = np.linalg.svd(pattern.reshape(-1, 6), full_matrices=False)
+    directions = vt[sv > _STRAIN_RCOND * sv[0]]
+    hessian = _position_hessians(problem, x)
+
+    def trial(eps):
+        """Misfit with the angles moved along the patterns by ``eps``, the atoms deformed back and refitted."""
+        p = problem.pack(pos @ (np.eye(3) - strain_matrix(eps)).T, hgt, wid, bg, c, o, e + pattern @ eps)
+        return _fit_positions(problem, p, hessian)
+
+    eps = np.zeros(6)
+    best, best_x = trial(eps)
+    for sweep in range(sweeps):
+        for d in directions:
+            fp, _ = trial(eps + h * d)
+            fm, _ = trial(eps - h * d)
+            curv = fp - 2 * best + fm
+            if curv <= 0:
+                continue
+            t = float(np.clip(0.5 * h * (fm - fp) / curv, -2 * h, 2 * h))
+            f, xt = trial(eps + t * d)
+            if log is not None:
+                log(f"deformation search, sweep {sweep + 1}: misfit {best:.6g} → {f:.6g} (strain step {t:+.2e})")
+            if f < best:
+                eps, best, best_x = eps + t * d, f, xt
+    return best_x, eps
+
+
+def _position_hessians(problem, x, delta=1e-3):
+    """Each atom's 3×3 block of the misfit's Hessian in its position (Å), by differences of the gradient.
+
+    All atoms are moved at once along one axis per difference: the blocks couple
+    neighbours only through overlapping tails, which this leaves out.
+    """
+    sl = problem._slice("pos")
+    g0 = problem(x)[1][sl].reshape(-1, 3)
+    blocks = np.empty((len(g0), 3, 3))
+    for axis in range(3):
+        moved = x.copy()
+        moved[sl.start + axis:sl.stop:3] += delta
+        blocks[:, :, axis] = (problem(moved)[1][sl].reshape(-1, 3) - g0) / delta
+    blocks = 0.5 * (blocks + np.swapaxes(blocks, 1, 2))
+    w, v = np.linalg.eigh(blocks)
+    w = np.maximum(w, 1e-3 * w.max(axis=1, keepdims=True))
+    return np.einsum("nij,nj,nkj->nik", v, w, v)
+
+
+def _fit_positions(problem, x, hessian, iterations=10):
+    """Newton steps on every atom's position, everything else held; return ``(misfit, parameters)``."""
+    sl = problem._slice("pos")
+    x = x.copy()
+    value, grad = problem(x)
+    for _ in range(iterations):
+        step = -np.linalg.solve(hessian, grad[sl].reshape(-1, 3, 1))[..., 0]
+        for _half in range(6):  # halve a step that raises the misfit
+            trial = x.copy()
+            trial[sl] += step.ravel()
+            new, new_grad = problem(trial)
+            if new <= value:
+                break
+            step *= 0.5
+        else:
+            break
+        converged = value - new < 1e-10 * max(abs(value), 1.0)
+        x, value, grad = trial, new, new_grad
+        if converged:
+            break
+    return float(value), x
 
 
 def _per_tilt(tilts, name, default):
@@ -185,8 +279,12 @@ def refine(
     angles : bool, optional
         Refine every projection's Euler angles too (within ±2°; default
         ``aetdask.refine_atoms.angles``). A rotation of the whole model is not
-        observable and is taken out of the angles; the refined angles are in
-        the provenance (``phi``, ``theta``, ``psi``).
+        observable and is taken out of the angles. Angle errors along the
+        patterns of a linear deformation of the whole model are a flat valley of
+        the misfit that the joint fit does not travel; a search along those
+        patterns, the atoms following, finishes them (:func:`_deformation_search`).
+        The refined angles are in the provenance (``phi``, ``theta``, ``psi``),
+        with the strain the search applied (``deformation_search_strain``).
 
     Returns
     -------
@@ -300,6 +398,9 @@ def refine(
         pos, h, s, bg, c, o, e = problem.unpack(result.x)
         e = remove_rigid_motion(e, rigid_motion_basis(euler + e)[0])
         problem, result, _ = fit(pos, kind_of, (h, s, bg, c, o, e), False, free_angles=False)
+        log = (lambda m: print("\n" + m, end="")) if progress else None
+        x, deformation = _deformation_search(problem, result.x, log=log)
+        result = scipy.optimize.OptimizeResult(x=x, fun=problem(x)[0])
     if progress:
         print()
     pos, h, s, bg, c, o, e = problem.unpack(result.x)
@@ -321,7 +422,8 @@ def refine(
         "background": bg.tolist(), "scale": c.tolist(), "offset_y": o[:, 0].tolist(), "offset_x": o[:, 1].tolist(),
         "misfit_start": value0, "misfit_final": float(result.fun), "evaluations": calls[0],
         "selection": selection, "atoms_in": len(start), "atoms_out": len(pos),
-        **({"phi": (euler + e)[:, 0].tolist(), "theta": (euler + e)[:, 1].tolist(), "psi": (euler + e)[:, 2].tolist()}
+        **({"phi": (euler + e)[:, 0].tolist(), "theta": (euler + e)[:, 1].tolist(), "psi": (euler + e)[:, 2].tolist(),
+            "deformation_search_strain": deformation.tolist()}
            if angles else {}),
         "r_factor": float(np.mean(np.abs(model_images - b).sum(axis=(1, 2)) / np.abs(b).sum(axis=(1, 2)))),
         "seconds": time.perf_counter() - t0,
