@@ -19,7 +19,7 @@ pattern, the slowest direction of the refinement (see BENCHMARKS.md).
 
 Run: python benchmarks/bench_refine.py [--atoms 40] [--fov 16] [--pixel 0.4] [--projections 30] [--rounds 10]
      [--iterations 40] [--momentum 0.8] [--angle-error 1] [--shift-error 1.5] [--strain C=VALUE] [--seed 0]
-     [--model ATOMS --angles ANGLES] [--track] [--save FILE.npz]
+     [--model ATOMS --angles ANGLES] [--species Pt,Si] [--atom-fit] [--track] [--save FILE.npz]
 
 ``--model`` takes any atomic model that ``aetdask.io.read_atoms`` reads, ``--angles`` any angle
 file that ``read_angles`` reads (the true angles). The seed paper's 208-atom Si particle in its
@@ -32,7 +32,10 @@ own geometry (60 projections, 0.195 Å, 128² px):
 to see which part converges slowly; ``--angle-error 0 --shift-error 0`` starts at the truth
 (does the refinement stay there?); ``--angle-error 0 --shift-error 0 --strain yz=2e-3`` starts
 from nothing but a deformation-like θ pattern (how fast is the slowest direction removed?);
-``--save`` keeps the true, given and refined geometry.
+``--save`` keeps the true, given and refined geometry. ``--atom-fit`` then traces and classifies
+the refined volume and fits the atoms to every projection with the angles free
+(``aetdask.model.refine(angles=True)``, the coordinate refinement's option, with its search along
+the deformation patterns), and reports those angles too.
 """
 
 from __future__ import annotations
@@ -71,7 +74,7 @@ def rotation_error(truth, est):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--atoms", type=int, default=40, help="atoms of the random Pt/Si particle")
+    parser.add_argument("--atoms", type=int, default=40, help="atoms of the random particle")
     parser.add_argument("--model", metavar="ATOMS", help="an atomic model file instead of the random particle")
     parser.add_argument("--angles", metavar="FILE", help="the true angles from a file (default: θ evenly over 0…180°)")
     parser.add_argument("--fov", type=float, default=16.0, help="field of view (Å)")
@@ -83,6 +86,10 @@ def main():
     parser.add_argument("--strain", metavar="C=VALUE", action="append", default=[],
                         help="add the angle pattern of a deformation of the object (C one of xx, yy, zz, yz, xz, xy; "
                              "e.g. yz=2e-3: θ errors ∝ cos 2θ), the refinement's slowest direction; repeatable")
+    parser.add_argument("--species", default="Pt,Si", help="elements of the random particle (comma-separated)")
+    parser.add_argument("--atom-fit", action="store_true",
+                        help="then trace and classify the refined volume and fit the atoms with every projection's "
+                             "angles free (aetdask.model.refine(angles=True), with its deformation search)")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--iterations", type=int, default=40)
     parser.add_argument("--momentum", type=float, default=None, help="default: config refine.momentum")
@@ -105,7 +112,7 @@ def main():
         model = read_atoms(a.model)
         model = model.assign(position=model.position - model.position.mean("atom"))
     else:
-        model = amorphous_particle(a.atoms, species=["Pt", "Si"], seed=5)
+        model = amorphous_particle(a.atoms, species=a.species.split(","), seed=5)
     if a.angles:
         truth = read_angles(a.angles)
         n = len(truth)
@@ -127,7 +134,7 @@ def main():
         given = given + strain_basis(truth)[0] @ eps
     ts = ts.assign_coords(phi=("tilt", given[:, 0]), theta=("tilt", given[:, 1]), psi=("tilt", given[:, 2]))
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores")
-    print(f"model: {a.model or 'random Pt/Si particle'}, {model.sizes['atom']} atoms; {n} projections "
+    print(f"model: {a.model or 'random ' + a.species.replace(',', '/') + ' particle'}, {model.sizes['atom']} atoms; {n} projections "
           f"θ {truth[:, 1].min():g}…{truth[:, 1].max():g}°, {shape}² px of {a.pixel} Å; "
           f"{a.rounds} rounds × {a.iterations} RESIRE iterations")
     def track(record, tilts):
@@ -137,8 +144,22 @@ def main():
                   f"other axis {parts[1]:.4f}°, beam {parts[2]:.4f}°)", flush=True)
 
     t0 = time.perf_counter()
-    _, out = refine(ts, rounds=a.rounds, iterations=a.iterations, momentum=a.momentum, on_round=track)
+    volume, out = refine(ts, rounds=a.rounds, iterations=a.iterations, momentum=a.momentum, on_round=track)
     seconds = time.perf_counter() - t0
+    fitted = None
+    if a.atom_fit:
+        from aetdask.model import classify, trace
+        from aetdask.model import refine as fit_atoms
+
+        t1 = time.perf_counter()
+        names = sorted(set(model.species.values.astype(str)))
+        found = classify(trace(volume, names), names)
+        res = fit_atoms(found, out, angles=True, select=False)
+        p = res.attrs["provenance"][-1]["params"]
+        fitted = np.c_[p["phi"], p["theta"], p["psi"]]
+        fit_seconds = time.perf_counter() - t1
+        fit_info = (f"{found.sizes['atom']} atoms traced and classified of {model.sizes['atom']}; deformation search "
+                    f"strain {np.round(np.asarray(p['deformation_search_strain']) * 1e3, 2)} ×10⁻³")
     rotation, translation = rigid_motion_basis(truth)
 
     def report(label, est):
@@ -163,6 +184,9 @@ def main():
     atoms = model.position.values - model.position.values.mean(axis=0)  # Å, about the centre
     report("given  ", given)
     report("refined", np.c_[out.phi, out.theta, out.psi])
+    if fitted is not None:
+        print(f"atom fit: {fit_info}")
+        report("atom-fit", fitted)
     err = remove_rigid_motion(np.c_[out.shift_y, out.shift_x] + shifts, translation)
     if a.save:
         np.savez(a.save, truth=truth, given=given, refined=np.c_[out.phi, out.theta, out.psi], shifts=shifts,
@@ -170,7 +194,7 @@ def main():
     print(f"shifts: RMS error {np.sqrt((err**2).mean(axis=0)).max():.3f} px (up to a global translation)")
     for h in out.attrs["provenance"][-1]["params"]["history"]:
         print("  round", h)
-    print(f"refinement: {seconds:.1f} s")
+    print(f"refinement: {seconds:.1f} s" + (f"; atom fit {fit_seconds:.1f} s" if fitted is not None else ""))
 
 
 if __name__ == "__main__":
