@@ -77,7 +77,7 @@ def _deformation_search(problem, x, sweeps=2, h=_STRAIN_STEP, log=None):
             curv = fp - 2 * best + fm
             if curv <= 0:
                 continue
-            t = float(np.clip(0.5 * h * (fm - fp) / curv, -2 * h, 2 * h))
+            t = float(np.clip(0.5 * h * (fm - fp) / curv, -h, h))  # no further than the three points reach
             f, xt = trial(eps + t * d)
             if log is not None:
                 log(f"deformation search, sweep {sweep + 1}: misfit {best:.6g} → {f:.6g} (strain step {t:+.2e})")
