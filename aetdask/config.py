@@ -18,7 +18,7 @@ Examples
 from __future__ import annotations
 
 import pathlib
-from numbers import Real
+from numbers import Integral, Real
 
 import dask.config
 import yaml
@@ -39,6 +39,8 @@ CHOICES = {
 }
 #: Values that may be None besides their default's kind.
 NULLABLE = {"scheduler"}
+#: The kind of the keys whose default is None (None: decided from the data or the other settings).
+NULL_KINDS = {"analyze.cutoff": Real, "ptycho.probe_after": Real, "refine_atoms.components": Integral}
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -84,14 +86,16 @@ def validate(key: str, value):
         ok = isinstance(value, Real) and not isinstance(value, bool)
     elif isinstance(default, list):
         ok = isinstance(value, (list, tuple)) and len(value) == len(default)
+    elif k in NULL_KINDS:
+        ok = isinstance(value, NULL_KINDS[k]) and not isinstance(value, bool)
     elif default is None:
         ok = isinstance(value, str)
     else:
         ok = isinstance(value, type(default))
     if not ok:
-        raise ConfigTypeError(
-            f"aetdask.{k} = {value!r} has the wrong kind; expected a value like {default!r}"
-        )
+        like = (f"{'an integer' if NULL_KINDS[k] is Integral else 'a number'} or null" if k in NULL_KINDS
+                else f"a value like {default!r}")
+        raise ConfigTypeError(f"aetdask.{k} = {value!r} has the wrong kind; expected {like}")
     return value
 
 

@@ -32,7 +32,7 @@ _CONFIG_OF = {
     "candidates": ("trace.oversample", "trace.window", "trace.sigma", "trace.order", "trace.bond_fraction"),
     "atoms": ("classify.seed", "classify.passes", "classify.noise_classes"),
     "refined": ("refine_atoms.iterations", "refine_atoms.max_displacement", "refine_atoms.select",
-                "refine_atoms.angles"),
+                "refine_atoms.angles", "refine_atoms.components"),
 }
 _SCANNING_KEYS = ("scanning.core", "scanning.overlap")
 _PTYCHO_KEYS = ("ptycho.iterations", "ptycho.multislice", "ptycho.slices", "ptycho.probe_after", "ptycho.blur")
@@ -297,7 +297,9 @@ def run(
         changes = (f"{sum(r['removed'] for r in sel)} atoms dropped, {sum(r['added'] for r in sel)} added by the "
                    f"likelihood test; " if sel else "")
         return (changes + f"{p['likelihood']} fit, misfit {p['misfit_start']:.6g} → {p['misfit_final']:.6g}, median "
-                f"displacement {shift:.1f} pm, B = " + ", ".join(f"{s} {b:.1f} Å²" for s, b in zip(p["species"], p["b_factor"])))
+                f"displacement {shift:.1f} pm, B = " + ", ".join(f"{s} {' / '.join(f'{v:.1f}' for v in np.ravel(b))} Å²"
+                                                          for s, b in zip(p["species"], p["b_factor"]))
+                + (" (core / tails)" if p.get("components", 1) > 1 else ""))
 
     stage("raw", do_raw, "ptychography: a phase image per tilt" if ptychographic else "import")
     stage("preprocessed", do_pre, "preprocessing: noise, VST + denoising, background, alignment")

@@ -15,20 +15,21 @@ from aetdask.evaluate import evaluate, scanned_region, to_json
 from aetdask.geometry import detector_coordinates
 from aetdask.io import RunStore
 from aetdask.kernels import gaussian_atoms
+from aetdask.model.refine import profile_of
 from aetdask.schema import last_record
 
 
 def model_projection(refined, tilts, k: int) -> np.ndarray:
-    """The refined model seen at projection ``k``: background + scale × Gaussian atoms, as fitted."""
+    """The refined model seen at projection ``k``: background + scale × the atoms' Gaussian profiles, as fitted."""
     p = last_record(refined, "refine")
     n = tilts.sizes["y"]
     pixel = float(tilts.attrs["pixel_size"])
     angles = np.array([[float(tilts.phi[k]), float(tilts.theta[k]), float(tilts.psi[k])]])
     det = detector_coordinates(refined.position.values, angles) / pixel + n // 2
     det = det + np.array([p["offset_y"][k], p["offset_x"][k]])
-    kind = {s: i for i, s in enumerate(p["species"])}
-    idx = np.array([kind[s] for s in refined.species.values.astype(str)], dtype=int)
-    img = gaussian_atoms.render(det, np.asarray(p["height"])[idx], np.asarray(p["width"])[idx] / pixel, (n, n))[0]
+    h, s = profile_of(p, refined.species.values)  # (atoms, components)
+    det = np.repeat(det, h.shape[1], axis=1)
+    img = gaussian_atoms.render(det, h.ravel(), s.ravel() / pixel, (n, n))[0]
     return p["background"][k] + p["scale"][k] * img
 
 

@@ -1,6 +1,6 @@
 """End-to-end accuracy and time of `aetdask run` on the seed paper's 208-atom Si tilt series.
 
-    python benchmarks/bench_pipeline.py [--seed-dir DIR] [--thin 0.5]
+    python benchmarks/bench_pipeline.py [--seed-dir DIR] [--thin 0.5] [--config FILE.yaml]
 
 Runs the real command (local Dask cluster, run store on disk) in a subprocess, then scores the
 refined model with the paper's metric (cutoff 0.9 Å) and the strict one-to-one match. ``--thin f``
@@ -28,6 +28,7 @@ def main():
     ap.add_argument("--seed-dir", default=str(pathlib.Path(__file__).resolve().parents[2] / "shared" / "reference"
                                               / "seed-paper"))
     ap.add_argument("--thin", type=float, default=None)
+    ap.add_argument("--config", metavar="FILE", help="YAML file of aetdask parameters, passed to the command")
     args = ap.parse_args()
     seed = pathlib.Path(args.seed_dir)
     tilts = seed / "aSi_2nmFosCetr_Dose1p6e4_cov35pm_ForBM3D.mat"
@@ -52,7 +53,7 @@ def main():
         angles = work / "angles.txt"
     store = work / "np1.zarr"
     cmd = [sys.executable, "-m", "aetdask.cli", "run", str(tilts), "--angles", str(angles), "--pixel-size", "0.195",
-           "--species", "Si", "--out", str(store), "--json"]
+           "--species", "Si", "--out", str(store), "--json"] + (["--config", str(args.config)] if args.config else [])
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     wall = time.perf_counter() - t0

@@ -19,7 +19,7 @@ pattern, the slowest direction of the refinement (see BENCHMARKS.md).
 
 Run: python benchmarks/bench_refine.py [--atoms 40] [--fov 16] [--pixel 0.4] [--projections 30] [--rounds 10]
      [--iterations 40] [--momentum 0.8] [--angle-error 1] [--shift-error 1.5] [--strain C=VALUE] [--seed 0]
-     [--model ATOMS --angles ANGLES] [--species Pt,Si] [--atom-fit] [--track] [--save FILE.npz]
+     [--model ATOMS --angles ANGLES] [--species Pt,Si] [--atom-fit [--components K]] [--track] [--save FILE.npz]
 
 ``--model`` takes any atomic model that ``aetdask.io.read_atoms`` reads, ``--angles`` any angle
 file that ``read_angles`` reads (the true angles). The seed paper's 208-atom Si particle in its
@@ -35,7 +35,8 @@ from nothing but a deformation-like θ pattern (how fast is the slowest directio
 ``--save`` keeps the true, given and refined geometry. ``--atom-fit`` then traces and classifies
 the refined volume and fits the atoms to every projection with the angles free
 (``aetdask.model.refine(angles=True)``, the coordinate refinement's option, with its search along
-the deformation patterns), and reports those angles too.
+the deformation patterns), and reports those angles too; ``--components`` sets its Gaussians per atom
+profile (default with angles: a core and a tail Gaussian).
 """
 
 from __future__ import annotations
@@ -90,6 +91,8 @@ def main():
     parser.add_argument("--atom-fit", action="store_true",
                         help="then trace and classify the refined volume and fit the atoms with every projection's "
                              "angles free (aetdask.model.refine(angles=True), with its deformation search)")
+    parser.add_argument("--components", type=int, default=None,
+                        help="with --atom-fit: Gaussians per atom profile (default: config refine_atoms.components)")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--iterations", type=int, default=40)
     parser.add_argument("--momentum", type=float, default=None, help="default: config refine.momentum")
@@ -154,11 +157,12 @@ def main():
         t1 = time.perf_counter()
         names = sorted(set(model.species.values.astype(str)))
         found = classify(trace(volume, names), names)
-        res = fit_atoms(found, out, angles=True, select=False)
+        res = fit_atoms(found, out, angles=True, select=False, components=a.components, progress=True)
         p = res.attrs["provenance"][-1]["params"]
         fitted = np.c_[p["phi"], p["theta"], p["psi"]]
         fit_seconds = time.perf_counter() - t1
-        fit_info = (f"{found.sizes['atom']} atoms traced and classified of {model.sizes['atom']}; deformation search "
+        fit_info = (f"{found.sizes['atom']} atoms traced and classified of {model.sizes['atom']}; "
+                    f"{p['components']} Gaussian(s) per atom, R {p['r_factor']:.4f}; deformation search "
                     f"strain {np.round(np.asarray(p['deformation_search_strain']) * 1e3, 2)} ×10⁻³")
     rotation, translation = rigid_motion_basis(truth)
 

@@ -2,6 +2,7 @@ import dask
 import pytest
 
 from aetdask import config
+from aetdask.errors import ConfigTypeError
 
 
 def test_defaults_are_in_dask_config():
@@ -34,6 +35,16 @@ def test_bad_values_raise():
     with dask.config.set({"aetdask.dtype": "float16"}):  # set behind our back: caught when read
         with pytest.raises(ValueError):
             config.get("dtype")
+
+
+def test_keys_whose_default_is_null_take_numbers():
+    assert config.validate("analyze.cutoff", 3.1) == 3.1
+    assert config.validate("refine_atoms.components", 2) == 2
+    assert config.validate("refine_atoms.components", None) is None
+    with pytest.raises(ConfigTypeError, match="an integer or null"):
+        config.validate("refine_atoms.components", 1.5)
+    with pytest.raises(ConfigTypeError, match="a number or null"):
+        config.validate("analyze.cutoff", "3")
 
 
 def test_override_wins_and_is_validated():

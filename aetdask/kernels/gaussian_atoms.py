@@ -150,23 +150,28 @@ def gradients(residual, positions, height, sigma, cutoff: float = 4.0):
 @numba.njit(parallel=True, cache=True)
 def _likelihood_change(zp, mp, pos, height, sigma, weight, cutoff):
     nt, ny, nx = zp.shape
-    na = pos.shape[1]
+    na, nc = height.shape
     out = np.zeros((nt, na))
     for k in numba.prange(nt):
         for j in range(na):
-            s = sigma[j]
-            r = cutoff * s
+            r = 0.0
+            for c in range(nc):
+                r = max(r, cutoff * sigma[j, c])
             py, px = pos[k, j, 0], pos[k, j, 1]
             i0, i1, j0, j1 = _window_bounds(py, px, r, ny, nx)
-            inv = 0.5 / (s * s)
             acc = 0.0
             for i in range(i0, i1 + 1):
                 for m in range(j0, j1 + 1):
                     d2 = (i - py) ** 2 + (m - px) ** 2
                     if d2 > r * r:
                         continue
+                    add = 0.0
+                    for c in range(nc):
+                        s = sigma[j, c]
+                        if d2 <= (cutoff * s) ** 2:
+                            add += height[j, c] * math.exp(-0.5 * d2 / (s * s))
                     base = mp[k, i, m]
-                    new = max(base + weight[k] * height[j] * math.exp(-d2 * inv), 1e-12)
+                    new = max(base + weight[k] * add, 1e-12)
                     acc += (new - base) - zp[k, i, m] * math.log(new / base)
             out[k, j] = acc
     return out
@@ -177,14 +182,19 @@ def likelihood_change(counts, mean, positions, height, sigma, weight, cutoff: fl
     (``height`` > 0) or taken away (``height`` < 0), for each atom alone, summed over projections.
 
     ``counts`` z and ``mean`` m are ``(n_tilt, ny, nx)`` in the Poisson scale; an
-    atom adds ``weight_k · H · exp(−|u − p|²/2s²)`` to projection k.
+    atom adds ``weight_k · Σ_c H_c · exp(−|u − p|²/2s_c²)`` to projection k:
+    ``height`` and ``sigma`` are ``(n_atom,)`` for one Gaussian per atom or
+    ``(n_atom, n_component)`` for a profile of concentric Gaussians.
 
     >>> z = np.full((1, 9, 9), 1.0); m = np.full((1, 9, 9), 1.0)
     >>> dl = likelihood_change(z, m, np.array([[[4.0, 4.0]]]), np.array([2.0]), np.array([1.0]), np.array([1.0]))
     >>> bool(dl[0] > 0)  # an atom where the counts show none makes the fit worse
     True
     """
+    n = np.shape(positions)[1]
     out = _likelihood_change(np.ascontiguousarray(counts, dtype=np.float64), np.ascontiguousarray(mean, dtype=np.float64),
-                             np.ascontiguousarray(positions, dtype=np.float64), np.asarray(height, np.float64),
-                             np.asarray(sigma, np.float64), np.asarray(weight, np.float64), float(cutoff))
+                             np.ascontiguousarray(positions, dtype=np.float64),
+                             np.ascontiguousarray(np.asarray(height, np.float64).reshape(n, -1)),
+                             np.ascontiguousarray(np.asarray(sigma, np.float64).reshape(n, -1)),
+                             np.asarray(weight, np.float64), float(cutoff))
     return out.sum(axis=0)
