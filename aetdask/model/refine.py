@@ -73,7 +73,6 @@ def _deformation_search(problem, x, sweeps=2, h=_STRAIN_STEP, log=None):
 
     eps = np.zeros(6)
     best, best_x = trial(eps)
-    dispersion = _dispersion(problem, best_x)
     for sweep in range(sweeps):
         for d in directions:
             fp, _ = trial(eps + h * d)
@@ -83,28 +82,11 @@ def _deformation_search(problem, x, sweeps=2, h=_STRAIN_STEP, log=None):
                 continue
             t = float(np.clip(0.5 * h * (fm - fp) / curv, -h, h))  # no further than the three points reach
             f, xt = trial(eps + t * d)
-            se = h * np.sqrt(dispersion / curv)
             if log is not None:
-                log(f"deformation search, sweep {sweep + 1}: misfit {best:.6g} → {f:.6g} (strain step {t:+.2e}, "
-                    f"standard error {se:.2e})")
+                log(f"deformation search, sweep {sweep + 1}: misfit {best:.6g} → {f:.6g} (strain step {t:+.2e})")
             if f < best:
                 eps, best, best_x = eps + t * d, f, xt
     return best_x, eps
-
-
-def _dispersion(problem, x):
-    """The misfit's variance scale per unit of its curvature: ``Var(ε) = dispersion / f''(ε)``.
-
-    Least squares (``f = ½·norm·Σr²``): the residual variance ``2f/N`` in the
-    misfit's units. Counts (``f = norm·NLL``): ``norm`` times Pearson's χ²/N, the
-    over-dispersion of the residual against the Poisson model (1 when the model
-    is right).
-    """
-    m = problem.model(x)[0]
-    if problem.counts:
-        mp = np.maximum((m + problem.offset) / problem.alpha, 1e-12)
-        return problem.norm * float(np.mean((problem.zp - mp) ** 2 / mp))
-    return problem.norm * float(np.mean((m - problem.b) ** 2))
 
 
 def _position_hessians(problem, x, delta=1e-3):
