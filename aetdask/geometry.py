@@ -140,6 +140,43 @@ def strain_matrix(components) -> np.ndarray:
     return np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]])
 
 
+#: Strains whose angle pattern is weaker than this fraction of the strongest one's are magnifications,
+#: not angle changes (:func:`deformation_directions`). For a single-axis series, stretching along the
+#: tilt axis against across it changes no angle at all; the tenths of a degree of φ and ψ that a
+#: refinement puts in give it an angle pattern of about 1 % (sin of the tilt of the axis), and a
+#: pseudo-inverse that keeps it turns rounding into coordinates hundreds of times the real ones.
+ANGLE_STRAIN_RCOND = 0.05
+
+
+def deformation_directions(angles, rcond: float = ANGLE_STRAIN_RCOND):
+    """The strains that change the angles, and the map from angle changes to their coordinates.
+
+    Parameters
+    ----------
+    angles : (n, 3) array_like
+        Euler angles (φ, θ, ψ) in degrees.
+    rcond : float
+        Strains whose angle pattern (singular value of the strain-to-angle map
+        of :func:`strain_basis`) is below this fraction of the strongest are
+        left out: they magnify the projections but change no angle.
+
+    Returns
+    -------
+    pattern : (n·3, 6)
+        The angle changes (degrees, flattened per projection as φ, θ, ψ) per
+        unit of each strain component (:data:`STRAIN_COMPONENTS`).
+    directions : (m, 6)
+        Orthonormal strain directions that change the angles, strongest first.
+    coordinates : (6, n·3)
+        The least-squares strain (within ``directions``) whose pattern best
+        matches a flattened angle change: ``coordinates @ delta.ravel()``.
+    """
+    pattern = strain_basis(angles)[0].reshape(-1, 6)
+    u, sv, vt = np.linalg.svd(pattern, full_matrices=False)
+    keep = sv > rcond * sv[0]
+    return pattern, vt[keep], vt[keep].T @ (u[:, keep] / sv[keep]).T
+
+
 def strain_basis(angles) -> tuple[np.ndarray, np.ndarray]:
     """How a small linear deformation of the whole object shows up in each projection.
 

@@ -103,11 +103,11 @@ def main():
 
     import numpy as np
 
-    from aetdask.geometry import (STRAIN_COMPONENTS, remove_rigid_motion, rigid_motion_basis, strain_basis,
-                                  strain_matrix)
+    from aetdask.geometry import (STRAIN_COMPONENTS, deformation_directions, remove_rigid_motion, rigid_motion_basis,
+                                  strain_basis, strain_matrix)
     from aetdask.io import read_angles, read_atoms
     from aetdask.kernels.shift import fourier_shift
-    from aetdask.reconstruct.refine import _deformation_directions, refine
+    from aetdask.reconstruct.refine import refine
     from aetdask.simulate import amorphous_particle, linear
 
     rng = np.random.default_rng(a.seed)
@@ -176,7 +176,7 @@ def main():
               f"φ {rms[0]:.3f}°, θ {rms[1]:.3f}°, ψ {rms[2]:.3f}°; θ error's cos 2θ, sin 2θ parts "
               f"{a_b[0]:+.3f}°, {a_b[1]:+.3f}°")
         # the deformation-like part of the error stands for a deformed reconstruction: how far it moves the atoms
-        collective, to_strain = _deformation_directions(truth)
+        collective, _, to_strain = deformation_directions(truth)
         eps = to_strain @ d.ravel()  # the refinement's own deformation coordinates
         moved = np.linalg.norm(atoms @ strain_matrix(eps), axis=1) * 100  # pm
         print(f"         deformation-like part: strain {np.round(eps * 1e3, 2)} ×10⁻³ ({', '.join(STRAIN_COMPONENTS)}), "

@@ -2,9 +2,10 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from aetdask.geometry import projection_matrices, remove_rigid_motion, rigid_motion_basis, strain_basis, strain_matrix
+from aetdask.geometry import (deformation_directions, projection_matrices, remove_rigid_motion, rigid_motion_basis,
+                              strain_basis, strain_matrix)
 from aetdask.kernels.shift import fourier_shift
-from aetdask.reconstruct.refine import _deformation_directions, refine
+from aetdask.reconstruct.refine import refine
 from aetdask.simulate import amorphous_particle, linear
 
 
@@ -60,7 +61,11 @@ def test_deformation_coordinates_ignore_pure_magnifications():
     rng = np.random.default_rng(1)
     n = 30
     e = np.c_[np.zeros(n), np.arange(0, 180, 6.0), np.zeros(n)] + rng.normal(0, 0.3, (n, 3))
-    collective, to_collective = _deformation_directions(e)
+    collective, directions, to_collective = deformation_directions(e)
+    # four strains change the angles of a single-axis series: not the isotropic one, nor the stretch
+    # along the tilt axis against across it
+    assert directions.shape == (4, 6)
+    np.testing.assert_allclose(directions @ directions.T, np.eye(4), atol=1e-12)
     # a real deformation's angle pattern is kept whole
     real = collective @ np.array([0, 0, 0, 2e-3, 1e-3, -1e-3])
     np.testing.assert_allclose(collective @ (to_collective @ real), real, atol=1e-4 * np.abs(real).max())

@@ -21,7 +21,7 @@ import xarray as xr
 
 from aetdask import config
 from aetdask.errors import InputError
-from aetdask.geometry import projection_matrices, remove_rigid_motion, rigid_motion_basis, strain_basis, strain_matrix
+from aetdask.geometry import deformation_directions, projection_matrices, remove_rigid_motion, rigid_motion_basis, strain_matrix
 from aetdask.kernels import gaussian_atoms
 from aetdask.kernels.trace import merge
 from aetdask.reconstruct.stage import euler_angles
@@ -37,9 +37,6 @@ _MAX_ANGLE = 2.0
 _FTOL = 1e-13
 #: Trial strain of the deformation search: about 0.1° of angle change, the size of the errors it is for.
 _STRAIN_STEP = 2e-3
-#: Deformations whose angle pattern is weaker than this fraction of the strongest are magnifications and
-#: left out of the deformation search (they change no angle; the atoms alone carry them).
-_STRAIN_RCOND = 0.05
 
 
 def _deformation_search(problem, x, sweeps=2, h=_STRAIN_STEP, log=None):
@@ -61,9 +58,8 @@ def _deformation_search(problem, x, sweeps=2, h=_STRAIN_STEP, log=None):
     """
     pos, hgt, wid, bg, c, o, e = problem.unpack(x)
     euler = problem.euler + e
-    pattern = strain_basis(euler)[0]  # (n, 3, 6): degrees per unit strain
-    _, sv, vt = np.linalg.svd(pattern.reshape(-1, 6), full_matrices=False)
-    directions = vt[sv > _STRAIN_RCOND * sv[0]]
+    pattern, directions, _ = deformation_directions(euler)  # magnifications, which change no angle, left out
+    pattern = pattern.reshape(-1, 3, 6)  # degrees per unit strain
     hessian = _position_hessians(problem, x)
 
     def trial(eps):

@@ -29,25 +29,10 @@ from aetdask.reconstruct.anderson import AndersonMixer
 from aetdask.reconstruct.projectors import EulerProjector, is_single_axis
 from aetdask.reconstruct.runner import Executor, split
 from aetdask.reconstruct.stage import euler_angles, prepared_projections, reconstruct
-from aetdask.geometry import remove_rigid_motion, rigid_motion_basis, strain_basis
+from aetdask.geometry import deformation_directions, remove_rigid_motion, rigid_motion_basis
 from aetdask.kernels.shift import fourier_shift
 from aetdask.schema import add_provenance
 
-
-
-# Deformations whose angle pattern is weaker than this fraction of the strongest one's are
-# magnifications, not angle changes, and are left out of the deformation-like coordinates. For a
-# single-axis series, stretching along the tilt axis against across it changes no angle at all;
-# the tenths of a degree of φ and ψ that a refinement puts in give it an angle pattern of about
-# 1 % (sin of the tilt of the axis), and a pseudo-inverse that keeps it turns rounding into
-# coordinates hundreds of times the real ones, which swamp the momentum's overshoot test.
-_STRAIN_RCOND = 0.05
-
-
-def _deformation_directions(euler):
-    """The slow, deformation-like angle directions ``(n·3, 6)`` and the map from angle changes to their coordinates."""
-    collective = strain_basis(euler)[0].reshape(-1, 6)
-    return collective, np.linalg.pinv(collective, rcond=_STRAIN_RCOND)
 
 
 def _register(reference, image, upsample):
@@ -273,7 +258,7 @@ def refine(
             d_shift = np.concatenate([f[1] for f in found], axis=0)
             rotation, translation = rigid_motion_basis(euler)
             delta = remove_rigid_motion(new - euler, rotation)  # a global rotation is not observable
-            collective, to_collective = _deformation_directions(euler)
+            collective, _, to_collective = deformation_directions(euler)  # the slow, deformation-like directions
             c = to_collective @ delta.reshape(-1)
             if beta:
                 # heavy ball, restarted when the correction turns against the drift (an overshoot)
