@@ -333,6 +333,7 @@ def reconstruct(store, method, iterations, step, refine_angles, as_json):
     from aetdask.io import RunStore
     from aetdask.reconstruct import reconstruct as _reconstruct
     from aetdask.reconstruct.refine import refine
+    from aetdask.reconstruct.stage import reconstruction_record
 
     rs = RunStore(store, create=False, writable=True)
     source = "preprocessed" if "preprocessed" in rs else "raw"
@@ -349,7 +350,7 @@ def reconstruct(store, method, iterations, step, refine_angles, as_json):
         volume = _reconstruct(tilts, method, iterations, step, progress=not as_json)
     seconds = time.perf_counter() - t0
     rs.write("volume", volume.chunk({"z": 64, "y": 64, "x": 64}))
-    p = volume.attrs["provenance"][-1 if not refine_angles else -2]["params"]
+    p = reconstruction_record(volume)
     out = {"method": p["method"], "iterations": p["iterations_run"], "r_factor": p["r_final"], "seconds": seconds}
     if as_json:
         click.echo(json.dumps(out))

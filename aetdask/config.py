@@ -40,7 +40,8 @@ CHOICES = {
 #: Values that may be None besides their default's kind.
 NULLABLE = {"scheduler"}
 #: The kind of the keys whose default is None (None: decided from the data or the other settings).
-NULL_KINDS = {"analyze.cutoff": Real, "ptycho.probe_after": Real, "refine_atoms.components": Integral}
+NULL_KINDS = {"analyze.cutoff": Real, "ptycho.probe_after": Real, "refine_atoms.components": Integral,
+              "refine_atoms.angles": bool}
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -87,14 +88,14 @@ def validate(key: str, value):
     elif isinstance(default, list):
         ok = isinstance(value, (list, tuple)) and len(value) == len(default)
     elif k in NULL_KINDS:
-        ok = isinstance(value, NULL_KINDS[k]) and not isinstance(value, bool)
+        ok = isinstance(value, NULL_KINDS[k]) and (NULL_KINDS[k] is bool or not isinstance(value, bool))
     elif default is None:
         ok = isinstance(value, str)
     else:
         ok = isinstance(value, type(default))
     if not ok:
-        like = (f"{'an integer' if NULL_KINDS[k] is Integral else 'a number'} or null" if k in NULL_KINDS
-                else f"a value like {default!r}")
+        kind = {Integral: "an integer", Real: "a number", bool: "true, false"}.get(NULL_KINDS.get(k))
+        like = f"{kind} or null" if k in NULL_KINDS else f"a value like {default!r}"
         raise ConfigTypeError(f"aetdask.{k} = {value!r} has the wrong kind; expected {like}")
     return value
 

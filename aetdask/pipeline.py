@@ -83,7 +83,12 @@ def _file_digest(path: pathlib.Path) -> str:
 
 def refine_store(store: RunStore, progress: bool = False):
     """Refine a run store's ``atoms`` against its raw counts (noise model and alignment from
-    ``preprocessed``), offering the candidates classification left out to the likelihood test."""
+    ``preprocessed``), offering the candidates classification left out to the likelihood test.
+
+    Every projection's angles are refined with the atoms when ``refine_atoms.angles`` says so or,
+    unset, when the reconstruction refined them (``--refine-angles``): against the atoms, which
+    cannot take up a projection's own error as a voxel volume does, they end closer to the truth.
+    """
     from scipy.spatial import cKDTree
 
     from aetdask.model import refine
@@ -99,7 +104,25 @@ def refine_store(store: RunStore, progress: bool = False):
                               psi=("tilt", pre.psi.values))
     found, cand = store.read("atoms"), store.read("candidates")
     d, _ = cKDTree(found.position.values).query(cand.position.values)
-    return refine(found, data, candidates=cand.position.values[d > 1e-6], progress=progress)
+    # unset: the angles are refined against the atoms when the reconstruction refined them
+    angles = None
+    if config.get("refine_atoms.angles") is None:
+        angles = any(r["stage"] == "reconstruct.refine" for r in pre.attrs.get("provenance", []))
+    return refine(found, data, candidates=cand.position.values[d > 1e-6], angles=angles, progress=progress)
+
+
+def _angle_note(store: RunStore, params: dict) -> str:
+    """How far the coordinate refinement moved the angles from the reconstruction's (RMS rotation), if it did."""
+    if "theta" not in params:
+        return ""
+    from aetdask.geometry import projection_matrices
+
+    pre = store.read("preprocessed")
+    before = projection_matrices(np.c_[pre.phi.values, pre.theta.values, pre.psi.values])
+    after = projection_matrices(np.c_[params["phi"], params["theta"], params["psi"]])
+    cos = (np.trace(before @ np.swapaxes(after, 1, 2), axis1=1, axis2=2) - 1) / 2
+    turn = np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+    return f"; angles refined against the atoms, {np.sqrt(np.mean(turn**2)):.3f}° RMS from the reconstruction's"
 
 
 def check_species(species, store: RunStore) -> None:
@@ -168,6 +191,7 @@ def run(
     from aetdask.reconstruct import reconstruct
     from aetdask.reconstruct.refine import refine as refine_angles_fn
     from aetdask.reconstruct.scanning import extension_exponent, scanning_reconstruct, suggests_scanning
+    from aetdask.reconstruct.stage import reconstruction_record
 
     names = normalize_species(np.atleast_1d(species))
     if len(names) == 0:
@@ -259,7 +283,7 @@ def run(
         pre = store.read("preprocessed").compute()
         if scanning:
             volume = scanning_reconstruct(pre, progress=progress)
-            p = last_record(volume, "reconstruct")
+            p = reconstruction_record(volume)
             store.write("volume", volume.chunk({"z": -1, "y": 64, "x": 64}))
             return (f"scanning AET: {p['regions']} sub-volumes, film z = {p['film_center']:.1f} ± "
                     f"{p['film_half_thickness']:.1f} Å, R = {p['r_final']:.4f} (mean over regions)")
@@ -271,7 +295,7 @@ def run(
         n = volume.shape[0]
         c = min(n, 64)
         store.write("volume", volume.chunk({"z": c, "y": c, "x": c}))
-        p = last_record(volume, "reconstruct")
+        p = reconstruction_record(volume)
         return f"{p['method']}, {p['iterations_run']} iterations, R = {p['r_final']:.4f}"
 
     def do_candidates():
@@ -299,7 +323,7 @@ def run(
         return (changes + f"{p['likelihood']} fit, misfit {p['misfit_start']:.6g} → {p['misfit_final']:.6g}, median "
                 f"displacement {shift:.1f} pm, B = " + ", ".join(f"{s} {' / '.join(f'{v:.1f}' for v in np.ravel(b))} Å²"
                                                           for s, b in zip(p["species"], p["b_factor"]))
-                + (" (core / tails)" if p.get("components", 1) > 1 else ""))
+                + (" (core / tails)" if p.get("components", 1) > 1 else "") + _angle_note(store, p))
 
     stage("raw", do_raw, "ptychography: a phase image per tilt" if ptychographic else "import")
     stage("preprocessed", do_pre, "preprocessing: noise, VST + denoising, background, alignment")

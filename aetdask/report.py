@@ -16,6 +16,7 @@ from aetdask.geometry import detector_coordinates
 from aetdask.io import RunStore
 from aetdask.kernels import gaussian_atoms
 from aetdask.model.refine import profile_of
+from aetdask.reconstruct.stage import reconstruction_record
 from aetdask.schema import last_record
 
 
@@ -99,7 +100,7 @@ def write_report(store, truth=None, cutoff: float | None = None) -> tuple[pathli
         ax.set_ylabel("candidates")
         ax.set_yscale("log")
     ax = fig.add_subplot(grid[2, 1])
-    rec = last_record(volume, "reconstruct")
+    rec = reconstruction_record(volume)
     if rec and rec.get("r_factor"):
         ax.plot(np.arange(1, len(rec["r_factor"]) + 1), rec["r_factor"])
         ax.set_title(f"{rec['method']}: R = {rec['r_final']:.4f}", fontsize=10)

@@ -45,6 +45,9 @@ def test_keys_whose_default_is_null_take_numbers():
         config.validate("refine_atoms.components", 1.5)
     with pytest.raises(ConfigTypeError, match="a number or null"):
         config.validate("analyze.cutoff", "3")
+    assert config.validate("refine_atoms.angles", True) is True and config.validate("refine_atoms.angles", None) is None
+    with pytest.raises(ConfigTypeError, match="true, false or null"):
+        config.validate("refine_atoms.angles", 1)
 
 
 def test_override_wins_and_is_validated():

@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import pytest
@@ -99,6 +100,48 @@ def test_cli_run_evaluate_export_report(tmp_path):
     r = runner.invoke(main, ["run", str(tmp_path / "tilts.npy"), "--angles", str(tmp_path / "angles.txt"),
                              "--pixel-size", "0.35", "--species", "Xx", "--out", store])
     assert r.exit_code == 2 and "unknown species" in r.output
+
+
+def test_cli_run_and_reconstruct_with_angle_refinement(tmp_path):
+    # angles off as measured ones are: the run refines them, records them with the preprocessed
+    # series, reports the reconstruction's R-factor (not the refinement's record) and still finds
+    # every atom; `aetdask reconstruct --refine-angles` does the same on its own
+    truth = amorphous_particle(12, species=["Pt"], seed=4)
+    true_angles = np.c_[np.zeros(30), np.arange(0.0, 180.0, 6.0), np.zeros(30)]
+    ts = linear(truth, angles=true_angles, pixel_size=0.35, shape=40, dose=3e5, seed=2).compute()
+    np.save(tmp_path / "tilts.npy", ts.values)
+    given = true_angles + np.random.default_rng(0).normal(0, 1, (30, 3)) * [0.3, 0.5, 0.3]
+    np.savetxt(tmp_path / "angles.txt", given)
+    (tmp_path / "params.yaml").write_text("preprocess:\n  denoiser: none\nreconstruct:\n  iterations: 30\n"
+                                          "refine:\n  rounds: 3\n  iterations: 20\n")
+    runner = CliRunner()
+    store = str(tmp_path / "run.zarr")
+    r = runner.invoke(main, ["run", str(tmp_path / "tilts.npy"), "--angles", str(tmp_path / "angles.txt"),
+                             "--pixel-size", "0.35", "--species", "Pt", "--out", store, "--config",
+                             str(tmp_path / "params.yaml"), "--refine-angles"])
+    assert r.exit_code == 0, r.output
+    assert "[3/6] reconstruction with angle refinement" in r.output
+    r_factor = re.search(r"resire, 30 iterations, R = (\d\.\d+)", r.output)
+    assert r_factor and 0 < float(r_factor.group(1)) < 0.2, r.output
+    assert "model: 12 atoms (12 Pt)" in r.output
+    # the coordinate refinement refined the angles too, as the reconstruction did
+    assert re.search(r"angles refined against the atoms, \d\.\d+° RMS from the reconstruction's", r.output)
+    rs = RunStore(store, create=False)
+    pre, p = rs.read("preprocessed"), rs.read("refined").attrs["provenance"][-1]["params"]
+    assert pre.attrs["provenance"][-1]["stage"] == "reconstruct.refine"
+
+    def theta_error(angles):  # RMS, less the common rotation about the tilt axis
+        d = (np.asarray(angles) - true_angles)[:, 1]
+        return np.sqrt(((d - d.mean()) ** 2).mean())
+
+    given_error, resire_error = theta_error(given), theta_error(np.c_[pre.phi, pre.theta, pre.psi])
+    atoms_error = theta_error(np.c_[p["phi"], p["theta"], p["psi"]])
+    print(f"θ error RMS: given {given_error:.3f}°, RESIRE refinement {resire_error:.3f}°, atom fit {atoms_error:.3f}°")
+    assert resire_error < 0.6 * given_error and atoms_error < resire_error
+    r = runner.invoke(main, ["reconstruct", store, "--refine-angles", "--iterations", "10", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output.strip().splitlines()[-1])
+    assert out["method"] == "resire" and out["iterations"] == 10 and 0 < out["r_factor"] < 0.2
 
 
 @needs_seed

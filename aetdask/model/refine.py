@@ -290,7 +290,9 @@ def refine(
         more are added (:func:`_select`), and the fit is repeated.
     angles : bool, optional
         Refine every projection's Euler angles too (within ±2°; default
-        ``aetdask.refine_atoms.angles``). A rotation of the whole model is not
+        ``aetdask.refine_atoms.angles``, off when unset; the pipeline's
+        :func:`~aetdask.pipeline.refine_store` turns it on when the
+        reconstruction refined the angles). A rotation of the whole model is not
         observable and is taken out of the angles. Angle errors along the
         patterns of a linear deformation of the whole model are a flat valley of
         the misfit that the joint fit does not travel; a search along those

@@ -18,6 +18,20 @@ from aetdask.schema import volume as make_volume
 METHODS = ("resire", "sirt", "fbp")
 
 
+def reconstruction_record(volume) -> dict | None:
+    """Parameters of the reconstruction that made ``volume``, or None.
+
+    The newest ``reconstruct.<method>`` or ``reconstruct.scanning`` record of
+    its provenance: after angle refinement the volume's last record is the
+    refinement's (``reconstruct.refine``), which holds no R-factor of its own.
+    """
+    stages = {f"reconstruct.{m}" for m in METHODS + ("scanning",)}
+    for record in reversed(volume.attrs.get("provenance", [])):
+        if record["stage"] in stages:
+            return record["params"]
+    return None
+
+
 def euler_angles(tilts: xr.DataArray) -> np.ndarray:
     """(n, 3) array of (φ, θ, ψ) from a tilt series' coords."""
     return np.stack([tilts.phi.values, tilts.theta.values, tilts.psi.values], axis=1).astype(float)
