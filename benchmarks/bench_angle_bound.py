@@ -47,6 +47,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("store")
     ap.add_argument("--angles", metavar="FILE", help="the true angles, to score the store's angles against the bound")
+    ap.add_argument("--poisson", action="store_true",
+                    help="pure Poisson counts (α = 1, σ = 0) instead of the noise that preprocessing estimated")
     args = ap.parse_args()
     t0 = time.perf_counter()
     store = RunStore(args.store, create=False)
@@ -71,8 +73,8 @@ def main():
 
     atoms = render(q)
     mu = bg[:, None, None] + scale[:, None, None] * atoms
-    alpha = np.asarray(pre.noise_alpha.values, dtype=float)
-    sigma = np.asarray(pre.noise_sigma.values, dtype=float)
+    alpha = np.ones(n_tilt) if args.poisson else np.asarray(pre.noise_alpha.values, dtype=float)
+    sigma = np.zeros(n_tilt) if args.poisson else np.asarray(pre.noise_sigma.values, dtype=float)
     var = np.maximum(alpha[:, None, None] * mu + sigma[:, None, None] ** 2, 1e-12)
     h = np.deg2rad(0.05)
     cols = []
@@ -88,7 +90,8 @@ def main():
     total = np.sqrt((bound**2).sum(axis=1).mean())
     dose = float((np.asarray(raw.values, dtype=float) - bg[:, None, None]).sum(axis=(1, 2)).mean())
     print(f"{args.store}: {n_tilt} projections of {n}² px at {pixel} Å, {len(model.position)} atoms, "
-          f"{k_comp} Gaussian(s) per atom; about {dose:.3g} counts above background per projection")
+          f"{k_comp} Gaussian(s) per atom; about {dose:.3g} counts above background per projection; noise "
+          + ("Poisson" if args.poisson else f"α ≈ {np.median(alpha):.3g}, σ ≈ {np.median(sigma):.3g} (preprocessing)"))
     print(f"Cramér–Rao bound per projection, atoms known: rotation RMS {total:.3f}° (about the detector's x axis "
           f"{parts[0]:.3f}°, y axis {parts[1]:.3f}°, the beam {parts[2]:.3f}°); the best projection {np.sqrt((bound**2).sum(1)).min():.3f}°, "
           f"the worst {np.sqrt((bound**2).sum(1)).max():.3f}°")
