@@ -121,6 +121,7 @@ def test_cli_run_and_reconstruct_with_angle_refinement(tmp_path):
                              str(tmp_path / "params.yaml"), "--refine-angles"])
     assert r.exit_code == 0, r.output
     assert "[3/6] reconstruction with angle refinement" in r.output
+    assert re.search(r"refinement round 2/3 \(angles and shifts\): R = 0\.\d+, angles moved \d\.\d+° RMS", r.output)
     r_factor = re.search(r"resire, 30 iterations, R = (\d\.\d+)", r.output)
     assert r_factor and 0 < float(r_factor.group(1)) < 0.2, r.output
     assert "model: 12 atoms (12 Pt)" in r.output

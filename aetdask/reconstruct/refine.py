@@ -133,6 +133,19 @@ def _search_angles(volume, measured, euler, offsets, subsamples, upsample, passe
     return out, shifts
 
 
+def _round_line(record: dict, rounds: int) -> str:
+    """One line of progress for a refinement round's record."""
+    parts = [f"R = {record['r_factor']:.4f}"]
+    if "angle_rms_change" in record:
+        parts.append(f"angles moved {record['angle_rms_change']:.3f}° RMS")
+    if "shift_rms_change" in record:
+        parts.append(f"shifts {record['shift_rms_change']:.3f} px RMS")
+    if record.get("mixed_rounds"):
+        parts.append(f"mixed with {record['mixed_rounds']} past round(s)")
+    what = " and ".join(w for w, key in (("angles", "angle_rms_change"), ("shifts", "shift_rms_change")) if key in record)
+    return f"refinement round {record['round']}/{rounds}" + (f" ({what})" if what else "") + ": " + ", ".join(parts)
+
+
 def _subsamples(euler, s: int):
     """The projector's sub-samples for this geometry: (s, s, 1) single-axis, (s, s, s) otherwise."""
     return (s, s, 1) if is_single_axis(euler) else (s, s, s)
@@ -307,7 +320,7 @@ def refine(
         if on_round is not None:
             on_round(dict(record), current)
         if progress:
-            print(f"refinement round {r + 1}/{rounds}: {record}")
+            print(_round_line(record, rounds))
     volume = reconstruct(current, "resire", config.get("reconstruct.iterations"), initial=volume, progress=progress)
     params = {"rounds": rounds, "iterations": iterations, "angles": angles, "shifts": shifts, "scales": scales,
               "momentum": beta, "memory": memory, "mixing_restarts": mixer.restarts,
