@@ -235,3 +235,19 @@ def test_background_mask_falls_back_to_darkest_decile():
     bg = background_mask(img)
     assert 0.08 < bg.mean() < 0.12
     assert bg[:6, :6].all()
+
+
+def test_a_particle_filling_the_field_does_not_pass_its_atoms_for_noise():
+    """Pixel-scale atoms everywhere but a ragged background (no 2×2 bin wholly in it): the
+    background pixels' own variance bounds α·mean + σ², so the atoms' variance is not taken for
+    noise. Before, σ came from every bin and α was left 3.7 times the truth here."""
+    rng = np.random.default_rng(7)
+    yy, xx = np.mgrid[:128, :128]
+    clean = np.full((128, 128), BACKGROUND)
+    for cy, cx in rng.uniform(4, 124, (500, 2)):  # atoms of 1 px std, everywhere
+        clean += 30.0 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 2.0)
+    z = noisy(clean, 1.0, 0.0, seed=8)
+    ragged = (clean < BACKGROUND + 0.01) & ((yy + xx) % 2 == 0)  # a checkerboard: no bin has all four pixels in it
+    assert ragged.sum() > 500
+    alpha, sigma = estimate_noise(z, mask=ragged)
+    assert abs(alpha - 1.0) < 0.15 and sigma < 0.5, (alpha, sigma)

@@ -107,13 +107,12 @@ def test_cli_run_evaluate_export_report(tmp_path):
 def test_cli_run_and_reconstruct_with_angle_refinement(tmp_path):
     # angles off as measured ones are (the θ N(0, 0.5°), φ and ψ N(0, 0.3°)): the run refines
     # them, records them with the preprocessed series, reports the reconstruction's R-factor (not the
-    # refinement's record), finds every atom and ends with angles within 0.1° of the truth; `aetdask
-    # reconstruct --refine-angles` does the same on its own. At 1e7 e/Å² the counts bound each
-    # projection's orientation to 0.02° (benchmarks/bench_angle_bound.py --poisson): the noise does
-    # not stand in the way of the 0.1°, as it does at the seed paper's dose
+    # refinement's record) and finds every atom; `aetdask reconstruct --refine-angles` does the same on
+    # its own. These counts bound each projection's orientation to 0.12° (Cramér–Rao, with the atoms
+    # known: benchmarks/bench_angle_bound.py), so the angles can end no closer than about that
     truth = amorphous_particle(12, species=["Pt"], seed=4)
     true_angles = np.c_[np.zeros(30), np.arange(0.0, 180.0, 6.0), np.zeros(30)]
-    ts = linear(truth, angles=true_angles, pixel_size=0.35, shape=40, dose=1e7, seed=2).compute()
+    ts = linear(truth, angles=true_angles, pixel_size=0.35, shape=40, dose=3e5, seed=2).compute()
     np.save(tmp_path / "tilts.npy", ts.values)
     given = true_angles + np.random.default_rng(0).normal(0, 1, (30, 3)) * [0.3, 0.5, 0.3]
     np.savetxt(tmp_path / "angles.txt", given)
@@ -142,14 +141,16 @@ def test_cli_run_and_reconstruct_with_angle_refinement(tmp_path):
 
     given_error, resire_error = theta_error(given), theta_error(np.c_[pre.phi, pre.theta, pre.psi])
     atoms_error = theta_error(np.c_[p["phi"], p["theta"], p["psi"]])
-    # the whole error as a rotation, less the common rotation of the object, which no data can fix
-    omega = Rotation.from_matrix(np.transpose(projection_matrices(true_angles), (0, 2, 1))
-                                 @ projection_matrices(np.c_[p["phi"], p["theta"], p["psi"]])).as_rotvec()
-    rotation_error = np.degrees(np.sqrt(((omega - omega.mean(axis=0)) ** 2).sum(axis=1).mean()))
+    def rotation_error(angles):  # the whole error as a rotation, less the object's common rotation
+        omega = Rotation.from_matrix(np.transpose(projection_matrices(true_angles), (0, 2, 1))
+                                     @ projection_matrices(angles)).as_rotvec()
+        return np.degrees(np.sqrt(((omega - omega.mean(axis=0)) ** 2).sum(axis=1).mean()))
+
+    final = rotation_error(np.c_[p["phi"], p["theta"], p["psi"]])
     print(f"θ error RMS: given {given_error:.3f}°, RESIRE refinement {resire_error:.3f}°, atom fit {atoms_error:.3f}°; "
-          f"rotation error of the final angles {rotation_error:.3f}°")
+          f"rotation error: given {rotation_error(given):.3f}°, final {final:.3f}°")
     assert resire_error < 0.6 * given_error and atoms_error < resire_error
-    assert rotation_error < 0.1
+    assert final < 0.3 * rotation_error(given)
     r = runner.invoke(main, ["reconstruct", store, "--refine-angles", "--iterations", "10", "--json"])
     assert r.exit_code == 0, r.output
     out = json.loads(r.output.strip().splitlines()[-1])

@@ -308,7 +308,10 @@ def estimate_noise(image, mask=None, *, fit_mask=None, lattice=False):
       all 4 pixels inside `fit_mask` when one is given (default: the whole image);
     * ``σ² = mean(v) − α·mean(m)`` over the bins lying wholly in the background `mask`
       (default :func:`background_mask`), floored at 0: ``var(bg) − α·mean(bg)`` made
-      insensitive to a slowly varying background.
+      insensitive to a slowly varying background. Where fewer than 16 bins lie wholly in
+      it (a particle filling a small field), the background pixels' own mean and variance
+      are used, and α is cut to ``var / mean`` (σ = 0) where it alone would exceed their
+      variance: the object's pixel-scale structure, taken for noise, is what makes it so.
 
     No bins are rejected as outliers. Bins straddling a sharp edge are too few to matter
     (a disc with a 0.7 px blurred rim: α within 1.3 %), whereas structure at the pixel
@@ -376,9 +379,22 @@ def estimate_noise(image, mask=None, *, fit_mask=None, lattice=False):
                          "is the image in raw (count-proportional) units?")
 
     bg = inner & np.isfinite(v) & bins_inside(mask)
-    if bg.sum() < 16:
+    if bg.sum() >= 16:
+        sigma2 = float(np.mean(v[bg]) - alpha * np.mean(m[bg]))
+    elif mask.sum() >= 16 and np.mean(image[mask]) > 0:
+        # A background too ragged for whole bins: a particle that fills a small field. Its atoms
+        # then sit everywhere else, and at the pixel scale (≲ 2 px std) their variance passes for
+        # noise: α comes out too large, and σ from every bin would be the structure's (α 2, σ 26
+        # on a pure Poisson series of Pt at 0.35 Å, 40² px). The background pixels have no
+        # structure: their variance bounds α·mean + σ², and where α alone exceeds it, α is cut to
+        # it with σ = 0.
+        m_bg, v_bg = float(np.mean(image[mask])), float(np.var(image[mask], ddof=1))
+        sigma2 = v_bg - alpha * m_bg
+        if sigma2 < 0:
+            alpha, sigma2 = v_bg / m_bg, 0.0
+    else:
         bg = inner & np.isfinite(v)
-    sigma2 = float(np.mean(v[bg]) - alpha * np.mean(m[bg]))
+        sigma2 = float(np.mean(v[bg]) - alpha * np.mean(m[bg]))
     sigma = float(np.sqrt(max(sigma2, 0.0)))
     # the photon-count lattice is resolvable (and the likelihood affordable) only at low counts
     # per pixel: beyond ~1000 photons the Poisson sum is huge and the moments are accurate anyway
