@@ -21,7 +21,8 @@ import xarray as xr
 
 from aetdask import config
 from aetdask.errors import InputError
-from aetdask.geometry import deformation_directions, projection_matrices, remove_rigid_motion, rigid_motion_basis, strain_matrix
+from aetdask.geometry import (deformation_directions, projection_matrices, remove_rigid_motion, rigid_motion_basis,
+                              strain_matrix)
 from aetdask.kernels import gaussian_atoms
 from aetdask.kernels.trace import merge
 from aetdask.reconstruct.stage import euler_angles
