@@ -112,7 +112,8 @@ def refine_store(store: RunStore, progress: bool = False):
 
 
 def _angle_note(store: RunStore, params: dict) -> str:
-    """How far the coordinate refinement moved the angles from the reconstruction's (RMS rotation), if it did."""
+    """How far the coordinate refinement moved the angles from the reconstruction's (RMS rotation), if it did,
+    and, on counts, the Cramér–Rao bound of each projection's orientation (:mod:`aetdask.model.bound`)."""
     if "theta" not in params:
         return ""
     from aetdask.geometry import projection_matrices
@@ -122,7 +123,13 @@ def _angle_note(store: RunStore, params: dict) -> str:
     after = projection_matrices(np.c_[params["phi"], params["theta"], params["psi"]])
     cos = (np.trace(before @ np.swapaxes(after, 1, 2), axis1=1, axis2=2) - 1) / 2
     turn = np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
-    return f"; angles refined against the atoms, {np.sqrt(np.mean(turn**2)):.3f}° RMS from the reconstruction's"
+    note = f"; angles refined against the atoms, {np.sqrt(np.mean(turn**2)):.3f}° RMS from the reconstruction's"
+    if params.get("likelihood") == "poisson-gaussian":
+        from aetdask.model.bound import orientation_bound
+
+        bound = orientation_bound(store.read("refined"), pre)
+        note += f" (the counts bound each projection's orientation to {np.sqrt((bound**2).sum(axis=1).mean()):.3f}° RMS)"
+    return note
 
 
 def check_species(species, store: RunStore) -> None:

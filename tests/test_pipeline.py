@@ -130,7 +130,8 @@ def test_cli_run_and_reconstruct_with_angle_refinement(tmp_path):
     assert r_factor and 0 < float(r_factor.group(1)) < 0.2, r.output
     assert "model: 12 atoms (12 Pt)" in r.output
     # the coordinate refinement refined the angles too, as the reconstruction did
-    assert re.search(r"angles refined against the atoms, \d\.\d+° RMS from the reconstruction's", r.output)
+    assert re.search(r"angles refined against the atoms, \d\.\d+° RMS from the reconstruction's \(the counts bound "
+                     r"each projection's orientation to 0\.1\d\d° RMS\)", r.output)
     rs = RunStore(store, create=False)
     pre, p = rs.read("preprocessed"), rs.read("refined").attrs["provenance"][-1]["params"]
     assert pre.attrs["provenance"][-1]["stage"] == "reconstruct.refine"

@@ -1,7 +1,8 @@
 """From volume to atomic model: tracing, classification, coordinate refinement."""
 
+from aetdask.model.bound import orientation_bound
 from aetdask.model.classify import classify
 from aetdask.model.refine import refine
 from aetdask.model.trace import merge_distance, trace
 
-__all__ = ["trace", "classify", "refine", "merge_distance"]
+__all__ = ["trace", "classify", "refine", "merge_distance", "orientation_bound"]
