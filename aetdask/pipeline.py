@@ -111,9 +111,10 @@ def refine_store(store: RunStore, progress: bool = False):
     return refine(found, data, candidates=cand.position.values[d > 1e-6], angles=angles, progress=progress)
 
 
-def _angle_note(store: RunStore, params: dict) -> str:
+def _angle_note(store: RunStore, refined) -> str:
     """How far the coordinate refinement moved the angles from the reconstruction's (RMS rotation), if it did,
     and, on counts, the Cramér–Rao bound of each projection's orientation (:mod:`aetdask.model.bound`)."""
+    params = last_record(refined, "refine")
     if "theta" not in params:
         return ""
     from aetdask.geometry import projection_matrices
@@ -127,7 +128,7 @@ def _angle_note(store: RunStore, params: dict) -> str:
     if params.get("likelihood") == "poisson-gaussian":
         from aetdask.model.bound import orientation_bound
 
-        bound = orientation_bound(store.read("refined"), pre)
+        bound = orientation_bound(refined, pre)
         note += f" (the counts bound each projection's orientation to {np.sqrt((bound**2).sum(axis=1).mean()):.3f}° RMS)"
     return note
 
@@ -330,7 +331,7 @@ def run(
         return (changes + f"{p['likelihood']} fit, misfit {p['misfit_start']:.6g} → {p['misfit_final']:.6g}, median "
                 f"displacement {shift:.1f} pm, B = " + ", ".join(f"{s} {' / '.join(f'{v:.1f}' for v in np.ravel(b))} Å²"
                                                           for s, b in zip(p["species"], p["b_factor"]))
-                + (" (core / tails)" if p.get("components", 1) > 1 else "") + _angle_note(store, p))
+                + (" (core / tails)" if p.get("components", 1) > 1 else "") + _angle_note(store, refined))
 
     stage("raw", do_raw, "ptychography: a phase image per tilt" if ptychographic else "import")
     stage("preprocessed", do_pre, "preprocessing: noise, VST + denoising, background, alignment")

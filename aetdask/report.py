@@ -14,8 +14,7 @@ from aetdask.errors import StoreError
 from aetdask.evaluate import evaluate, scanned_region, to_json
 from aetdask.geometry import detector_coordinates
 from aetdask.io import RunStore
-from aetdask.kernels import gaussian_atoms
-from aetdask.model.refine import profile_of
+from aetdask.model.refine import render_profiles
 from aetdask.reconstruct.stage import reconstruction_record
 from aetdask.schema import last_record
 
@@ -28,9 +27,7 @@ def model_projection(refined, tilts, k: int) -> np.ndarray:
     angles = np.array([[float(tilts.phi[k]), float(tilts.theta[k]), float(tilts.psi[k])]])
     det = detector_coordinates(refined.position.values, angles) / pixel + n // 2
     det = det + np.array([p["offset_y"][k], p["offset_x"][k]])
-    h, s = profile_of(p, refined.species.values)  # (atoms, components)
-    det = np.repeat(det, h.shape[1], axis=1)
-    img = gaussian_atoms.render(det, h.ravel(), s.ravel() / pixel, (n, n))[0]
+    img = render_profiles(p, refined.species.values, det, n, pixel)[0]
     return p["background"][k] + p["scale"][k] * img
 
 

@@ -69,21 +69,28 @@ def test_rerun_resumes_and_a_changed_parameter_redoes_only_what_it_affects(two_s
     assert run_json["stages"]["refined"]["params"]["refine_atoms.iterations"] == 20
 
 
-def test_cli_run_evaluate_export_report(tmp_path):
+def cli_run(tmp_path, angles, params, *flags):
+    """`aetdask run` from files on a 12-atom Pt series (30 projections of 40² px at 0.35 Å, 3×10⁵ e⁻/Å²)
+    simulated at the true θ, given ``angles``; returns the truth, the runner, the store and the result."""
     truth = amorphous_particle(12, species=["Pt"], seed=4)
     ts = linear(truth, angles=np.arange(0.0, 180.0, 6.0), pixel_size=0.35, shape=40, dose=3e5, seed=2).compute()
     np.save(tmp_path / "tilts.npy", ts.values)
-    np.savetxt(tmp_path / "angles.txt", ts.theta.values)
-    from aetdask.io import write_atoms
-
-    write_atoms(truth, tmp_path / "truth.xyz")
-    (tmp_path / "params.yaml").write_text("preprocess:\n  denoiser: none\n")
+    np.savetxt(tmp_path / "angles.txt", angles)
+    (tmp_path / "params.yaml").write_text(params)
     runner = CliRunner()
     store = str(tmp_path / "run.zarr")
     r = runner.invoke(main, ["run", str(tmp_path / "tilts.npy"), "--angles", str(tmp_path / "angles.txt"),
                              "--pixel-size", "0.35", "--species", "Pt", "--out", store, "--config",
-                             str(tmp_path / "params.yaml"), "--json"])
+                             str(tmp_path / "params.yaml"), *flags])
     assert r.exit_code == 0, r.output
+    return truth, runner, store, r
+
+
+def test_cli_run_evaluate_export_report(tmp_path):
+    truth, runner, store, r = cli_run(tmp_path, np.arange(0.0, 180.0, 6.0), "preprocess:\n  denoiser: none\n", "--json")
+    from aetdask.io import write_atoms
+
+    write_atoms(truth, tmp_path / "truth.xyz")
     summary = json.loads(r.output.strip().splitlines()[-1])
     assert summary["atoms"] == {"Pt": 12}
     r = runner.invoke(main, ["evaluate", store, "--truth", str(tmp_path / "truth.xyz"), "--cutoff", "1.0", "--json"])
@@ -110,20 +117,10 @@ def test_cli_run_and_reconstruct_with_angle_refinement(tmp_path):
     # refinement's record) and finds every atom; `aetdask reconstruct --refine-angles` does the same on
     # its own. These counts bound each projection's orientation to 0.12° (Cramér–Rao, with the atoms
     # known: benchmarks/bench_angle_bound.py), so the angles can end no closer than about that
-    truth = amorphous_particle(12, species=["Pt"], seed=4)
     true_angles = np.c_[np.zeros(30), np.arange(0.0, 180.0, 6.0), np.zeros(30)]
-    ts = linear(truth, angles=true_angles, pixel_size=0.35, shape=40, dose=3e5, seed=2).compute()
-    np.save(tmp_path / "tilts.npy", ts.values)
     given = true_angles + np.random.default_rng(0).normal(0, 1, (30, 3)) * [0.3, 0.5, 0.3]
-    np.savetxt(tmp_path / "angles.txt", given)
-    (tmp_path / "params.yaml").write_text("preprocess:\n  denoiser: none\nreconstruct:\n  iterations: 30\n"
-                                          "refine:\n  rounds: 3\n  iterations: 20\n")
-    runner = CliRunner()
-    store = str(tmp_path / "run.zarr")
-    r = runner.invoke(main, ["run", str(tmp_path / "tilts.npy"), "--angles", str(tmp_path / "angles.txt"),
-                             "--pixel-size", "0.35", "--species", "Pt", "--out", store, "--config",
-                             str(tmp_path / "params.yaml"), "--refine-angles"])
-    assert r.exit_code == 0, r.output
+    _, runner, store, r = cli_run(tmp_path, given, "preprocess:\n  denoiser: none\nreconstruct:\n  iterations: 30\n"
+                                  "refine:\n  rounds: 3\n  iterations: 20\n", "--refine-angles")
     assert "[3/6] reconstruction with angle refinement" in r.output
     assert re.search(r"refinement round 2/3 \(angles and shifts\): R = 0\.\d+, angles moved \d\.\d+° RMS", r.output)
     r_factor = re.search(r"resire, 30 iterations, R = (\d\.\d+)", r.output)

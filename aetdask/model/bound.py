@@ -7,7 +7,6 @@ import xarray as xr
 
 from aetdask.errors import InputError
 from aetdask.geometry import projection_matrices
-from aetdask.kernels import gaussian_atoms
 from aetdask.schema import last_record
 
 
@@ -44,7 +43,7 @@ def orientation_bound(refined: xr.Dataset, tilts: xr.DataArray, *, poisson: bool
     if p is None or p.get("likelihood") != "poisson-gaussian":
         raise InputError("orientation_bound: expected a model refined against counts (aetdask.model.refine on raw "
                          "counts); without a noise model there is nothing to bound")
-    from aetdask.model.refine import profile_of
+    from aetdask.model.refine import render_profiles
 
     n_tilt, n = tilts.sizes["tilt"], tilts.sizes["y"]
     if len(p["background"]) != n_tilt:
@@ -54,8 +53,6 @@ def orientation_bound(refined: xr.Dataset, tilts: xr.DataArray, *, poisson: bool
     angles = (np.c_[p["phi"], p["theta"], p["psi"]] if "theta" in p
               else np.c_[tilts.phi.values, tilts.theta.values, tilts.psi.values])
     q = np.einsum("tij,nj->tni", projection_matrices(angles), refined.position.values)  # (x_det, y_det, depth), Å
-    heights, widths = profile_of(p, refined.species.values)  # (atoms, components)
-    k_comp = heights.shape[1]
     offset = np.c_[p["offset_y"], p["offset_x"]][:, None, :]
     bg, scale = np.asarray(p["background"], dtype=float), np.asarray(p["scale"], dtype=float)
 
@@ -63,9 +60,7 @@ def orientation_bound(refined: xr.Dataset, tilts: xr.DataArray, *, poisson: bool
         det = points[..., [1, 0]] / pixel + n // 2 + offset
         # cut at 8 widths, not the fit's 4: the finite differences below would count the jump at the
         # cut (e⁻⁸ of the peak) moving with the atom as information
-        img = gaussian_atoms.render(np.repeat(det, k_comp, axis=1), heights.ravel(), widths.ravel() / pixel, (n, n),
-                                    cutoff=8.0)
-        return np.asarray(img, dtype=float)
+        return np.asarray(render_profiles(p, refined.species.values, det, n, pixel, cutoff=8.0), dtype=float)
 
     atoms = render(q)
     mu = bg[:, None, None] + scale[:, None, None] * atoms

@@ -481,6 +481,14 @@ def profile_of(params, species):
     return h[idx], s[idx]
 
 
+def render_profiles(params, species, det, n: int, pixel: float, cutoff: float = 4.0) -> np.ndarray:
+    """Images ``(t, n, n)`` of atoms with a refine record's profiles (:func:`profile_of`) at detector pixel
+    positions ``det`` ``(t, atoms, 2)`` (offsets included), before background and scale."""
+    h, s = profile_of(params, species)  # (atoms, components)
+    return gaussian_atoms.render(np.repeat(det, h.shape[1], axis=1), h.ravel(), s.ravel() / pixel, (n, n),
+                                 cutoff=cutoff)
+
+
 def _select(problem, x, pool, kinds, min_distance):
     """Atoms the counts do not support, and candidates they do: a likelihood-ratio test per atom.
 
