@@ -129,6 +129,29 @@ def _geometry(matrices, vol_shape, det_shape, subsamples, offset=(0.0, 0.0, 0.0)
 # --------------------------------------------------------------------------- Numba kernels
 
 
+@numba.njit(inline="always")
+def _row_start(u):  # pragma: no cover - jitted
+    """Pixel index and fraction of the first sub-sample of a row: ``floor(u)``, ``u − floor(u)``."""
+    f = math.floor(u)
+    return int(f), u - f
+
+
+@numba.njit(inline="always")
+def _row_step(i, f, a):  # pragma: no cover - jitted
+    """Advance a (pixel index, fraction) pair by ``a`` (|a| ≤ 1): the fraction stays in [0, 1).
+
+    Both directions walk every row with this same sequence, so they use identical weights.
+    """
+    f += a
+    while f >= 1.0:
+        f -= 1.0
+        i += 1
+    while f < 0.0:
+        f += 1.0
+        i -= 1
+    return i, f
+
+
 @numba.njit(fastmath=False, cache=True)
 def _project_planes(vol, z0, z1, ox, oy, inc, doff, wsub, det):  # pragma: no cover - jitted
     """Splat the z planes [z0, z1) of ``vol`` onto ``det`` (dy, dx) for one projection."""
@@ -139,19 +162,14 @@ def _project_planes(vol, z0, z1, ox, oy, inc, doff, wsub, det):  # pragma: no co
     azx, azy = inc[2, 0], inc[2, 1]
     for iz in range(z0, z1):
         for iy in range(ny):
+            row = vol[iz, iy]
             bx = ox + iy * ayx + iz * azx
             by = oy + iy * ayy + iz * azy
             for k in range(doff.shape[0]):
-                ux = bx + doff[k, 0]
-                uy = by + doff[k, 1]
+                j0, fx = _row_start(bx + doff[k, 0])
+                i0, fy = _row_start(by + doff[k, 1])
                 for ix in range(nx):
-                    v = vol[iz, iy, ix] * wsub
-                    fi = math.floor(uy)
-                    fj = math.floor(ux)
-                    fy = uy - fi
-                    fx = ux - fj
-                    i0 = int(fi)
-                    j0 = int(fj)
+                    v = row[ix] * wsub
                     # bilinear splat: (1-fy)(1-fx) → (i0, j0), (1-fy)fx → (i0, j0+1),
                     # fy(1-fx) → (i0+1, j0), fy·fx → (i0+1, j0+1); outside pixels dropped
                     w1 = v * fy
@@ -174,8 +192,8 @@ def _project_planes(vol, z0, z1, ox, oy, inc, doff, wsub, det):  # pragma: no co
                                 det[i0 + 1, j0] += w1 - w11
                             if 0 <= j0 + 1 < dx:
                                 det[i0 + 1, j0 + 1] += w11
-                    ux += axx
-                    uy += axy
+                    j0, fx = _row_step(j0, fx, axx)
+                    i0, fy = _row_step(i0, fy, axy)
 
 
 @numba.njit(parallel=True, fastmath=False, cache=True)
@@ -214,15 +232,9 @@ def _backward_kernel(proj, origin, inc, doff, wsub, out):  # pragma: no cover - 
                 bx = origin[p, 0] + iy * ayx + iz * azx
                 by = origin[p, 1] + iy * ayy + iz * azy
                 for k in range(doff.shape[1]):
-                    ux = bx + doff[p, k, 0]
-                    uy = by + doff[p, k, 1]
+                    j0, fx = _row_start(bx + doff[p, k, 0])
+                    i0, fy = _row_start(by + doff[p, k, 1])
                     for ix in range(nx):
-                        fi = math.floor(uy)
-                        fj = math.floor(ux)
-                        fy = uy - fi
-                        fx = ux - fj
-                        i0 = int(fi)
-                        j0 = int(fj)
                         # same weights as the splat in _project_planes
                         if i0 >= 0 and i0 + 1 < dy and j0 >= 0 and j0 + 1 < dx:
                             top = det[i0, j0] + fx * (det[i0, j0 + 1] - det[i0, j0])
@@ -241,8 +253,8 @@ def _backward_kernel(proj, origin, inc, doff, wsub, out):  # pragma: no cover - 
                                 if 0 <= j0 + 1 < dx:
                                     g += fy * fx * det[i0 + 1, j0 + 1]
                             acc[iy, ix] += g
-                        ux += axx
-                        uy += axy
+                        j0, fx = _row_step(j0, fx, axx)
+                        i0, fy = _row_step(i0, fy, axy)
         for iy in range(ny):
             for ix in range(nx):
                 out[iz, iy, ix] = acc[iy, ix] * wsub
