@@ -15,6 +15,8 @@ True
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 try:  # CuPy is optional: ``pip install aetdask[gpu]``
@@ -105,6 +107,12 @@ def scatter_add(out, index, values) -> None:
     import cupyx
 
     cupyx.scatter_add(out, index, values)
+
+
+@functools.lru_cache(maxsize=None)
+def raw_kernel(source: str, name: str):
+    """A compiled CuPy ``RawKernel`` (compiled once per process and source)."""
+    return _cupy_or_raise().RawKernel(source, name)
 
 
 def local_cuda_cluster(**kwargs):

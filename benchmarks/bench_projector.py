@@ -11,7 +11,10 @@ Printed: the best of ``--repeat`` runs of one forward projection, one back proje
 one RESIRE iteration (both plus the update), and the throughput in voxel-projections per
 second (one voxel seen by one projection, its sub-samples included).
 
-Run: python benchmarks/bench_projector.py [--size 128] [--projections 60] [--repeat 3]
+With ``--device gpu`` (CuPy and a GPU) both projectors run there: the general one through
+its CUDA kernels, the single-axis one through CuPy's sparse matrix product.
+
+Run: python benchmarks/bench_projector.py [--size 128] [--projections 60] [--repeat 3] [--device gpu]
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import time
 import numba
 import numpy as np
 
+from aetdask.backend import get_array_module
 from aetdask.kernels.iterative import resire
 from aetdask.reconstruct.projectors import EulerProjector, slice_projector
 from aetdask.simulate import amorphous_particle, linear
@@ -32,11 +36,13 @@ from aetdask.simulate import amorphous_particle, linear
 SEED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "reference" / "seed-paper" / "aSi_208atoms_GT.txt"
 
 
-def best(f, repeat):
+def best(f, repeat, sync=lambda: None):
     times = []
     for _ in range(repeat):
+        sync()
         t = time.perf_counter()
         f()
+        sync()
         times.append(time.perf_counter() - t)
     return min(times)
 
@@ -46,7 +52,10 @@ def main(argv=None):
     ap.add_argument("--size", type=int, default=128, help="volume edge and detector edge (pixels)")
     ap.add_argument("--projections", type=int, default=60)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
     args = ap.parse_args(argv)
+    xp = get_array_module(args.device)
+    sync = (lambda: xp.cuda.Device().synchronize()) if xp is not np else (lambda: None)
 
     n, m = args.size, args.projections
     theta = np.linspace(0.0, 180.0, m, endpoint=False)
@@ -59,21 +68,21 @@ def main(argv=None):
     else:
         model = amorphous_particle(208, seed=0)
     pixel = 0.195 * 128 / n
-    single = slice_projector((n, n), n, theta)
-    measured = linear(model, angles=theta, pixel_size=pixel, shape=n).values.astype(np.float32)
+    single = slice_projector((n, n), n, theta, xp=xp)
+    measured = xp.asarray(linear(model, angles=theta, pixel_size=pixel, shape=n).values.astype(np.float32))
     volume = resire(measured, single, 20)[0]
-    general = EulerProjector(euler, (n, n), (n, n, n))
-    general.forward(volume[:2])  # compile outside the timing
+    general = EulerProjector(euler, (n, n), (n, n, n), xp=xp)
+    general.backward(general.forward(volume[:2]))  # compile outside the timing
 
-    print(f"{platform.machine()}, {os.cpu_count()} cores, numba {numba.__version__} "
-          f"({numba.get_num_threads()} threads); {n}³ volume, {m} projections, {n}² px, 2×2×2 sub-samples")
+    where = "GPU (CuPy)" if xp is not np else f"numba {numba.__version__} ({numba.get_num_threads()} threads)"
+    print(f"{platform.machine()}, {os.cpu_count()} cores, {where}; {n}³ volume, {m} projections, {n}² px, 2×2×2 sub-samples")
     updates = n**3 * m
     rows = []
     for name, proj in (("general (φ, ψ ≠ 0)", general), ("single-axis fast path", single)):
         projections = proj.forward(volume)
-        tf = best(lambda: proj.forward(volume), args.repeat)
-        tb = best(lambda: proj.backward(projections), args.repeat)
-        ti = best(lambda: resire(measured, proj, 1, initial=volume), args.repeat)
+        tf = best(lambda: proj.forward(volume), args.repeat, sync)
+        tb = best(lambda: proj.backward(projections), args.repeat, sync)
+        ti = best(lambda: resire(measured, proj, 1, initial=volume), args.repeat, sync)
         rows.append((name, tf, tb, ti))
         print(f"{name:24s} forward {tf:6.3f} s  back {tb:6.3f} s  RESIRE iteration {ti:6.3f} s  "
               f"{updates / ti / 1e6:8.1f} M voxel-projection updates/s")

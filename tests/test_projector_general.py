@@ -204,3 +204,8 @@ def test_cupy_matches_numpy():
         b_cpu = backward(y, a, VOL, subsamples)
         np.testing.assert_allclose(cp.asnumpy(f_gpu), f_cpu, rtol=0, atol=1e-5 * np.abs(f_cpu).max())
         np.testing.assert_allclose(cp.asnumpy(b_gpu), b_cpu, rtol=0, atol=1e-5 * np.abs(b_cpu).max())
+    # the CUDA kernels' adjoint, in float64
+    x64, y64 = cp.asarray(x, dtype=cp.float64), cp.asarray(y, dtype=cp.float64)
+    lhs = float(cp.vdot(forward(x64, a, DET, 2), y64))
+    rhs = float(cp.vdot(x64, backward(y64, a, VOL, 2)))
+    assert _rel(lhs, rhs) < 1e-10

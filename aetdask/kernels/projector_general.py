@@ -33,11 +33,14 @@ Two implementations of the same maths:
   threads, otherwise every thread projects a slab of z planes into its own
   detector buffer and the buffers are summed (no races either way). The back
   projection (a gather) runs one z plane per thread.
-* CuPy input → a vectorised ``xp`` implementation (:func:`_forward_xp`,
-  :func:`_backward_xp`; scatter-add with ``xp.bincount``, gather by fancy
-  indexing), chunked over z planes so memory stays bounded. It also runs on
-  NumPy, which is how the tests check it against the Numba kernels. It too
-  computes in float64 and casts the result to the input dtype.
+* CuPy input → the raw CUDA kernels of :mod:`aetdask.kernels.projector_cuda`
+  (one thread per voxel; ``atomicAdd`` splats forward, a plain gather back),
+  float64 inside, the result cast to the input dtype.
+
+A third, vectorised ``xp`` implementation (:func:`_forward_xp`,
+:func:`_backward_xp`; scatter-add with ``xp.bincount``, gather by fancy
+indexing, chunked over z planes) is the reference that both compiled back ends
+are tested against; it runs on NumPy and CuPy alike.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ import numba
 import numpy as np
 
 from aetdask.backend import asnumpy, get_array_module
+from aetdask.kernels import projector_cuda
 
 __all__ = ["forward", "backward"]
 
@@ -416,7 +420,8 @@ def forward(volume, matrices, det_shape, subsamples=(2, 2, 2), offset=(0.0, 0.0,
     if xp is np:
         out = _forward_numba(np.asarray(volume), a, det, sub, offset=offset)
     else:
-        out = _forward_xp(volume, a, det, sub, offset)
+        origin, inc, doff = _geometry(a, volume.shape, det, sub, offset)
+        out = projector_cuda.forward(volume, origin, inc, doff, det)
     return out.astype(dtype, copy=False)
 
 
@@ -463,5 +468,6 @@ def backward(projections, matrices, vol_shape, subsamples=(2, 2, 2), offset=(0.0
     if xp is np:
         out = _backward_numba(np.asarray(projections), a, shape, sub, offset)
     else:
-        out = _backward_xp(projections, a, shape, sub, offset)
+        origin, inc, doff = _geometry(a, shape, projections.shape[1:], sub, offset)
+        out = projector_cuda.backward(projections, origin, inc, doff, shape)
     return out.astype(dtype, copy=False)
