@@ -364,10 +364,12 @@ def refine(
     radius = float(np.sqrt(np.mean(np.sum((start - start.mean(axis=0)) ** 2, axis=1))))
     t0 = time.perf_counter()
     calls = [0]
+    shown = [0.0]  # when the progress line was last rewritten: at most twice a second
 
     def report(problem):
         def callback(_):
-            if progress:
+            if progress and time.perf_counter() - shown[0] >= 0.5:
+                shown[0] = time.perf_counter()
                 print(f"\rrefining {problem.n_at} atoms against {n_t} projections: evaluation "
                       f"{calls[0] + problem.calls}, misfit {problem.last:.6g}", end="", flush=True)
         return callback
