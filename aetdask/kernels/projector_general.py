@@ -25,10 +25,12 @@ Bilinear splatting rule (used by both directions)::
 
 Contributions to pixels outside the ``(dy, dx)`` detector are dropped.
 
-Two implementations of the same maths:
+Two compiled implementations of the same maths:
 
 * NumPy input → Numba kernels (all arithmetic and accumulation in float64, the
-  result cast back to the input dtype). The forward projection runs one
+  result cast back to the input dtype). Along a row of voxels (x) the pixel
+  index and fraction are stepped from voxel to voxel rather than floored anew,
+  in the same sequence in both directions. The forward projection runs one
   projection per thread when there are at least as many projections as Numba
   threads, otherwise every thread projects a slab of z planes into its own
   detector buffer and the buffers are summed (no races either way). The back
