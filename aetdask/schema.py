@@ -63,8 +63,8 @@ def add_provenance(obj, stage: str, params: dict | None = None, inputs: Sequence
     return obj
 
 
-def last_record(obj, stage: str) -> dict | None:
-    """Parameters of the newest provenance record whose stage starts with ``stage``, or None."""
+def last_record(obj, stage: str | tuple[str, ...]) -> dict | None:
+    """Parameters of the newest provenance record whose stage starts with ``stage`` (or one of them), or None."""
     for record in reversed(obj.attrs.get("provenance", [])):
         if record["stage"].startswith(stage):
             return record["params"]

@@ -12,7 +12,7 @@ from aetdask.errors import InputError
 from aetdask.kernels.shift import fourier_shift
 from aetdask.reconstruct.projectors import is_single_axis
 from aetdask.reconstruct.runner import run_euler, run_single_axis
-from aetdask.schema import provenance_record, validate_tilt_series
+from aetdask.schema import last_record, provenance_record, validate_tilt_series
 from aetdask.schema import volume as make_volume
 
 METHODS = ("resire", "sirt", "fbp")
@@ -25,11 +25,7 @@ def reconstruction_record(volume) -> dict | None:
     its provenance: after angle refinement the volume's last record is the
     refinement's (``reconstruct.refine``), which holds no R-factor of its own.
     """
-    stages = {f"reconstruct.{m}" for m in METHODS + ("scanning",)}
-    for record in reversed(volume.attrs.get("provenance", [])):
-        if record["stage"] in stages:
-            return record["params"]
-    return None
+    return last_record(volume, tuple(f"reconstruct.{m}" for m in METHODS + ("scanning",)))
 
 
 def euler_angles(tilts: xr.DataArray) -> np.ndarray:
