@@ -47,6 +47,7 @@ __all__ = [
     "common_line_shifts",
     "common_line_scales",
     "drift_correct",
+    "edge_sensitivity",
     "register_1d",
     "shift_1d",
 ]
@@ -148,12 +149,14 @@ def prealign_neighbours(stack, upsample=20):
     return shifts
 
 
-def center_of_mass_shifts(stack):
+def center_of_mass_shifts(stack, background="median"):
     """Shift along y (n,) that puts each projection's centre of mass on row ``ny // 2``.
 
-    The centre of mass is that of the positive part of ``image − median(image)``
-    (the median removes a flat background; it must be a background value, i.e.
-    the object should cover less than half of the image). Only y is used: the
+    With ``background="median"`` the centre of mass is that of the positive part of
+    ``image − median(image)`` (the median removes a flat background; it must be a
+    background value, i.e. the object should cover less than half of the image); with
+    ``background=None`` the images are background-free already and are used as they are
+    (noise below zero included, so it averages out). Only y is used: the
     tilt axis is x, and a rotation about x keeps the object's centre of mass at
     the same height in every projection.
 
@@ -165,8 +168,13 @@ def center_of_mass_shifts(stack):
     """
     s = _stack(stack, "center_of_mass_shifts")
     n, ny, nx = s.shape
-    med = np.median(s.reshape(n, -1), axis=1)
-    w = np.clip(s - med[:, None, None], 0.0, None).sum(axis=2)  # (n, ny) row weights
+    if background == "median":
+        med = np.median(s.reshape(n, -1), axis=1)
+        w = np.clip(s - med[:, None, None], 0.0, None).sum(axis=2)  # (n, ny) row weights
+    elif background is None:
+        w = s.sum(axis=2)
+    else:
+        raise ValueError(f"center_of_mass_shifts: background must be 'median' or None, got {background!r}")
     total = w.sum(axis=1)
     if np.any(total <= 0):
         raise ValueError("center_of_mass_shifts: a projection has no intensity above its median")
@@ -371,6 +379,41 @@ def photon_uncertainty(counts, signal, alpha, sigma):
     vy = float(var.sum(axis=1) @ (y - cy) ** 2) / total**2
     vx = float(var.sum(axis=0) @ (x - cx) ** 2) / total**2
     return np.sqrt([vy, vx, float(var.sum()) / total**2])
+
+
+def edge_sensitivity(signal, variance, margin):
+    """How much a projection's centre of mass across the tilt axis depends on the field's edges.
+
+    ``Δ = c − c_m``, the centre of mass (row, px) of the background-free ``signal`` minus that
+    of the same image with ``margin`` rows cut from its top and bottom, and the standard error
+    of Δ from the pixel ``variance``. Where the particle's signal reaches the top or bottom of
+    the field, part of it lies beyond, and the centre of mass moves with the cut: a Δ beyond
+    its noise says the measured centre of mass is not the particle's (it is cut off by the
+    field of view, by about Δ). Algebraically ``Δ = Σ_cut (y − c_m)·w / Σ w``.
+
+    >>> img = np.zeros((32, 32)); img[8:24, 8:24] = 1.0
+    >>> [round(float(v), 6) for v in edge_sensitivity(img, img, 4)]  # Poisson: variance = signal
+    [0.0, 0.0]
+    >>> img[0:2, 8:24] = 1.0  # signal at the top edge
+    >>> bool(edge_sensitivity(img, img, 4)[0] < -1)
+    True
+    """
+    w = _to_numpy(signal).sum(axis=1)
+    v = _to_numpy(variance).sum(axis=1)
+    ny = len(w)
+    m = int(margin)
+    if not 0 < m < ny // 2:
+        raise ValueError(f"edge_sensitivity: margin must be between 1 and {ny // 2 - 1} rows, got {margin}")
+    y = np.arange(ny, dtype=float)
+    total = float(w.sum())
+    inner = float(w[m:-m].sum())
+    if total <= 0 or inner <= 0:
+        return float("inf"), 0.0
+    c_m = float(w[m:-m] @ y[m:-m]) / inner
+    cut = np.r_[0:m, ny - m:ny]
+    delta = float(w[cut] @ (y[cut] - c_m)) / total
+    se = float(np.sqrt(v[cut] @ (y[cut] - c_m) ** 2)) / total
+    return delta, se
 
 
 def shrink(values, errors, center: float = 0.0):

@@ -36,6 +36,7 @@ from scipy import ndimage, optimize, special, stats
 
 __all__ = [
     "background_mask",
+    "vacuum_mask",
     "estimate_noise",
     "anscombe",
     "inverse_anscombe",
@@ -82,14 +83,20 @@ def _fill_small_holes(mask, min_size):
     return mask | fill[labels]
 
 
+#: Tails weaker than this fraction of the particle's mean signal are left to the background.
+_TAIL_FLOOR = 1e-2
+
+
 def _grow_into_tails(image, particle, z_crit=2.5, window=5):
     """Distance (px) out to which the particle's tails are detectable around `particle`.
 
     Pixels outside `particle` are binned in 1-px shells of distance to it. The far
     background level is the mean of the outer half of those pixels (by distance). Going
     outwards, the mean over `window` consecutive shells (centred) is compared with that
-    level; the first one within `z_crit` standard errors of it ends the particle, whose
-    extent is that shell plus the half window its average reached beyond.
+    level; the first one within `z_crit` standard errors of it (or within
+    :data:`_TAIL_FLOOR` of the particle's own mean signal above it, which ends the growth
+    on noise-free images) ends the particle, whose extent is that shell plus the half window
+    its average reached beyond.
     """
     outside = ~particle
     d_out = ndimage.distance_transform_edt(outside)[outside]
@@ -107,13 +114,14 @@ def _grow_into_tails(image, particle, z_crit=2.5, window=5):
     mean = windowed(values) / n
     mean_sq = windowed(values**2) / n
     se = np.sqrt(np.maximum(mean_sq - mean**2, 0) / n)
-    quiet = (mean - level <= z_crit * se) | (n < 8)
+    floor = _TAIL_FLOOR * max(float(image[particle].mean()) - level, 0.0)
+    quiet = (mean - level <= np.maximum(z_crit * se, floor)) | (n < 8)
     quiet[0] = False
     first = int(np.argmax(quiet)) if quiet.any() else quiet.size
     return float(first + window // 2)
 
 
-def background_mask(image, *, otsu_factor=0.9, smoothing=2.0, min_size=None, dilation=None):
+def background_mask(image, *, otsu_factor=0.9, smoothing=2.0, min_size=None, dilation=None, max_reach=None):
     """Boolean mask, True where a pixel is background (no particle).
 
     1. The image is normalised to ``[0, 1]`` (0.1 and 99.9 percentiles, clipped) and
@@ -129,6 +137,9 @@ def background_mask(image, *, otsu_factor=0.9, smoothing=2.0, min_size=None, dil
        Averaging over whole shells detects tails far below the per-pixel noise: on a
        128² Gaussian blob (peak 18 over 2, std 8 or 12 px, the noise of the tests) no
        background pixel came closer than 3.04 blob σ in 360 noisy realisations.
+       At most `max_reach` px (None: no limit): tails are the probe's and fade within a
+       few Å, whereas a background that varies on the particle's own scale (a hump of the
+       support film) would otherwise be taken for tails without end.
     4. The particle is dilated by `dilation` more pixels (default 2 % of the larger
        image side, at least 2). Background = not particle.
 
@@ -143,6 +154,12 @@ def background_mask(image, *, otsu_factor=0.9, smoothing=2.0, min_size=None, dil
     >>> bool(bg[0, 0]), bool(bg[32, 32]), bool(bg[22, 32])
     (True, False, False)
     """
+    return _background_mask(image, otsu_factor=otsu_factor, smoothing=smoothing, min_size=min_size,
+                             dilation=dilation, max_reach=max_reach)[0]
+
+
+def _background_mask(image, *, otsu_factor=0.9, smoothing=2.0, min_size=None, dilation=None, max_reach=None):
+    """:func:`background_mask` and whether it fell back to the darkest decile."""
     image = np.asarray(image, dtype=float)
     if image.ndim != 2:
         raise ValueError(f"background_mask expects a 2-D image, got shape {image.shape}")
@@ -156,7 +173,7 @@ def background_mask(image, *, otsu_factor=0.9, smoothing=2.0, min_size=None, dil
 
     lo, hi = np.percentile(image, [0.1, 99.9])
     if not hi > lo:
-        return np.ones(image.shape, dtype=bool)
+        return np.ones(image.shape, dtype=bool), False
     norm = np.clip((image - lo) / (hi - lo), 0.0, 1.0)
     weight = smoothing * max(_noise_std_mad(norm), 1e-3)
     smooth = denoise_tv_chambolle(norm, weight=weight)
@@ -165,12 +182,27 @@ def background_mask(image, *, otsu_factor=0.9, smoothing=2.0, min_size=None, dil
     particle = _remove_small(particle, min_size)
     particle = _fill_small_holes(particle, min_size)
     if particle.any():
-        reach = _grow_into_tails(image, particle) + dilation
+        reach = _grow_into_tails(image, particle)
+        if max_reach is not None:
+            reach = min(reach, float(max_reach))
+        reach += dilation
         particle = ndimage.distance_transform_edt(~particle) <= reach
     background = ~particle
     if background.mean() < 0.05:
-        background = smooth <= np.percentile(smooth, 10)
-    return background
+        return smooth <= np.percentile(smooth, 10), True
+    return background, False
+
+
+def vacuum_mask(image, **kwargs):
+    """:func:`background_mask` where it finds a background, None where it falls back (the
+    sample covers more than 95 % of the field: no pixel is known to hold no signal).
+
+    >>> img = np.full((64, 64), 10.0); img[:6, :6] = 0.0
+    >>> print(vacuum_mask(img))
+    None
+    """
+    mask, fallback = _background_mask(image, **kwargs)
+    return None if fallback else mask
 
 
 # --------------------------------------------------------------------------------------
@@ -227,6 +259,120 @@ def _group_fit(m, v, s, n_groups):
     chi2 = float(np.sum(w * resid**2)) / max(n_groups - 2, 1)
     cov = np.linalg.inv(normal) * max(chi2, 1.0)
     return float(coef[0]), float(coef[1]), float(np.sqrt(cov[0, 0]))
+
+
+#: Border (px) left out of the high-pass statistics: within it the mirror image of the noise
+#: reaches the filter's support.
+_HIGHPASS_BORDER = 8
+#: Fewest frequencies of the noise-only band, as a fraction of all, for it to be used.
+_HIGHPASS_MIN_FRACTION = 0.05
+
+
+def noise_band(image, annuli=48, z_crit=3.0):
+    """The spatial frequencies of ``image`` that carry only noise: ``(r_c, floor)`` or None.
+
+    An ADF-STEM image is the object convolved with the probe's intensity (and the source's
+    partial-coherence blur): its signal is band-limited, at most to ``2α/λ`` of the probe's
+    aperture, and in practice fades well before it, whereas Poisson and Gaussian noise are
+    white. The periodogram (Hann window, normalised so that white noise of variance V gives V,
+    the window-weighted mean variance) is averaged in ``annuli`` rings of radius
+    ``r = |q| / q_Nyquist``; the noise floor is the mean of the outermost rings (``r > 1``, the
+    spectrum's corners), and their scatter about it measures how much more than ``1/√n`` the
+    rings scatter (correlated neighbours, non-stationary noise). The band is the set of rings
+    from ``r_c`` outwards, ``r_c`` the innermost ring beyond which no ring lies more than
+    ``z_crit`` of those standard errors above the floor, plus one ring of margin. None when the
+    corners themselves are not flat (a straight line through them falls outwards by more than 3
+    standard errors: signal up to the pixel scale) or the band holds fewer than 5 % of the frequencies.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> yy, xx = np.mgrid[:128, :128] - 64
+    >>> smooth = 10 + 20 * np.exp(-(xx**2 + yy**2) / (2 * 15.0**2))
+    >>> r_c, floor = noise_band(rng.poisson(smooth).astype(float))
+    >>> bool(r_c < 0.5)
+    True
+    >>> atoms = np.zeros((128, 128)); atoms[tuple(rng.integers(0, 128, (2, 600)))] = 40.0
+    >>> sharp = 2 + ndimage.gaussian_filter(atoms, 0.5)  # atoms of 0.5 px: signal up to the pixel scale
+    >>> print(noise_band(rng.poisson(sharp).astype(float)))
+    None
+    """
+    img = np.asarray(image, dtype=float)
+    ny, nx = img.shape
+    win = np.outer(np.hanning(ny), np.hanning(nx))
+    power = np.abs(np.fft.fft2((img - img.mean()) * win)) ** 2 / float(np.sum(win**2))
+    r = np.hypot(*np.meshgrid(2 * np.fft.fftfreq(ny), 2 * np.fft.fftfreq(nx), indexing="ij"))
+    edges = np.linspace(0.0, np.sqrt(2.0), annuli + 1)
+    ring = np.clip(np.digitize(r.ravel(), edges) - 1, 0, annuli - 1)
+    n = np.bincount(ring, minlength=annuli)
+    mean = np.bincount(ring, power.ravel(), minlength=annuli) / np.maximum(n, 1)
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    corner = (centres > 1.0) & (n > 0)
+    if corner.sum() < 4:
+        return None
+    floor = float(np.sum(mean[corner] * n[corner]) / n[corner].sum())
+    if not floor > 0:
+        return None
+    # periodogram values of neighbouring frequencies are correlated (the window, the noise's own
+    # variations) and the rings scatter more than 1/√n says: their dispersion is measured on the
+    # corner rings about a straight line in r, whose slope tests that the corners are flat
+    rc, nc, mc = centres[corner], n[corner], mean[corner]
+    x = rc - np.sum(nc * rc) / nc.sum()
+    slope = float(np.sum(nc * x * mc) / np.sum(nc * x**2))
+    resid = mc - floor - slope * x
+    dispersion = max(1.0, float(np.sum(nc * resid**2)) / floor**2 / max(len(rc) - 2, 1))
+    slope_se = floor * np.sqrt(dispersion / float(np.sum(nc * x**2)))
+    if -slope > 3 * slope_se:
+        return None
+    z = (mean - floor) / (floor * np.sqrt(dispersion / np.maximum(n, 1)))
+    loud = np.nonzero((z > z_crit) & (n > 0) & ~corner)[0]
+    first = (loud.max() + 2) if loud.size else 1  # one ring of margin
+    if first >= annuli:
+        return None
+    r_c = float(edges[first])
+    if np.mean(r >= r_c) < _HIGHPASS_MIN_FRACTION:
+        return None
+    return r_c, floor
+
+
+def _highpass_statistics(image, r_c):
+    """Per pixel: the squared high-pass ``h²`` (frequencies ``r ≥ r_c`` only) and the local mean
+    ``k * z`` it measures the variance of, with the passed fraction ``f`` of the frequencies.
+
+    For white noise of slowly varying variance ``V``, ``E[h(x)²] = Σ_y p(x−y)² V(y)`` with ``p``
+    the filter's impulse response (``Σ p² = f``), so with ``k = p² / f``,
+    ``E[h²] = f · (α · (k * y) + σ²)``: the local mean ``k * z`` is its exact regressor. The
+    image is mirrored to twice its size first, so its borders do not jump.
+    """
+    z = np.asarray(image, dtype=float)
+    ny, nx = z.shape
+    ext = np.concatenate([z, z[::-1]], axis=0)
+    ext = np.concatenate([ext, ext[:, ::-1]], axis=1)
+    r = np.hypot(*np.meshgrid(2 * np.fft.fftfreq(2 * ny), 2 * np.fft.fftfreq(2 * nx), indexing="ij"))
+    band = (r >= r_c).astype(float)
+    f = float(band.mean())
+    h = np.fft.ifft2(np.fft.fft2(ext) * band).real[:ny, :nx]
+    p = np.fft.ifft2(band).real
+    k = p**2 / np.sum(p**2)
+    local = np.fft.ifft2(np.fft.fft2(ext) * np.fft.fft2(k)).real[:ny, :nx]
+    return h**2 / f, local, f
+
+
+def _highpass_fit(image, r_c):
+    """``(α, c, se(α), v, m)`` from the high-pass variance against the local mean (see
+    :func:`_highpass_statistics`): ``v = α·m + c`` over groups of pixels sorted by a smooth
+    level that leaves each pixel's own value out; ``v`` and ``m`` per pixel are returned for
+    the σ estimate on the background (``c = σ²`` in expectation)."""
+    v, m, _ = _highpass_statistics(image, r_c)
+    b = _HIGHPASS_BORDER
+    centre = np.zeros((9, 9)); centre[4, 4] = 1.0
+    w0 = float(ndimage.gaussian_filter(centre, 2.0, mode="constant")[4, 4])
+    s = (ndimage.gaussian_filter(np.asarray(image, float), 2.0, mode="nearest") - w0 * image) / (1 - w0)
+    inner = np.zeros(v.shape, bool)
+    inner[b:-b, b:-b] = True
+    n_used = int(inner.sum())
+    alpha, c, se = _group_fit(m[inner], v[inner], s[inner], int(np.clip(n_used // 800, 4, 64)))
+    return alpha, c, se, v, m
 
 
 _LATTICE_MAX_COUNTS = 1000.0
@@ -360,6 +506,37 @@ def estimate_noise(image, mask=None, *, fit_mask=None, lattice=False):
     if mask is None:
         mask = background_mask(image)
     mask = np.asarray(mask, dtype=bool)
+    band = noise_band(image) if fit_mask is None and min(image.shape) >= 4 * _HIGHPASS_BORDER else None
+    if band is not None:
+        alpha, sigma2, alpha_se = _spectral_estimate(image, mask, band[0])
+    else:
+        alpha, sigma2, alpha_se = _bin_estimate(image, mask, fit_mask)
+    sigma = float(np.sqrt(max(sigma2, 0.0)))
+    # the photon-count lattice is resolvable (and the likelihood affordable) only at low counts
+    # per pixel: beyond ~1000 photons the Poisson sum is huge and the moments are accurate anyway
+    low_counts = np.isfinite(alpha) and alpha > 0 and float(np.max(image[mask])) / alpha <= _LATTICE_MAX_COUNTS
+    if lattice and sigma < alpha and mask.sum() >= 256 and low_counts:
+        alpha, sigma = _lattice_refine(image, mask, alpha, alpha_se, sigma)
+    return float(alpha), sigma
+
+
+def _spectral_estimate(image, mask, r_c):
+    """(α, σ², se(α)) from the noise-only frequencies: α from the whole image's high-pass
+    variance against its local mean, σ² from the background pixels' (the fit's intercept where
+    fewer than 64 of them lie away from the border)."""
+    alpha, intercept, alpha_se, v, m = _highpass_fit(image, r_c)
+    if not alpha > 0:
+        raise ValueError(f"estimated Poisson gain is not positive ({alpha:.3g}); "
+                         "is the image in raw (count-proportional) units?")
+    b = _HIGHPASS_BORDER
+    bg = np.zeros(mask.shape, bool)
+    bg[b:-b, b:-b] = mask[b:-b, b:-b]
+    sigma2 = float(np.mean(v[bg]) - alpha * np.mean(m[bg])) if bg.sum() >= 64 else float(intercept)
+    return alpha, sigma2, alpha_se
+
+
+def _bin_estimate(image, mask, fit_mask):
+    """(α, σ², se(α)) from the 2×2 bins' moments (see :func:`estimate_noise`)."""
     m, v, s, inner = _bin_statistics(image)
 
     def bins_inside(pixels):
@@ -395,13 +572,7 @@ def estimate_noise(image, mask=None, *, fit_mask=None, lattice=False):
     else:
         bg = inner & np.isfinite(v)
         sigma2 = float(np.mean(v[bg]) - alpha * np.mean(m[bg]))
-    sigma = float(np.sqrt(max(sigma2, 0.0)))
-    # the photon-count lattice is resolvable (and the likelihood affordable) only at low counts
-    # per pixel: beyond ~1000 photons the Poisson sum is huge and the moments are accurate anyway
-    low_counts = np.isfinite(alpha) and alpha > 0 and float(np.max(image[mask])) / alpha <= _LATTICE_MAX_COUNTS
-    if lattice and sigma < alpha and mask.sum() >= 256 and low_counts:
-        alpha, sigma = _lattice_refine(image, mask, alpha, alpha_se, sigma)
-    return float(alpha), sigma
+    return alpha, sigma2, alpha_se
 
 
 # --------------------------------------------------------------------------------------

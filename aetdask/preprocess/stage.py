@@ -27,6 +27,7 @@ from aetdask.kernels import noise as noise_k
 from aetdask.kernels.denoise import DENOISERS, denoise
 from aetdask.kernels.shift import fourier_shift
 from aetdask.schema import add_provenance, validate_tilt_series
+from scipy import ndimage
 
 
 # ------------------------------------------------------------------ per projection (kernels on one image)
@@ -61,61 +62,122 @@ def denoise_image(image, alpha, sigma, method):
     return a * y + b
 
 
-#: Length (Å) over which the particle's signal fades into the background: the aberration-free
-#: probe's Airy tails carry a few per cent of each atom's signal several Å out (≈ 3 % beyond 5 Å at
-#: 17.5 mrad and 200 kV). It sets the particle mask's dilation, converted to pixels. Under the
-#: particle the background is a quadratic trend, fitted to a ring around the mask, plus a harmonic
-#: fill of the rest.
-FADE_LENGTH = 4.0
+def _no_vacuum():
+    return InputError(
+        "preprocess: the sample fills the whole field of view, so there is no vacuum to take the "
+        "background from; expected an isolated particle — for a film wider than the field of view "
+        "use `aetdask run --scanning` (or preprocess(..., background=False))")
 
 
-def _clean(block, params, method, subtract, pixel_size):
-    """(n, 2, ny, nx): the product (background removed, zero outside the particle) and the
-    same without the particle mask, whose centre of mass and common line are not cut by it."""
+def _soft(support, width=1.0):
+    """The support with a soft edge: 0 on and outside its boundary, rising to 1 about 2 px inside."""
+    soft = np.clip(2.0 * ndimage.gaussian_filter(support.astype(float), width, mode="nearest") - 1.0, 0.0, 1.0)
+    return soft * support
+
+
+def _clean(block, params, method, subtract, fade):
+    """(n, 2, ny, nx): the product (background removed, zero outside the particle's support) and
+    the same without the support mask, whose centre of mass and common line are not cut by it.
+
+    The vacuum is found on the raw counts (:func:`aetdask.kernels.noise.vacuum_mask`: the
+    particle grown out to where its tails are no longer detectable, at most a fade length
+    ``fade`` px), the background is fitted to the raw counts there
+    (:func:`aetdask.kernels.background.fit_background`: the polynomial order the vacuum
+    supports), and the vacuum is found again above that background (a background that is
+    not flat would otherwise pass for the particle's tails); the background is subtracted
+    from the denoised image."""
     out = np.empty((block.shape[0], 2, *block.shape[1:]), dtype=block.dtype)
-    fade = max(2, int(round(FADE_LENGTH / pixel_size)))
     for k, img in enumerate(block):
         alpha, sigma = params[k]
-        den = denoise_image(img, alpha, sigma, method)
+        raw = np.asarray(img, dtype=np.float64)
+        den = denoise_image(raw, alpha, sigma, method)
         if subtract:
-            try:
-                out[k, 0], bg, _ = background_k.subtract_background(den, dilation=fade, trend=2)
-            except background_k.NoVacuumError:
-                raise InputError(
-                    "preprocess: the sample fills the whole field of view, so there is no vacuum to take the "
-                    "background from; expected an isolated particle — for a film wider than the field of view "
-                    "use `aetdask run --scanning` (or preprocess(..., background=False))") from None
+            bg = 0.0
+            for _ in range(2):  # the second pass finds the particle above the first pass's background
+                vacuum = noise_k.vacuum_mask(raw - bg, max_reach=fade)
+                if vacuum is None:
+                    raise _no_vacuum()
+                try:
+                    bg, _ = background_k.fit_background(raw, vacuum, ring=2 * fade)
+                except background_k.NoVacuumError:
+                    raise _no_vacuum() from None
             out[k, 1] = den - bg
+            out[k, 0] = _soft(~vacuum) * out[k, 1]
         else:
             out[k, 0] = out[k, 1] = den
     return out
 
 
 # ------------------------------------------------------------------ global steps (small reductions)
-def _uncertainty(raw, signal, params):
-    return np.stack([align_k.photon_uncertainty(r, w, *p) for r, w, p in zip(raw, signal, params)])
+#: Length (Å) over which a particle's signal fades into the background (the aberration-free
+#: probe's Airy tails carry a few per cent of each atom's signal several Å out): the rows cut
+#: from the field's top and bottom to test whether its centre of mass depends on the edges.
+FADE_LENGTH = 4.0
+#: Largest dependence of a centre of mass on the field's edges (px) that is not taken as
+#: truncation: a twentieth of a pixel, below what the reconstruction resolves.
+EDGE_TOLERANCE = 0.05
 
 
-def _com_dy(block):
-    return align_k.center_of_mass_shifts(np.asarray(block, dtype=np.float64))
+def _projection_stats(raw, signal, params, margin):
+    """Per projection: [CoM shift (y), its edge sensitivity Δ and Δ's error, photon errors of the
+    CoM (y, x) and of the relative total] (:func:`aetdask.kernels.align.edge_sensitivity`,
+    :func:`aetdask.kernels.align.photon_uncertainty`)."""
+    out = np.empty((len(raw), 6))
+    for k, (r, w, (alpha, sigma)) in enumerate(zip(raw, signal, params)):
+        w = np.asarray(w, dtype=np.float64)
+        a, s = (alpha, sigma) if np.isfinite(alpha) else (1.0, 0.0)
+        variance = a * np.clip(np.asarray(r, dtype=np.float64), 0, None) + s**2
+        out[k, 0] = align_k.center_of_mass_shifts(w[None], background=None)[0]
+        out[k, 1:3] = align_k.edge_sensitivity(w, variance, margin)
+        out[k, 3:6] = align_k.photon_uncertainty(r, w, alpha, sigma)
+    return out
 
 
 ALIGNMENTS = ("center", "neighbours", "film", "none")
 
 
-def _global_steps(stats, alignment, normalize, path=None):
-    """From per-projection statistics [CoM shift | errors (y, x, total) | common line] to
-    (shift_y, shift_x, scale) columns, each shrunk by its photon-noise error (:func:`shrink`).
+def edge_cut(delta, se):
+    """Projections whose centre of mass across the tilt axis is cut by the field's edges: the
+    edge sensitivity Δ beyond both 3 standard errors and :data:`EDGE_TOLERANCE`."""
+    delta, se = np.asarray(delta, float), np.asarray(se, float)
+    return ~(np.abs(delta) <= np.maximum(3 * se, EDGE_TOLERANCE))
+
+
+def _across_axis(com_dy, errors, cut, theta):
+    """Shifts across the tilt axis: the centres of mass, shrunk by their photon-noise errors;
+    those of projections cut by the field's edges are predicted from the others by the
+    sinusoid ``a·cos θ + b·sin θ + c`` a centre of mass off the axis follows. With too few
+    uncut projections (fewer than 6 or a quarter) none is shifted."""
+    n = len(com_dy)
+    out = np.zeros(n)
+    good = ~cut
+    if good.sum() < max(6, n / 4):
+        return out
+    out[good] = align_k.shrink(com_dy[good], errors[good])
+    if cut.any():
+        t = np.deg2rad(np.asarray(theta, float))
+        design = np.c_[np.cos(t), np.sin(t), np.ones(n)]
+        coef = np.linalg.lstsq(design[good], out[good], rcond=None)[0]
+        out[cut] = design[cut] @ coef
+    return out
+
+
+def _global_steps(stats, alignment, normalize, theta, path=None):
+    """From per-projection statistics [CoM shift, edge Δ, its error | errors (y, x, total) | common
+    line] to (shift_y, shift_x, scale, cut) columns, each shrunk by its photon-noise error
+    (:func:`shrink`); ``cut`` (1.0 or 0.0) marks a centre of mass cut by the field's edges.
 
     ``path`` (n,): the relative path length through the sample at each tilt
     (1/cos θ for a film wider than the field of view; None = 1, an isolated particle):
     the scales equalise total / path."""
-    com_dy, errors, lines = stats[:, 0], stats[:, 1:4], stats[:, 4:][:, None, :]
+    com_dy, errors, lines = stats[:, 0], stats[:, 3:6], stats[:, 6:][:, None, :]
+    cut = edge_cut(stats[:, 1], stats[:, 2])
     n = len(stats)
-    out = np.zeros((n, 3))
+    out = np.zeros((n, 4))
     out[:, 2] = 1.0
     if alignment == "center":
-        out[:, 0] = align_k.shrink(com_dy, errors[:, 0])
+        out[:, 0] = _across_axis(com_dy, errors[:, 0], cut, theta)
+        out[:, 3] = cut
     if alignment in ("center", "film"):
         out[:, 1] = align_k.shrink(align_k.common_line_shifts(lines), errors[:, 1])
     if normalize:
@@ -187,21 +249,22 @@ def preprocess(
     n = data.shape[0]
     params = data.map_blocks(_noise_params, dtype=np.float64, drop_axis=[1, 2], new_axis=[1],
                              chunks=(data.chunks[0], (2,)), meta=np.empty((0, 2)))
-    both = da.blockwise(_clean, "tcyx", data, "tyx", params, "tp", method, None, background, None,
-                        float(tilts.attrs["pixel_size"]), None,
+    fade = max(2, int(round(FADE_LENGTH / float(tilts.attrs["pixel_size"]))))
+    both = da.blockwise(_clean, "tcyx", data, "tyx", params, "tp", method, None, background, None, fade, None,
                         new_axes={"c": 2}, concatenate=True, dtype=np.float32,
                         meta=np.empty((0, 0, 0, 0), np.float32))
     clean, unmasked = both[:, 0], both[:, 1]
     # small per-projection statistics, gathered into one block for the global steps; kept as
     # dask arrays (not delayed calls) so the whole product is optimised, and computed, as one graph
     lines = unmasked.sum(axis=1)  # (n, nx): the common lines
-    com = unmasked.map_blocks(_com_dy, dtype=np.float64, drop_axis=[1, 2], meta=np.empty((0,)))
-    errors = da.blockwise(_uncertainty, "tv", data, "tyx", unmasked, "tyx", params, "tp", new_axes={"v": 3},
-                          concatenate=True, dtype=np.float64, meta=np.empty((0, 0)))
-    stats = da.concatenate([com[:, None], errors, lines.astype(np.float64)], axis=1).rechunk(-1)
+    margin = min(fade, data.shape[1] // 4)
+    per = da.blockwise(_projection_stats, "tv", data, "tyx", unmasked, "tyx", params, "tp", margin, None,
+                       new_axes={"v": 6}, concatenate=True, dtype=np.float64, meta=np.empty((0, 0)))
+    stats = da.concatenate([per, lines.astype(np.float64)], axis=1).rechunk(-1)
     path = 1.0 / np.abs(np.cos(np.deg2rad(tilts.theta.values))) if extended else None
-    steps = stats.map_blocks(_global_steps, alignment, normalize, path, chunks=(n, 3), dtype=np.float64)
-    shifts, scales = steps[:, :2], steps[:, 2]
+    steps = stats.map_blocks(_global_steps, alignment, normalize, tilts.theta.values, path, chunks=(n, 4),
+                             dtype=np.float64)
+    shifts, scales, cut = steps[:, :2], steps[:, 2], steps[:, 3] > 0.5
     if alignment == "neighbours":
         theta = tilts.theta.values
         shifts = unmasked.rechunk({0: -1}).map_blocks(_neighbour_shifts, theta, drop_axis=[1, 2], new_axis=[1],
@@ -210,6 +273,7 @@ def preprocess(
     out = out.assign_coords(
         noise_alpha=("tilt", params[:, 0]), noise_sigma=("tilt", params[:, 1]),
         shift_y=("tilt", shifts[:, 0]), shift_x=("tilt", shifts[:, 1]), scale=("tilt", scales),
+        edge_cut=("tilt", cut),
     )
     out.attrs["units"] = "a.u."
     return add_provenance(out, "preprocess", {"denoiser": method, "background": background,
