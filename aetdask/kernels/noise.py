@@ -424,13 +424,20 @@ def _lattice_refine(image, mask, alpha0, alpha_se, sigma0, smoothing=4.0, per_gr
         return -float(np.sum(counts[used] * np.log(np.maximum(p, 1e-300)))) + penalty
 
     # start from a peak width of at least α/5, where the likelihood is smooth in α, with
-    # a simplex spanning ±2 % in α and a factor 1.5 in σ
-    start = np.array([0.0, np.log(max(sigma0, 0.2 * alpha0) / scale[1])])
-    simplex = start + np.array([[0.0, 0.0], [0.02, 0.0], [0.0, -0.4]])
-    res = optimize.minimize(nll, start, method="Nelder-Mead",
-                            options={"xatol": 1e-5, "fatol": 1e-3, "maxiter": 1000,
-                                     "initial_simplex": simplex})
-    alpha, sigma = scale * np.exp(res.x)
+    # a simplex spanning ±2 % in α and a factor 1.5 in σ; and, where the moments put σ above
+    # that, from α/5 as well: a moment σ made too large by a small or structured background
+    # lies where the peaks have merged and the likelihood is flat in σ, so a search started
+    # there stays there. The better of the two ends is kept.
+    best = None
+    for s0 in sorted({max(sigma0, 0.2 * alpha0), 0.2 * alpha0}):
+        start = np.array([0.0, np.log(s0 / scale[1])])
+        simplex = start + np.array([[0.0, 0.0], [0.02, 0.0], [0.0, -0.4]])
+        res = optimize.minimize(nll, start, method="Nelder-Mead",
+                                options={"xatol": 1e-5, "fatol": 1e-3, "maxiter": 1000,
+                                         "initial_simplex": simplex})
+        if best is None or res.fun < best.fun:
+            best = res
+    alpha, sigma = scale * np.exp(best.x)
     return float(alpha), float(sigma)
 
 
@@ -470,8 +477,8 @@ def estimate_noise(image, mask=None, *, fit_mask=None, lattice=False):
     Cramér–Rao bound of σ from second moments is 7.5 %). ``lattice=True`` refines (α, σ)
     by maximum likelihood of the exact Poisson–Gaussian law on the background pixels,
     which uses the discreteness of ``α·P`` (peaks at multiples of α); see
-    :func:`_lattice_refine`. It is skipped when the moment σ is ≥ α, where the peaks
-    merge, or when there are fewer than 256 background pixels. Use it only for data that
+    :func:`_lattice_refine`. It is skipped when the moment σ is ≥ 2α, where the peaks
+    have merged, or when there are fewer than 256 background pixels. Use it only for data that
     obey the model (no interpolation, no spread in the gain per electron).
 
     Parameters
@@ -515,7 +522,7 @@ def estimate_noise(image, mask=None, *, fit_mask=None, lattice=False):
     # the photon-count lattice is resolvable (and the likelihood affordable) only at low counts
     # per pixel: beyond ~1000 photons the Poisson sum is huge and the moments are accurate anyway
     low_counts = np.isfinite(alpha) and alpha > 0 and float(np.max(image[mask])) / alpha <= _LATTICE_MAX_COUNTS
-    if lattice and sigma < alpha and mask.sum() >= 256 and low_counts:
+    if lattice and sigma < 2 * alpha and mask.sum() >= 256 and low_counts:
         alpha, sigma = _lattice_refine(image, mask, alpha, alpha_se, sigma)
     return float(alpha), sigma
 

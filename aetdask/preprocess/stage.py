@@ -110,26 +110,51 @@ def _clean(block, params, method, subtract, fade):
 
 # ------------------------------------------------------------------ global steps (small reductions)
 #: Length (Å) over which a particle's signal fades into the background (the aberration-free
-#: probe's Airy tails carry a few per cent of each atom's signal several Å out): the rows cut
-#: from the field's top and bottom to test whether its centre of mass depends on the edges.
+#: probe's Airy tails carry a few per cent of each atom's signal several Å out): how far the
+#: particle's support may reach beyond what its tails show, and how much signal may lie beyond the
+#: field's edge.
 FADE_LENGTH = 4.0
-#: Largest dependence of a centre of mass on the field's edges (px) that is not taken as
-#: truncation: a twentieth of a pixel, below what the reconstruction resolves.
-EDGE_TOLERANCE = 0.05
+#: Rows (px) cut from the field's top and bottom to see how the centre of mass depends on them.
+EDGE_STRIP = 2
+#: Largest edge correction of a centre of mass (px) that is trusted: the signal beyond the edge is
+#: extrapolated from the strip inside it, good to about half the correction (measured on particles
+#: filling the field), so a correction of 0.1 px leaves about 0.05 px, below what the reconstruction
+#: resolves.
+EDGE_TOLERANCE = 0.1
 
 
-def _projection_stats(raw, signal, params, margin):
-    """Per projection: [CoM shift (y), its edge sensitivity Δ and Δ's error, photon errors of the
-    CoM (y, x) and of the relative total] (:func:`aetdask.kernels.align.edge_sensitivity`,
-    :func:`aetdask.kernels.align.photon_uncertainty`)."""
+def _projection_stats(raw, signal, clean, params):
+    """Per projection: [CoM shift (y), its edge correction Δ and Δ's standard error, photon errors of
+    the CoM (y, x) and of the relative total].
+
+    Where the particle's signal reaches the field's top or bottom, some of it lies beyond and the
+    centre of mass is off by about the change Δ that cutting the outer :data:`EDGE_STRIP` rows makes
+    (:func:`aetdask.kernels.align.edge_sensitivity`: the signal beyond taken as dense as the strip's):
+    the shift returned is corrected by it where it exceeds 3 of its standard errors. The errors are
+    the photon noise's (:func:`aetdask.kernels.align.photon_uncertainty`), the background's (the
+    vacuum's noise over its pixel count, spread over the field: ``clean`` is 0 on the vacuum) and the
+    correction's."""
     out = np.empty((len(raw), 6))
-    for k, (r, w, (alpha, sigma)) in enumerate(zip(raw, signal, params)):
+    for k, (r, w, c, (alpha, sigma)) in enumerate(zip(raw, signal, clean, params)):
         w = np.asarray(w, dtype=np.float64)
         a, s = (alpha, sigma) if np.isfinite(alpha) else (1.0, 0.0)
         variance = a * np.clip(np.asarray(r, dtype=np.float64), 0, None) + s**2
-        out[k, 0] = align_k.center_of_mass_shifts(w[None], background=None)[0]
-        out[k, 1:3] = align_k.edge_sensitivity(w, variance, margin)
-        out[k, 3:6] = align_k.photon_uncertainty(r, w, alpha, sigma)
+        delta, se = align_k.edge_sensitivity(w, variance, EDGE_STRIP)
+        applied = delta if abs(delta) > 3 * se else 0.0  # a correction within its noise is noise
+        out[k, 0] = align_k.center_of_mass_shifts(w[None], background=None)[0] - applied
+        out[k, 1:3] = delta, se
+        errors = align_k.photon_uncertainty(r, w, alpha, sigma)
+        # the background, a mean over the vacuum, is uncertain by its noise over √(vacuum pixels):
+        # the whole field's total and centre of mass carry that error too
+        vacuum = np.asarray(c) == 0
+        n_vac, total = int(vacuum.sum()), float(w.sum())
+        if n_vac and total > 0:
+            bg_se = float(np.sqrt(np.mean(variance[vacuum]) / n_vac))
+            rows = np.arange(w.shape[0], dtype=float)
+            lever = float(np.sum(w.shape[1] * (rows - np.sum(w.sum(axis=1) * rows) / total)))
+            errors = np.sqrt(errors**2 + (bg_se * np.array([lever, 0.0, w.size]) / total) ** 2)
+        errors[0] = np.hypot(errors[0], se if applied else 0.0)
+        out[k, 3:6] = errors
     return out
 
 
@@ -137,8 +162,8 @@ ALIGNMENTS = ("center", "neighbours", "film", "none")
 
 
 def edge_cut(delta, se):
-    """Projections whose centre of mass across the tilt axis is cut by the field's edges: the
-    edge sensitivity Δ beyond both 3 standard errors and :data:`EDGE_TOLERANCE`."""
+    """Projections whose centre of mass across the tilt axis is cut by the field's edges beyond
+    correction: the edge correction Δ beyond both 3 of its standard errors and :data:`EDGE_TOLERANCE`."""
     delta, se = np.asarray(delta, float), np.asarray(se, float)
     return ~(np.abs(delta) <= np.maximum(3 * se, EDGE_TOLERANCE))
 
@@ -163,7 +188,7 @@ def _across_axis(com_dy, errors, cut, theta):
 
 
 def _global_steps(stats, alignment, normalize, theta, path=None):
-    """From per-projection statistics [CoM shift, edge Δ, its error | errors (y, x, total) | common
+    """From per-projection statistics [CoM shift, edge correction, its error | errors (y, x, total) | common
     line] to (shift_y, shift_x, scale, cut) columns, each shrunk by its photon-noise error
     (:func:`shrink`); ``cut`` (1.0 or 0.0) marks a centre of mass cut by the field's edges.
 
@@ -257,8 +282,7 @@ def preprocess(
     # small per-projection statistics, gathered into one block for the global steps; kept as
     # dask arrays (not delayed calls) so the whole product is optimised, and computed, as one graph
     lines = unmasked.sum(axis=1)  # (n, nx): the common lines
-    margin = min(fade, data.shape[1] // 4)
-    per = da.blockwise(_projection_stats, "tv", data, "tyx", unmasked, "tyx", params, "tp", margin, None,
+    per = da.blockwise(_projection_stats, "tv", data, "tyx", unmasked, "tyx", clean, "tyx", params, "tp",
                        new_axes={"v": 6}, concatenate=True, dtype=np.float64, meta=np.empty((0, 0)))
     stats = da.concatenate([per, lines.astype(np.float64)], axis=1).rechunk(-1)
     path = 1.0 / np.abs(np.cos(np.deg2rad(tilts.theta.values))) if extended else None
