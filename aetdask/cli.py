@@ -271,8 +271,8 @@ def info(store, as_json):
 @main.command()
 @click.argument("store", type=click.Path(exists=True, file_okay=False))
 @click.option("--denoiser", type=click.Choice(["bm3d", "nlm", "none"]), default=None,
-              help="Denoiser after the variance-stabilising transform (default: config, bm3d — non-commercial "
-                   "licence; nlm is free).")
+              help="Denoiser after the variance-stabilising transform (default: config, none; bm3d has a "
+                   "non-commercial licence, nlm is free).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @_handle_errors
 @_computing

@@ -8,7 +8,8 @@ the seed paper's 19,993-atom a-Si ground truth (``aSi9nm_model_GT.txt``) when ``
 there, else a 20,000-atom random particle of the same radius (45 Å); 290 × 290 px at 0.347 Å,
 the seed's 60 angles (θ = 0:3:177°). The model is centred on its ADF-weighted centroid, so an
 aligned series has zero shifts. ``--shifts S`` moves every projection by a random whole number of
-pixels in [−S, S] along each axis (seeded), so alignment has work to do.
+pixels in [−S, S] along each axis (seeded; simulated on a field 2S wider and cropped, so no signal
+wraps round), so alignment has work to do.
 
 Then runs ``aetdask run`` with no tuning (a subprocess: local Dask cluster, run store on disk) and
 prints, stage by stage, what each stage got right against the truth:
@@ -83,8 +84,11 @@ def simulate(model, dose, shifts, work):
     if shifts:
         applied = np.random.default_rng(7).integers(-shifts, shifts + 1, size=(len(angles), 2))
     if not tilts.exists():
-        counts = linear(model, angles=angles, pixel_size=PIXEL, shape=SHAPE, dose=dose, seed=1).compute().values
-        counts = np.stack([np.roll(c, tuple(s), axis=(0, 1)) for c, s in zip(counts, applied)])
+        # a wider field, cropped where each projection's shift puts it: no signal wraps round the edges
+        wide = SHAPE + 2 * shifts
+        counts = linear(model, angles=angles, pixel_size=PIXEL, shape=wide, dose=dose, seed=1).compute().values
+        counts = np.stack([c[shifts - sy:shifts - sy + SHAPE, shifts - sx:shifts - sx + SHAPE]
+                           for c, (sy, sx) in zip(counts, applied)])
         np.save(tilts, counts.astype(np.float32))
     np.savetxt(work / "angles.txt", angles, header="phi theta psi (degrees)")
     return tilts, work / "angles.txt", applied

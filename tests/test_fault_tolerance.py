@@ -118,7 +118,7 @@ def _two_workers(client):
 
 
 @pytest.mark.parametrize("stage, kernel", [
-    pytest.param("preprocessed", ("aetdask.kernels.background", "subtract_background"), id="preprocessing"),
+    pytest.param("preprocessed", ("aetdask.kernels.background", "fit_background"), id="preprocessing"),
     pytest.param("volume", ("aetdask.kernels.iterative", "resire"), id="reconstruction"),
     pytest.param("candidates", ("aetdask.kernels.trace", "fit_peaks"), id="tracing"),
 ])

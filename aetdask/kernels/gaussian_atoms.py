@@ -198,3 +198,72 @@ def likelihood_change(counts, mean, positions, height, sigma, weight, cutoff: fl
                              np.ascontiguousarray(np.asarray(sigma, np.float64).reshape(n, -1)),
                              np.asarray(weight, np.float64), float(cutoff))
     return out.sum(axis=0)
+
+
+def profile_kernel(height, sigma, cutoff: float = 4.0) -> np.ndarray:
+    """An atom's image on the pixel grid, centred: ``Σ_c H_c · exp(−|u|²/2s_c²)`` within ``cutoff · max s``.
+
+    >>> k = profile_kernel(np.array([2.0]), np.array([1.0]))
+    >>> k.shape, float(k[4, 4])
+    ((9, 9), 2.0)
+    """
+    h = np.atleast_1d(np.asarray(height, dtype=np.float64))
+    s = np.atleast_1d(np.asarray(sigma, dtype=np.float64))
+    r = int(math.ceil(cutoff * float(s.max())))
+    u = np.arange(-r, r + 1, dtype=np.float64)
+    d2 = u[:, None] ** 2 + u[None, :] ** 2
+    out = np.zeros_like(d2)
+    for hc, sc in zip(h, s):
+        out += np.where(d2 <= (cutoff * sc) ** 2, hc * np.exp(-0.5 * d2 / (sc * sc)), 0.0)
+    return out
+
+
+@numba.njit(parallel=True, cache=True)
+def _sample_sum(points, rows, cols, images):
+    """Σ_k bilinear(images[k], row_k(p), col_k(p)) for every point p; ``rows``/``cols`` are (t, 4): the
+    affine maps ``a·x + b·y + c·z + d`` of a point to its detector row and column."""
+    nt, ny, nx = images.shape
+    n = points.shape[0]
+    out = np.zeros(n)
+    for i in numba.prange(n):
+        x, y, z = points[i, 0], points[i, 1], points[i, 2]
+        acc = 0.0
+        for k in range(nt):
+            r = rows[k, 0] * x + rows[k, 1] * y + rows[k, 2] * z + rows[k, 3]
+            c = cols[k, 0] * x + cols[k, 1] * y + cols[k, 2] * z + cols[k, 3]
+            i0 = int(math.floor(r))
+            j0 = int(math.floor(c))
+            if i0 < 0 or j0 < 0 or i0 + 1 >= ny or j0 + 1 >= nx:
+                continue
+            fr = r - i0
+            fc = c - j0
+            acc += ((1 - fr) * ((1 - fc) * images[k, i0, j0] + fc * images[k, i0, j0 + 1])
+                    + fr * ((1 - fc) * images[k, i0 + 1, j0] + fc * images[k, i0 + 1, j0 + 1]))
+        out[i] = acc
+    return out
+
+
+def gain_map(counts, mean, weight, height, sigma, points, rows, cols, cutoff: float = 4.0) -> np.ndarray:
+    """Approximate gain in Poisson log-likelihood of adding one atom at each of ``points`` (all at once).
+
+    To second order in the atom's image ``w_k a(u − p_k)``, the gain of adding it is
+    ``Σ_k Σ_u [w_k a · (z − m)/m − ½ (w_k a)² z/m²]``; with ``z/m² ≈ 1/m`` both sums are the
+    residual images filtered by the atom's profile (``a`` and ``a²``) and read at the point's
+    detector position: one back-projection of two filtered images per projection, for any number of
+    points, where :func:`likelihood_change` costs a window of pixels per point and projection.
+
+    ``counts`` z, ``mean`` m ``(t, ny, nx)`` on the Poisson scale; ``weight`` (t,); ``height``,
+    ``sigma`` (px) the profile's components; ``points`` (n, 3); ``rows``, ``cols`` (t, 4) as in
+    :func:`_sample_sum`. Points whose image leaves the detector get no contribution from that
+    projection.
+    """
+    from scipy.signal import fftconvolve
+
+    z = np.asarray(counts, dtype=np.float64)
+    m = np.maximum(np.asarray(mean, dtype=np.float64), 1e-12)
+    w = np.asarray(weight, dtype=np.float64)[:, None, None]
+    a = profile_kernel(height, sigma, cutoff)[None]
+    first = fftconvolve(w * (z - m) / m, a, mode="same", axes=(1, 2))
+    second = fftconvolve(w * w / m, a * a, mode="same", axes=(1, 2))
+    return _sample_sum(np.ascontiguousarray(points, dtype=np.float64), np.ascontiguousarray(rows, np.float64),
+                       np.ascontiguousarray(cols, np.float64), np.ascontiguousarray(first - 0.5 * second))

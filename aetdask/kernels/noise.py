@@ -70,6 +70,23 @@ def _remove_small(mask, min_size):
     return keep[labels]
 
 
+#: Parts of the thresholded particle smaller than this fraction of the largest are noise, not sample:
+#: at low counts the smoothed noise crosses Otsu's threshold in specks all over the field.
+_SPECK_FRACTION = 0.05
+
+
+def _keep_large(mask, fraction):
+    """Keep the 8-connected components of `mask` of at least `fraction` of the largest one's size."""
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3)))
+    if n <= 1:
+        return mask
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    keep = sizes >= fraction * sizes.max()
+    keep[0] = False
+    return keep[labels]
+
+
 def _fill_small_holes(mask, min_size):
     """Fill 4-connected holes of `mask` (not touching the border) smaller than `min_size`."""
     labels, n = ndimage.label(~mask)
@@ -129,8 +146,9 @@ def background_mask(image, *, otsu_factor=0.9, smoothing=2.0, min_size=None, dil
        :func:`skimage.restoration.denoise_tv_chambolle`, weight = `smoothing` × the
        robust noise std of the normalised image (MAD of the diagonal 2×2 Haar details).
     2. Particle: smoothed > `otsu_factor` × Otsu's threshold of the smoothed image;
-       components smaller than `min_size` pixels are removed and holes smaller than
-       `min_size` filled (default: 0.1 % of the pixels, at least 16).
+       components smaller than `min_size` pixels or than 5 % of the largest are removed
+       (specks of noise) and holes smaller than `min_size` filled (default: 0.1 % of the
+       pixels, at least 16).
     3. Tails: the particle is grown in 1-px shells of distance while the raw image
        averaged over 5 shells is more than 2.5 standard errors above the far background
        (the outer half of the remaining pixels), plus 2 px for the half window.
@@ -143,8 +161,10 @@ def background_mask(image, *, otsu_factor=0.9, smoothing=2.0, min_size=None, dil
     4. The particle is dilated by `dilation` more pixels (default 2 % of the larger
        image side, at least 2). Background = not particle.
 
-    If that leaves fewer than 5 % of the pixels, the mask falls back to the darkest 10 %
-    of the smoothed image.
+    If that leaves fewer than 5 % of the pixels, the tails reach the field's edges: the
+    background is the tenth of the field farthest from the particle found in 2, if that
+    tenth lies at least `dilation` px from it; otherwise (the sample fills the field) the
+    mask falls back to the darkest 10 % of the smoothed image.
 
     Examples
     --------
@@ -180,7 +200,9 @@ def _background_mask(image, *, otsu_factor=0.9, smoothing=2.0, min_size=None, di
 
     particle = smooth > otsu_factor * threshold_otsu(smooth)
     particle = _remove_small(particle, min_size)
+    particle = _keep_large(particle, _SPECK_FRACTION)
     particle = _fill_small_holes(particle, min_size)
+    core = particle
     if particle.any():
         reach = _grow_into_tails(image, particle)
         if max_reach is not None:
@@ -189,8 +211,24 @@ def _background_mask(image, *, otsu_factor=0.9, smoothing=2.0, min_size=None, di
         particle = ndimage.distance_transform_edt(~particle) <= reach
     background = ~particle
     if background.mean() < 0.05:
+        farthest = _farthest_from(core, dilation)
+        if farthest is not None:
+            return farthest, False
         return smooth <= np.percentile(smooth, 10), True
     return background, False
+
+
+def _farthest_from(core, distance):
+    """The tenth of the field farthest from the particle's `core`, where that tenth lies at least
+    `distance` px from it (a particle whose tails reach the field's edges: the background is taken
+    where they are weakest); None otherwise (the sample fills the field)."""
+    if not core.any() or core.all():
+        return None
+    d = ndimage.distance_transform_edt(~core)
+    cut = np.percentile(d, 90)
+    if cut < distance:
+        return None
+    return d >= cut
 
 
 def vacuum_mask(image, **kwargs):

@@ -1,7 +1,7 @@
 """The preprocessing stage: raw counts in, clean projections (with their alignment) out.
 
 Per projection (one Dask task each): noise estimate (α, σ) → generalized
-Anscombe VST → rescale to [0.15, 0.85] → denoise (BM3D by default) → exact
+Anscombe VST → rescale to [0.15, 0.85] → denoise (none by default; BM3D or NLM) → exact
 unbiased inverse VST → least-squares rescale to the counts → background
 subtraction. Then the global steps, small reductions over the series:
 centre of mass across the tilt axis, common-line alignment along it, and
@@ -235,7 +235,8 @@ def preprocess(
     tilts : xr.DataArray
         Raw tilt series in counts.
     denoiser : {"bm3d", "nlm", "none"}
-        None = ``aetdask.preprocess.denoiser`` (bm3d; its licence is
+        None = ``aetdask.preprocess.denoiser`` (none: on a dense particle's
+        projections BM3D blurs neighbouring atoms together; bm3d's licence is
         non-commercial, ``nlm`` is the free alternative).
     background : bool
         Subtract the background.
