@@ -1,7 +1,7 @@
 """Accuracy at the realistic size: a 20,000-atom a-Si particle that fills a 290² field, at low dose.
 
-    python benchmarks/bench_large.py [--dose 8e3 1.6e4] [--shifts 3] [--model FILE] [--work DIR]
-        [--config FILE.yaml] [--score-only]
+    python benchmarks/bench_large.py [--dose 8e3 1.6e4] [--shifts 3] [--model FILE|copdpt] [--work DIR]
+        [--config FILE.yaml] [--score-only] [--preprocess-only]
 
 Simulates the tilt series with the linear ADF model (seeded Poisson counts, 1 e⁻/px background):
 the seed paper's 19,993-atom a-Si ground truth (``aSi9nm_model_GT.txt``) when ``../shared`` is
@@ -10,6 +10,10 @@ the seed's 60 angles (θ = 0:3:177°). The model is centred on its ADF-weighted 
 aligned series has zero shifts. ``--shifts S`` moves every projection by a random whole number of
 pixels in [−S, S] along each axis (seeded; simulated on a field 2S wider and cropped, so no signal
 wraps round), so alignment has work to do.
+
+``--model copdpt`` takes the seed paper's 18,356-atom CoPdPt model instead (Co, Pd and Pt, as
+stored), its 55 true angles (φ and ψ not zero) and a 280² field: a heavier particle filling the
+field, for the alignment and the noise estimate (``--preprocess-only --dose 1.7e4``).
 
 Then runs ``aetdask run`` with no tuning (a subprocess: local Dask cluster, run store on disk) and
 prints, stage by stage, what each stage got right against the truth:
@@ -50,7 +54,14 @@ def truth_model(path):
     from aetdask import config, physics
     from aetdask.schema import atoms as make_atoms
 
-    if path is not None and pathlib.Path(path).exists():
+    if path == "copdpt":  # the seed paper's CoPdPt model (ref. 25's metallic glass, 3 types), as stored
+        import scipy.io
+
+        pos = scipy.io.loadmat(SEED_DIR / "MG_final_atom_coord_inA.mat")["final_atom_coord_inAngstrom"].T
+        types = scipy.io.loadmat(SEED_DIR / "MG_final_atom_types.mat")["final_atom_types"].ravel()
+        model = make_atoms(pos.astype(float), np.array(["Co", "Pd", "Pt"])[types - 1])
+        source = "MG_final_atom_coord_inA.mat"
+    elif path is not None and pathlib.Path(path).exists():
         if pathlib.Path(path).suffix == ".txt":  # the seed paper's layout: Z x y z c5 c6
             pos = np.loadtxt(path)[:, 1:4]
             model = make_atoms(pos, ["Si"] * len(pos))
@@ -72,26 +83,31 @@ def truth_model(path):
     return model, source
 
 
-def simulate(model, dose, shifts, work):
+def simulate(model, dose, shifts, work, copdpt=False):
     """Raw counts (seeded) and the shifts applied (what the alignment should record: their negative)."""
     from aetdask.io import read_angles
     from aetdask.simulate import linear
 
-    angles = read_angles(SEED_DIR / "Si_Angle.mat") if (SEED_DIR / "Si_Angle.mat").exists() else np.c_[
-        np.zeros(60), np.arange(0, 180, 3.0), np.zeros(60)]
-    tilts = work / f"tilts_{dose:.1e}_shift{shifts}.npy"
+    if copdpt:  # the true angles of the paper's CoPdPt series (55, φ and ψ not zero)
+        angles = read_angles(SEED_DIR / "CoPdPt_Angle_Dose1p7e4.mat")
+    elif (SEED_DIR / "Si_Angle.mat").exists():
+        angles = read_angles(SEED_DIR / "Si_Angle.mat")
+    else:
+        angles = np.c_[np.zeros(60), np.arange(0, 180, 3.0), np.zeros(60)]
+    shape = 280 if copdpt else SHAPE
+    tilts = work / f"tilts_{'copdpt_' if copdpt else ''}{dose:.1e}_shift{shifts}.npy"
     applied = np.zeros((len(angles), 2), dtype=int)
     if shifts:
         applied = np.random.default_rng(7).integers(-shifts, shifts + 1, size=(len(angles), 2))
     if not tilts.exists():
         # a wider field, cropped where each projection's shift puts it: no signal wraps round the edges
-        wide = SHAPE + 2 * shifts
+        wide = shape + 2 * shifts
         counts = linear(model, angles=angles, pixel_size=PIXEL, shape=wide, dose=dose, seed=1).compute().values
-        counts = np.stack([c[shifts - sy:shifts - sy + SHAPE, shifts - sx:shifts - sx + SHAPE]
+        counts = np.stack([c[shifts - sy:shifts - sy + shape, shifts - sx:shifts - sx + shape]
                            for c, (sy, sx) in zip(counts, applied)])
         np.save(tilts, counts.astype(np.float32))
-    np.savetxt(work / "angles.txt", angles, header="phi theta psi (degrees)")
-    return tilts, work / "angles.txt", applied
+    np.savetxt(work / f"angles{'_copdpt' if copdpt else ''}.txt", angles, header="phi theta psi (degrees)")
+    return tilts, work / f"angles{'_copdpt' if copdpt else ''}.txt", applied, shape
 
 
 def near_counts(product, truth, shift):
@@ -115,7 +131,7 @@ def score(store_path, truth, applied, out):
     from aetdask.schema import last_record
 
     store = RunStore(store_path, create=False)
-    stages = store.read_json("run.json")["stages"]
+    stages = (store.read_json("run.json") or {}).get("stages", {})  # none after import + preprocess
     n_true = truth.sizes["atom"]
     report = {"stages_s": {k: round(v.get("seconds", 0.0), 1) for k, v in stages.items()}}
     if "preprocessed" in store:
@@ -187,10 +203,13 @@ def main():
     ap.add_argument("--dose", type=float, nargs="+", default=[8.0e3, 1.6e4], help="e⁻/Å² per projection")
     ap.add_argument("--shifts", type=int, default=0, help="random whole-pixel shifts in [−S, S] per axis")
     ap.add_argument("--model", default=str(SEED_DIR / "aSi9nm_model_GT.txt"),
-                    help="ground-truth atoms (default: the seed paper's 19,993-atom a-Si; a random particle if absent)")
+                    help="ground-truth atoms (default: the seed paper's 19,993-atom a-Si; a random particle if absent), "
+                         "or 'copdpt': the seed paper's 18,356-atom CoPdPt model, its 55 true angles, 280² px")
     ap.add_argument("--work", help="keep the tilt series and run stores here (a second call resumes)")
     ap.add_argument("--config", metavar="FILE", help="YAML file of aetdask parameters, passed to the command")
     ap.add_argument("--score-only", action="store_true", help="score the stores in --work without running")
+    ap.add_argument("--preprocess-only", action="store_true",
+                    help="import and preprocess only (alignment and noise estimate; with --shifts, minutes not hours)")
     args = ap.parse_args()
     import tempfile
 
@@ -199,18 +218,28 @@ def main():
     model, source = truth_model(args.model)
     reports = {}
     for dose in args.dose:
-        tilts, angles, applied = simulate(model, dose, args.shifts, work)
-        store = work / f"run_{dose:.1e}_shift{args.shifts}.zarr"
-        print(f"{model.sizes['atom']} Si atoms ({source}), {SHAPE}² px at {PIXEL} Å, 60 projections, {dose:.2g} e⁻/Å²"
+        copdpt = args.model == "copdpt"
+        tilts, angles, applied, shape = simulate(model, dose, args.shifts, work, copdpt)
+        store = work / f"run_{'copdpt_' if copdpt else ''}{dose:.1e}_shift{args.shifts}.zarr"
+        species = ",".join(np.unique(model.species.values.astype(str)))
+        print(f"{model.sizes['atom']} {species} atoms ({source}), {shape}² px at {PIXEL} Å, {len(applied)} projections, "
+              f"{dose:.2g} e⁻/Å²"
               + (f", shifts of up to ±{args.shifts} px" if args.shifts else ", aligned"))
         if not args.score_only:
-            cmd = [sys.executable, "-m", "aetdask.cli", "run", str(tilts), "--angles", str(angles), "--pixel-size",
-                   str(PIXEL), "--species", "Si", "--out", str(store)] + (
-                       ["--config", str(args.config)] if args.config else [])
+            aet = [sys.executable, "-m", "aetdask.cli"]
+            config = ["--config", str(args.config)] if args.config else []
+            if args.preprocess_only:  # import + preprocess: the alignment and noise estimate alone
+                cmds = [] if store.exists() else [aet + ["import", str(tilts), "--angles", str(angles), "--pixel-size",
+                                                        str(PIXEL), "--out", str(store)]]
+                cmds.append(aet + ["preprocess", str(store)] + config)
+            else:
+                cmds = [aet + ["run", str(tilts), "--angles", str(angles), "--pixel-size", str(PIXEL), "--species", species,
+                               "--out", str(store)] + config]
             t0 = time.perf_counter()
-            done = subprocess.run(cmd, capture_output=True, text=True)
-            if done.returncode:
-                sys.exit(f"aetdask run failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+            for cmd in cmds:
+                done = subprocess.run(cmd, capture_output=True, text=True)
+                if done.returncode:
+                    sys.exit(f"aetdask {cmd[3]} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
             wall = time.perf_counter() - t0
             peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
             print(f"  wall {wall:.0f} s (command, cluster start included); peak RSS of one process {peak:.0f} MiB")

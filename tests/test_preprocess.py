@@ -61,7 +61,7 @@ def test_seed_series_matches_the_noise_free_model(seed_dir):
     raw = read_tilt_series(seed_dir / "aSi_2nmFosCetr_Dose1p6e4_cov35pm_ForBM3D.mat",
                            angles=seed_dir / "Si_Angle.mat", pixel_size=0.195)
     model = linear(read_atoms(seed_dir / "aSi_208atoms_GT.txt"), like=raw).values
-    pre = preprocess(raw).compute()
+    pre = preprocess(raw, "bm3d").compute()  # the denoiser's product: none, the default, leaves the noise
     out = pre.values  # the product: denoised, background removed (its alignment is recorded, not applied)
     scores = np.array([ncc(out[k], model[k]) for k in range(len(out))])
     moved = aligned(pre).values
@@ -136,3 +136,23 @@ def test_stage_background_settings_remove_a_curved_background():
                           attrs={"pixel_size": 0.3, "units": "a.u.", "provenance": []})
         out = preprocess(ts, "none", alignment="none", normalize=False).values[0]
         assert np.abs(out - particle)[region].mean() / mean <= 0.05
+
+
+def test_a_failed_noise_estimate_is_replaced_by_the_series():
+    """α and σ are the detector's, shared by every projection: one projection's estimate far from the
+    others (its spectrum had no noise-only band, and the fallback took structure for noise) takes the
+    series' medians; a series whose projections agree, or too short to say, is left as it is."""
+    from aetdask.preprocess.stage import _series_noise
+
+    rng = np.random.default_rng(0)
+    params = np.c_[rng.normal(1.0, 0.002, 30), np.abs(rng.normal(0.0, 0.01, 30))]
+    params[4] = 1.12, 0.95
+    out = _series_noise(params)
+    np.testing.assert_allclose(out[4], [np.median(params[np.arange(30) != 4, 0]),
+                                        np.median(params[np.arange(30) != 4, 1])])
+    np.testing.assert_array_equal(np.delete(out, 4, axis=0), np.delete(params, 4, axis=0))
+    np.testing.assert_array_equal(_series_noise(np.delete(params, 4, axis=0)), np.delete(params, 4, axis=0))
+    np.testing.assert_array_equal(_series_noise(params[:4]), params[:4])
+    nan = params.copy()
+    nan[:, :] = np.nan  # noise-free data: nothing to replace
+    assert np.isnan(_series_noise(nan)).all()

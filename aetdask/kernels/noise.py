@@ -70,19 +70,24 @@ def _remove_small(mask, min_size):
     return keep[labels]
 
 
-#: Parts of the thresholded particle smaller than this fraction of the largest are noise, not sample:
-#: at low counts the smoothed noise crosses Otsu's threshold in specks all over the field.
+#: Parts of the thresholded particle smaller than this fraction of the largest, and farther from it
+#: than the particle's signal reaches, are noise, not sample: at low counts the smoothed noise crosses
+#: Otsu's threshold in specks all over the field.
 _SPECK_FRACTION = 0.05
 
 
-def _keep_large(mask, fraction):
-    """Keep the 8-connected components of `mask` of at least `fraction` of the largest one's size."""
+def _keep_large(mask, fraction, near):
+    """Keep the 8-connected components of `mask` of at least `fraction` of the largest one's size, or
+    within `near` px of it (pieces of the particle itself: its faint edge breaks up at low counts)."""
     labels, n = ndimage.label(mask, structure=np.ones((3, 3)))
     if n <= 1:
         return mask
     sizes = np.bincount(labels.ravel())
     sizes[0] = 0
-    keep = sizes >= fraction * sizes.max()
+    largest = labels == int(np.argmax(sizes))
+    distance = ndimage.distance_transform_edt(~largest)
+    closest = ndimage.minimum(distance, labels, index=np.arange(n + 1))
+    keep = (sizes >= fraction * sizes.max()) | (np.asarray(closest) <= near)
     keep[0] = False
     return keep[labels]
 
@@ -146,8 +151,8 @@ def background_mask(image, *, otsu_factor=0.9, smoothing=2.0, min_size=None, dil
        :func:`skimage.restoration.denoise_tv_chambolle`, weight = `smoothing` × the
        robust noise std of the normalised image (MAD of the diagonal 2×2 Haar details).
     2. Particle: smoothed > `otsu_factor` × Otsu's threshold of the smoothed image;
-       components smaller than `min_size` pixels or than 5 % of the largest are removed
-       (specks of noise) and holes smaller than `min_size` filled (default: 0.1 % of the
+       components smaller than `min_size` pixels, or than 5 % of the largest and farther
+       from it than `max_reach` (else `dilation`), are removed (specks of noise) and holes smaller than `min_size` filled (default: 0.1 % of the
        pixels, at least 16).
     3. Tails: the particle is grown in 1-px shells of distance while the raw image
        averaged over 5 shells is more than 2.5 standard errors above the far background
@@ -163,8 +168,9 @@ def background_mask(image, *, otsu_factor=0.9, smoothing=2.0, min_size=None, dil
 
     If that leaves fewer than 5 % of the pixels, the tails reach the field's edges: the
     background is the tenth of the field farthest from the particle found in 2, if that
-    tenth lies at least `dilation` px from it; otherwise (the sample fills the field) the
-    mask falls back to the darkest 10 % of the smoothed image.
+    particle stays inside the field (on at most 5 % of its border pixels) and that tenth
+    lies at least `dilation` px from it; otherwise (the sample fills the field) the mask
+    falls back to the darkest 10 % of the smoothed image.
 
     Examples
     --------
@@ -200,7 +206,7 @@ def _background_mask(image, *, otsu_factor=0.9, smoothing=2.0, min_size=None, di
 
     particle = smooth > otsu_factor * threshold_otsu(smooth)
     particle = _remove_small(particle, min_size)
-    particle = _keep_large(particle, _SPECK_FRACTION)
+    particle = _keep_large(particle, _SPECK_FRACTION, dilation if max_reach is None else max_reach)
     particle = _fill_small_holes(particle, min_size)
     core = particle
     if particle.any():
@@ -218,11 +224,20 @@ def _background_mask(image, *, otsu_factor=0.9, smoothing=2.0, min_size=None, di
     return background, False
 
 
+#: Largest share of the field's border pixels an isolated particle's core may cover (a film or a
+#: sample wider than the field covers a large part of it: 24–43 % on the tests' film).
+_BORDER_SHARE = 0.05
+
+
 def _farthest_from(core, distance):
-    """The tenth of the field farthest from the particle's `core`, where that tenth lies at least
-    `distance` px from it (a particle whose tails reach the field's edges: the background is taken
-    where they are weakest); None otherwise (the sample fills the field)."""
+    """The tenth of the field farthest from the particle's `core`, where the core stays inside the
+    field (on at most :data:`_BORDER_SHARE` of its border pixels) and that tenth lies at least
+    `distance` px from it: a particle whose tails reach the field's edges, the background taken
+    where they are weakest. None otherwise (the sample fills the field)."""
     if not core.any() or core.all():
+        return None
+    border = np.concatenate([core[0], core[-1], core[1:-1, 0], core[1:-1, -1]])
+    if border.mean() > _BORDER_SHARE:
         return None
     d = ndimage.distance_transform_edt(~core)
     cut = np.percentile(d, 90)

@@ -1,6 +1,7 @@
 """The preprocessing stage: raw counts in, clean projections (with their alignment) out.
 
-Per projection (one Dask task each): noise estimate (α, σ) → generalized
+Per projection (one Dask task each): noise estimate (α, σ; a projection's estimate far from
+the series' others, which share the detector, is replaced by theirs) → generalized
 Anscombe VST → rescale to [0.15, 0.85] → denoise (none by default; BM3D or NLM) → exact
 unbiased inverse VST → least-squares rescale to the counts → background
 subtraction. Then the global steps, small reductions over the series:
@@ -46,6 +47,39 @@ def _noise_params(block):
     return out
 
 
+#: How many robust standard deviations (the median absolute deviation's, at least
+#: :data:`NOISE_SPREAD_FLOOR` of α) a projection's noise estimate may lie from the series' median
+#: before it is taken for a failed estimate.
+NOISE_OUTLIER = 5.0
+#: Least spread of the per-projection α (relative) and σ (in units of α) that the outlier test allows:
+#: the estimates' own scatter on pure Poisson counts is a few per mille.
+NOISE_SPREAD_FLOOR = (0.01, 0.1)
+
+
+def _series_noise(params):
+    """Per-projection (α, σ) with the outliers replaced by the series' medians.
+
+    The Poisson gain α (signal per detected electron) and the Gaussian read noise σ are the
+    detector's, the same for every projection of a series, whereas each projection's estimate
+    can fail on its own: where its spectrum has no flat noise-only band (the particle's own
+    structure up to the pixel scale at some tilt), the fallback moment estimate takes structure
+    for noise. Estimates farther than :data:`NOISE_OUTLIER` robust standard deviations from the
+    medians of the others are replaced by them; with fewer than 5 usable estimates nothing is.
+    """
+    out = np.array(params, dtype=np.float64, copy=True)
+    a, s = out[:, 0], out[:, 1]
+    ok = np.isfinite(a) & np.isfinite(s)
+    if ok.sum() < 5:
+        return out
+    med_a, med_s = np.median(a[ok]), np.median(s[ok])
+    spread_a = max(1.4826 * np.median(np.abs(a[ok] - med_a)), NOISE_SPREAD_FLOOR[0] * med_a)
+    spread_s = max(1.4826 * np.median(np.abs(s[ok] - med_s)), NOISE_SPREAD_FLOOR[1] * med_a)
+    bad = ok & ((np.abs(a - med_a) > NOISE_OUTLIER * spread_a) | (np.abs(s - med_s) > NOISE_OUTLIER * spread_s))
+    good = ok & ~bad
+    out[bad] = np.median(a[good]), np.median(s[good])
+    return out
+
+
 def denoise_image(image, alpha, sigma, method):
     """VST → [0.15, 0.85] → denoise → exact unbiased inverse → least-squares rescale to the counts."""
     z = np.asarray(image, dtype=np.float64)
@@ -75,6 +109,40 @@ def _soft(support, width=1.0):
     return soft * support
 
 
+#: Significance (standard errors of the counts) above which the pixels a second vacuum pass would
+#: add hold signal: the particle's, not a background that the first pass took for its tails.
+MOVED_SIGNAL_Z = 3.0
+
+
+def _vacuum_and_background(raw, alpha, sigma, fade):
+    """The vacuum and the background fitted there, in two passes: the second finds the particle
+    above the first pass's background (a background that is not flat would otherwise pass for the
+    particle's tails), and is kept only if the pixels it moves into the vacuum hold no significant
+    signal above that background: where the first background was too high under the particle's
+    faint edge (a local fit next to its tails), the second pass would otherwise eat into it."""
+    def fit(vacuum):
+        if vacuum is None:
+            raise _no_vacuum()
+        try:
+            return background_k.fit_background(raw, vacuum, ring=2 * fade)[0]
+        except background_k.NoVacuumError:
+            raise _no_vacuum() from None
+
+    first = noise_k.vacuum_mask(raw, max_reach=fade)
+    bg = fit(first)
+    second = noise_k.vacuum_mask(raw - bg, max_reach=fade)
+    if second is None:
+        return first, bg
+    moved = second & ~first
+    if moved.any():
+        a, s = (alpha, sigma) if np.isfinite(alpha) and alpha > 0 else (1.0, 0.0)
+        excess = (raw - bg)[moved]
+        se = np.sqrt(np.sum(a * np.clip(raw[moved], 0.0, None) + s**2))
+        if se > 0 and excess.sum() > MOVED_SIGNAL_Z * se:
+            return first, bg
+    return second, fit(second)
+
+
 def _clean(block, params, method, subtract, fade):
     """(n, 2, ny, nx): the product (background removed, zero outside the particle's support) and
     the same without the support mask, whose centre of mass and common line are not cut by it.
@@ -83,24 +151,16 @@ def _clean(block, params, method, subtract, fade):
     particle grown out to where its tails are no longer detectable, at most a fade length
     ``fade`` px), the background is fitted to the raw counts there
     (:func:`aetdask.kernels.background.fit_background`: the polynomial order the vacuum
-    supports), and the vacuum is found again above that background (a background that is
-    not flat would otherwise pass for the particle's tails); the background is subtracted
-    from the denoised image."""
+    supports), and the vacuum is found again above that background where that moves no
+    significant signal into it (:func:`_vacuum_and_background`); the background is
+    subtracted from the denoised image."""
     out = np.empty((block.shape[0], 2, *block.shape[1:]), dtype=block.dtype)
     for k, img in enumerate(block):
         alpha, sigma = params[k]
         raw = np.asarray(img, dtype=np.float64)
         den = denoise_image(raw, alpha, sigma, method)
         if subtract:
-            bg = 0.0
-            for _ in range(2):  # the second pass finds the particle above the first pass's background
-                vacuum = noise_k.vacuum_mask(raw - bg, max_reach=fade)
-                if vacuum is None:
-                    raise _no_vacuum()
-                try:
-                    bg, _ = background_k.fit_background(raw, vacuum, ring=2 * fade)
-                except background_k.NoVacuumError:
-                    raise _no_vacuum() from None
+            vacuum, bg = _vacuum_and_background(raw, alpha, sigma, fade)
             out[k, 1] = den - bg
             out[k, 0] = _soft(~vacuum) * out[k, 1]
         else:
@@ -275,6 +335,7 @@ def preprocess(
     n = data.shape[0]
     params = data.map_blocks(_noise_params, dtype=np.float64, drop_axis=[1, 2], new_axis=[1],
                              chunks=(data.chunks[0], (2,)), meta=np.empty((0, 2)))
+    params = params.rechunk({0: -1}).map_blocks(_series_noise, dtype=np.float64).rechunk({0: data.chunks[0]})
     fade = max(2, int(round(FADE_LENGTH / float(tilts.attrs["pixel_size"]))))
     both = da.blockwise(_clean, "tcyx", data, "tyx", params, "tp", method, None, background, None, fade, None,
                         new_axes={"c": 2}, concatenate=True, dtype=np.float32,
