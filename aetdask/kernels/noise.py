@@ -70,8 +70,8 @@ def _remove_small(mask, min_size):
     return keep[labels]
 
 
-#: Parts of the thresholded particle smaller than this fraction of the largest, and farther from it
-#: than the particle's signal reaches, are noise, not sample: at low counts the smoothed noise crosses
+#: Parts of the thresholded particle smaller than this fraction of the largest, and not next to it
+#: (farther than the mask's dilation), are noise, not sample: at low counts the smoothed noise crosses
 #: Otsu's threshold in specks all over the field.
 _SPECK_FRACTION = 0.05
 
@@ -152,7 +152,7 @@ def background_mask(image, *, otsu_factor=0.9, smoothing=2.0, min_size=None, dil
        robust noise std of the normalised image (MAD of the diagonal 2×2 Haar details).
     2. Particle: smoothed > `otsu_factor` × Otsu's threshold of the smoothed image;
        components smaller than `min_size` pixels, or than 5 % of the largest and farther
-       from it than `max_reach` (else `dilation`), are removed (specks of noise) and holes smaller than `min_size` filled (default: 0.1 % of the
+       from it than `dilation`, are removed (specks of noise) and holes smaller than `min_size` filled (default: 0.1 % of the
        pixels, at least 16).
     3. Tails: the particle is grown in 1-px shells of distance while the raw image
        averaged over 5 shells is more than 2.5 standard errors above the far background
@@ -206,7 +206,7 @@ def _background_mask(image, *, otsu_factor=0.9, smoothing=2.0, min_size=None, di
 
     particle = smooth > otsu_factor * threshold_otsu(smooth)
     particle = _remove_small(particle, min_size)
-    particle = _keep_large(particle, _SPECK_FRACTION, dilation if max_reach is None else max_reach)
+    particle = _keep_large(particle, _SPECK_FRACTION, dilation)
     particle = _fill_small_holes(particle, min_size)
     core = particle
     if particle.any():
