@@ -152,8 +152,8 @@ def background_mask(image, *, otsu_factor=0.9, smoothing=2.0, min_size=None, dil
        robust noise std of the normalised image (MAD of the diagonal 2×2 Haar details).
     2. Particle: smoothed > `otsu_factor` × Otsu's threshold of the smoothed image;
        components smaller than `min_size` pixels, or than 5 % of the largest and farther
-       from it than `dilation`, are removed (specks of noise) and holes smaller than `min_size` filled (default: 0.1 % of the
-       pixels, at least 16).
+       from it than `dilation`, are removed (specks of noise) and holes smaller than
+       `min_size` filled (default: 0.1 % of the pixels, at least 16).
     3. Tails: the particle is grown in 1-px shells of distance while the raw image
        averaged over 5 shells is more than 2.5 standard errors above the far background
        (the outer half of the remaining pixels), plus 2 px for the half window.

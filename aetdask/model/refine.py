@@ -565,10 +565,12 @@ def _gain_maxima(problem, zp, mp, weight, o, e, h, s, pos, min_distance, floor):
         return np.empty((0, 3))
     grid = np.argwhere(evaluated)
     points = lo + grid * pixel
-    mats = problem.matrices(e)  # (t, 3, 3): rows 0, 1 are the detector's x and y
-    centre = problem.n_px // 2
-    rows = np.concatenate([mats[:, 1, :] / pixel, (centre + o[:, 0])[:, None]], axis=1)
-    cols = np.concatenate([mats[:, 0, :] / pixel, (centre + o[:, 1])[:, None]], axis=1)
+    # the detector map is affine: its images of the origin and the unit axes give it, in the fit's own
+    # convention (:meth:`_Problem.detector`)
+    anchor = problem.detector(np.vstack([np.zeros(3), np.eye(3)]), o, e)  # (t, 4, 2): row, column
+    linear = anchor[:, 1:] - anchor[:, :1]
+    rows = np.concatenate([linear[..., 0], anchor[:, 0, :1]], axis=1)
+    cols = np.concatenate([linear[..., 1], anchor[:, 0, 1:]], axis=1)
     best = np.full(len(points), -np.inf)
     for k in range(h.shape[0]):
         best = np.maximum(best, gaussian_atoms.gain_map(zp, mp, weight, h[k], s[k], points, rows, cols))
