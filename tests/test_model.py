@@ -172,8 +172,8 @@ def test_likelihood_selection_drops_a_ghost_and_adds_a_missed_atom():
     start = atoms(np.vstack([truth.position.values[:3], ghost]), ["Pt"] * 4)
     # candidates: near the atom tracing missed, and in empty space
     out = refine(start, ts, 100, candidates=np.vstack([truth.position.values[3:] + 0.2, [[-3.5, 3.5, 3.0]]]))
-    sel = out.attrs["provenance"][-1]["params"]["selection"][0]
-    assert sel["removed"] == 1 and sel["added"] == 1
+    sel = out.attrs["provenance"][-1]["params"]["selection"]
+    assert sum(r["removed"] for r in sel) == 1 and sum(r["added"] for r in sel) == 1
     d = np.linalg.norm(out.position.values[:, None] - truth.position.values[None], axis=2)
     assert out.sizes["atom"] == 4 and d.min(axis=1).max() < 0.05
     assert out.flag.values.tolist() == [0, 0, 0, 1]
@@ -204,13 +204,32 @@ def test_selection_at_low_dose_adds_atoms_no_candidate_shows_and_drops_ghosts():
     start = atoms(np.vstack([kept + rng.normal(0, 0.05, kept.shape), ghosts]), ["Si"] * (len(kept) + 6))
     out = refine(start, ts, 100)
     sel = out.attrs["provenance"][-1]["params"]["selection"]
-    assert sel[0]["searched"] >= 4 and sel[0]["removed"] >= 5, sel
+    assert sel[0]["searched"] >= 4 and sum(r["removed"] for r in sel) >= 5, sel
     found, _ = cKDTree(out.position.values).query(pos)
     assert (found[miss] < 0.5).sum() >= 4, found[miss]  # two of them are neighbours: the harder case
     assert (cKDTree(out.position.values).query(ghosts)[0] > 1.0).all()  # no atom left where a ghost was
     assert np.median(found) < 0.25 and (found < 0.5).mean() >= 0.95
     wrong = cKDTree(pos).query(out.position.values)[0] > 0.5
     assert wrong.sum() <= 2, wrong.sum()
+
+
+def test_changes_that_share_counts_are_not_all_made_at_once():
+    """Four atoms seen on top of each other where the counts hold two: alone, taking any one away
+    improves the fit, yet taking all four away is far worse. The batch is sized by the joint change of
+    the penalised likelihood, not by the four separate tests: two go."""
+    from aetdask.model.refine import _batch_size, selection_threshold
+
+    h, s, n = np.array([[40.0]]), np.array([[1.5]]), 21
+    det = np.full((1, 4, 2), 10.0)
+    one = gaussian_atoms.render(det[:, :1], h[0], s[0], (n, n))
+    truth = 5.0 + 2 * one  # expected counts: background and two atoms
+    model = 5.0 + 4 * one
+    weight = np.ones(1)
+    alone = gaussian_atoms.likelihood_change(truth, model, det[:, :1], -h[0], s[0], weight)[0]
+    assert alone < 0  # each removal alone improves the fit
+    count, change = _batch_size(truth, model, weight, det, -np.ones(4), np.repeat(h, 4, 0), np.repeat(s, 4, 0),
+                                np.full(4, -selection_threshold()))
+    assert count == 2 and change < 0
 
 
 def test_classification_of_two_species_and_its_reproducibility():

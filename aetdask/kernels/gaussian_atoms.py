@@ -28,23 +28,45 @@ def _window_bounds(py, px, r, ny, nx):
     return i0, i1, j0, j1
 
 
+@numba.njit(inline="always", cache=True)
+def _axis_weights(buf, lo, hi, p, inv):
+    """``exp(−(u − p)² · inv)`` for u = lo … hi into ``buf[0 : hi − lo + 1]``: a Gaussian is the
+    product of its row and column factors, so a window of n² pixels needs 2n exponentials, not n²."""
+    for u in range(lo, hi + 1):
+        buf[u - lo] = math.exp(-((u - p) ** 2) * inv)
+
+
+@numba.njit(inline="always", cache=True)
+def _row_bounds(dy, px, r, j0, j1):
+    """First and last column of a window row ``dy`` from the centre that lie within ``r`` of it."""
+    half = math.sqrt(max(r * r - dy * dy, 0.0))
+    return max(j0, int(math.ceil(px - half))), min(j1, int(math.floor(px + half)))
+
+
 @numba.njit(parallel=True, cache=True)
 def _render(pos, height, sigma, ny, nx, cutoff):
     nt, na = pos.shape[0], pos.shape[1]
     out = np.zeros((nt, ny, nx))
+    span = 3
+    for j in range(na):
+        span = max(span, 2 * int(math.ceil(cutoff * sigma[j])) + 3)
     for k in numba.prange(nt):
+        ey = np.empty(span)
+        ex = np.empty(span)
         for j in range(na):
             s = sigma[j]
             r = cutoff * s
             py, px = pos[k, j, 0], pos[k, j, 1]
             i0, i1, j0, j1 = _window_bounds(py, px, r, ny, nx)
             inv = 0.5 / (s * s)
+            _axis_weights(ey, i0, i1, py, inv)
+            _axis_weights(ex, j0, j1, px, inv)
+            h = height[j]
             for i in range(i0, i1 + 1):
-                dy2 = (i - py) ** 2
-                for m in range(j0, j1 + 1):
-                    d2 = dy2 + (m - px) ** 2
-                    if d2 <= r * r:
-                        out[k, i, m] += height[j] * math.exp(-d2 * inv)
+                m0, m1 = _row_bounds(i - py, px, r, j0, j1)
+                hy = h * ey[i - i0]
+                for m in range(m0, m1 + 1):
+                    out[k, i, m] += hy * ex[m - j0]
     return out
 
 
@@ -55,26 +77,32 @@ def _gradients(residual, pos, height, sigma, cutoff):
     gpos = np.zeros((nt, na, 2))
     gh = np.zeros((nt, na))
     gs = np.zeros((nt, na))
+    span = 3
+    for j in range(na):
+        span = max(span, 2 * int(math.ceil(cutoff * sigma[j])) + 3)
     for k in numba.prange(nt):
+        ey = np.empty(span)
+        ex = np.empty(span)
         for j in range(na):
             s = sigma[j]
             r = cutoff * s
             py, px = pos[k, j, 0], pos[k, j, 1]
             i0, i1, j0, j1 = _window_bounds(py, px, r, ny, nx)
             inv = 1.0 / (s * s)
+            _axis_weights(ey, i0, i1, py, 0.5 * inv)
+            _axis_weights(ex, j0, j1, px, 0.5 * inv)
             ay = 0.0
             ax = 0.0
             ah = 0.0
             as_ = 0.0
             for i in range(i0, i1 + 1):
                 dy = i - py
-                for m in range(j0, j1 + 1):
+                gy = ey[i - i0]
+                m0, m1 = _row_bounds(dy, px, r, j0, j1)
+                for m in range(m0, m1 + 1):
                     dx = m - px
                     d2 = dy * dy + dx * dx
-                    if d2 > r * r:
-                        continue
-                    g = math.exp(-0.5 * d2 * inv)
-                    rg = residual[k, i, m] * g
+                    rg = residual[k, i, m] * gy * ex[m - j0]
                     ah += rg
                     ay += rg * dy
                     ax += rg * dx
