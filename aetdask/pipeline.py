@@ -334,7 +334,8 @@ def run(
                 + (" (core / tails)" if p.get("components", 1) > 1 else "") + _angle_note(store, refined))
 
     stage("raw", do_raw, "ptychography: a phase image per tilt" if ptychographic else "import")
-    stage("preprocessed", do_pre, "preprocessing: noise, VST + denoising, background, alignment")
+    denoise = "" if str(config.get("preprocess.denoiser")) == "none" else ", VST + denoising"
+    stage("preprocessed", do_pre, f"preprocessing: noise{denoise}, background, alignment")
     stage("volume", do_volume, "reconstruction" + (" with angle refinement" if refine_angles else ""))
     stage("candidates", do_candidates, "tracing")
     stage("atoms", do_atoms, "classification")

@@ -1,4 +1,4 @@
-"""Preprocessing of raw tilt series: noise model, VST + denoising, background, alignment, normalization."""
+"""Preprocessing of raw tilt series: noise model, optional VST + denoising, background, alignment, normalization."""
 
 from aetdask.preprocess.stage import aligned, combine_frames, denoise_image, preprocess
 
