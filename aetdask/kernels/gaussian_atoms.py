@@ -36,6 +36,15 @@ def _axis_weights(buf, lo, hi, p, inv):
         buf[u - lo] = math.exp(-((u - p) ** 2) * inv)
 
 
+@numba.njit(cache=True)
+def _widest_window(sigma, cutoff):
+    """Length of the longest window row any atom needs: the size of the row and column factor buffers."""
+    span = 3
+    for j in range(sigma.shape[0]):
+        span = max(span, 2 * int(math.ceil(cutoff * sigma[j])) + 3)
+    return span
+
+
 @numba.njit(inline="always", cache=True)
 def _row_bounds(dy, px, r, j0, j1):
     """First and last column of a window row ``dy`` from the centre that lie within ``r`` of it."""
@@ -47,9 +56,7 @@ def _row_bounds(dy, px, r, j0, j1):
 def _render(pos, height, sigma, ny, nx, cutoff):
     nt, na = pos.shape[0], pos.shape[1]
     out = np.zeros((nt, ny, nx))
-    span = 3
-    for j in range(na):
-        span = max(span, 2 * int(math.ceil(cutoff * sigma[j])) + 3)
+    span = _widest_window(sigma, cutoff)
     for k in numba.prange(nt):
         ey = np.empty(span)
         ex = np.empty(span)
@@ -77,9 +84,7 @@ def _gradients(residual, pos, height, sigma, cutoff):
     gpos = np.zeros((nt, na, 2))
     gh = np.zeros((nt, na))
     gs = np.zeros((nt, na))
-    span = 3
-    for j in range(na):
-        span = max(span, 2 * int(math.ceil(cutoff * sigma[j])) + 3)
+    span = _widest_window(sigma, cutoff)
     for k in numba.prange(nt):
         ey = np.empty(span)
         ex = np.empty(span)

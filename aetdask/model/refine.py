@@ -542,7 +542,7 @@ SELECT_LEVEL = 1e-3
 
 
 #: Most rounds of :func:`_select` with the atoms held (where tracing put them, then where the fit did);
-#: they stop as soon as a round changes nothing.
+#: they stop sooner once a round changes fewer than :data:`SETTLED` of the atoms.
 HELD_ROUNDS = 12
 #: Rounds stop once one changes fewer than this share of the atoms (the changes it made stay).
 SETTLED = 0.01
@@ -685,8 +685,8 @@ def _select(problem, x, pool, kinds, min_distance, held=False):
         d, _ = cKDTree(pos).query(pool)
         far = pool[d > min_distance]
     gains = np.full((len(far), len(kinds)), -np.inf)
+    fdet = problem.detector(far, o, e)
     if len(far):
-        fdet = problem.detector(far, o, e)
         for k in range(len(kinds)):
             gains[:, k] = -gaussian_atoms.likelihood_change(problem.zp, mp, fdet, np.repeat(h[k:k + 1], len(far), 0),
                                                             np.repeat(s[k:k + 1], len(far), 0), weight)
@@ -706,7 +706,7 @@ def _select(problem, x, pool, kinds, min_distance, held=False):
     # less than their separate tests say. The share of the surest changes made is the one whose joint
     # change of the penalised likelihood (misfit + threshold per atom) is lowest, evaluated exactly.
     sign = np.where(order < len(weak), -1.0, 1.0)
-    where = np.concatenate([det[:, weak], problem.detector(far[good], o, e)], axis=1)[:, order]
+    where = np.concatenate([det[:, weak], fdet[:, good]], axis=1)[:, order]
     kind_m = np.concatenate([problem.kind_of[weak], kind[good]]).astype(int)[order]
     penalty = np.where(sign > 0, threshold, -level)
     count, joint = _batch_size(problem.zp, mp, weight, where, sign, h[kind_m], s[kind_m], penalty)
