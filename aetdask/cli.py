@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import pathlib
@@ -55,6 +54,14 @@ def main():
 
     Start with `aetdask demo`; `aetdask COMMAND --help` explains each command.
     """
+
+
+@main.command()
+def parameters():
+    """Print every parameter with its default and meaning, as a YAML file for `--config`."""
+    from aetdask.parameters import defaults_yaml
+
+    click.echo(defaults_yaml(), nl=False)
 
 
 @main.command("import")
@@ -282,14 +289,15 @@ def preprocess(store, denoiser, as_json):
 
     from aetdask import plot
     from aetdask.io import RunStore
+    from aetdask.pipeline import run_stage
     from aetdask.preprocess import aligned, denoise_image
-    from aetdask.preprocess import preprocess as _preprocess
 
-    rs = RunStore(store, create=False, writable=True)
-    raw = rs.read("raw")
     t0 = time.perf_counter()
-    rs.write("preprocessed", _preprocess(raw, denoiser), progress=not as_json)
+    with config.set({"preprocess.denoiser": denoiser} if denoiser else {}):
+        run_stage(store, "preprocess", progress=not as_json, echo=(lambda *a: None) if as_json else click.echo)
     seconds = time.perf_counter() - t0
+    rs = RunStore(store, create=False)
+    raw = rs.read("raw")
     pre = rs.read("preprocessed")
     n = pre.sizes["tilt"]
     picks = np.unique(np.linspace(0, n - 1, config.get("preprocess.panel_tilts")).round().astype(int))
@@ -332,25 +340,33 @@ def reconstruct(store, method, iterations, step, refine_angles, as_json):
 
     from aetdask.io import RunStore
     from aetdask.reconstruct import reconstruct as _reconstruct
-    from aetdask.reconstruct.refine import refine
     from aetdask.reconstruct.stage import reconstruction_record
 
     rs = RunStore(store, create=False, writable=True)
     source = "preprocessed" if "preprocessed" in rs else "raw"
     if source not in rs:
         raise StoreError(f"{rs.path}: no tilt series to reconstruct (run `aetdask import` first)")
-    tilts = rs.read(source).compute()
     t0 = time.perf_counter()
-    if refine_angles:
-        with config.set({k: v for k, v in {"reconstruct.method": method, "reconstruct.iterations": iterations,
-                                            "reconstruct.step": step}.items() if v is not None}):
-            volume, refined = refine(tilts, progress=not as_json)
-        rs.write(source, refined)
-    else:
-        volume = _reconstruct(tilts, method, iterations, step, progress=not as_json)
+    overrides = {k: v for k, v in {"reconstruct.method": method, "reconstruct.iterations": iterations,
+                                   "reconstruct.step": step}.items() if v is not None}
+    with config.set(overrides):
+        if source == "preprocessed":  # the pipeline's stage, with its record
+            from aetdask.pipeline import run_stage
+
+            result = run_stage(rs, "reconstruct-angles" if refine_angles else "reconstruct", progress=not as_json,
+                               echo=(lambda *a: None) if as_json else click.echo)
+            volume = rs.read("volume")
+            p = {"method": result.values["method"], "iterations_run": result.values["iterations"],
+                 "r_final": result.values["r_final"]}
+        else:  # raw projections, not preprocessed: not a step of the chain, so no record
+            if refine_angles:
+                raise InputError("--refine-angles: needs the preprocessed series (noise model, alignment); run "
+                                 "`aetdask preprocess` first")
+            with rs.lock("aetdask reconstruct"):
+                volume = _reconstruct(rs.read(source).compute(), progress=not as_json)
+                rs.write("volume", volume.chunk({"z": 64, "y": 64, "x": 64}))
+            p = reconstruction_record(volume)
     seconds = time.perf_counter() - t0
-    rs.write("volume", volume.chunk({"z": 64, "y": 64, "x": 64}))
-    p = reconstruction_record(volume)
     out = {"method": p["method"], "iterations": p["iterations_run"], "r_factor": p["r_final"], "seconds": seconds}
     if as_json:
         click.echo(json.dumps(out))
@@ -416,15 +432,14 @@ def run(tilts, angles, pixel_size, species, out, refine_angles, scanning, modali
         click.echo(json.dumps(summary))
 
 
-def _store_stage(store, source, target, make, describe):
-    from aetdask.io import RunStore
+def _stage(store, name, species=(), describe=None):
+    """Run one stage of the chain on a run store (its record as ``aetdask run`` writes it) and say what it wrote."""
+    from aetdask.pipeline import run_stage
+    from aetdask.stages import BY_NAME
 
-    rs = RunStore(store, create=False, writable=True)
-    if source not in rs:
-        raise StoreError(f"{rs.path}: product {source!r} is missing (it has {rs.products()})")
-    product = make(rs)
-    rs.write(target, product)
-    click.echo(f"wrote {rs.path}/{target}: {describe(product)}")
+    result = run_stage(store, name, species, progress=True, echo=click.echo)
+    click.echo(f"wrote {pathlib.Path(store)}/{BY_NAME[name].product}: {describe(result) if describe else result.note}")
+    return result
 
 
 @main.command()
@@ -434,44 +449,36 @@ def _store_stage(store, source, target, make, describe):
 @_computing
 def trace(store, species):
     """Trace atom candidates in the volume of a run store (`candidates`)."""
-    from aetdask.model import trace as _trace
-    from aetdask.pipeline import check_species
-
-    names = [s.strip() for s in species.split(",") if s.strip()]
-
-    def make(rs):
-        check_species(names, rs)
-        return _trace(rs.read("volume"), names, progress=True)
-
-    _store_stage(store, "volume", "candidates", make, lambda c: f"{c.sizes['atom']} candidates")
+    _stage(store, "trace", [s.strip() for s in species.split(",") if s.strip()],
+           lambda r: f"{r.values['candidates']} candidates")
 
 
 @main.command()
 @click.argument("store", type=click.Path(exists=True, file_okay=False))
+@click.option("--species", default=None,
+              help="Comma-separated elements in the sample (default: those the candidates were traced for).")
 @_handle_errors
-def classify(store):
+@_computing
+def classify(store, species):
     """Classify the candidates of a run store by K-means (`atoms`)."""
-    from aetdask.model import classify as _classify
+    from aetdask.io import RunStore
 
-    _store_stage(store, "candidates", "atoms", lambda rs: _classify(rs.read("candidates")),
-                 lambda a: ", ".join(f"{n} {s}" for s, n in a.attrs["provenance"][-1]["params"]["counts"].items()))
+    if species is None:
+        rs = RunStore(store, create=False)
+        if "candidates" not in rs:
+            raise StoreError(f"{rs.path}: product 'candidates' is missing (it has {rs.products()}); run `aetdask trace`")
+        species = ",".join(rs.read("candidates").attrs.get("species") or [])
+    _stage(store, "classify", [s.strip() for s in species.split(",") if s.strip()],
+           lambda r: ", ".join(f"{n} {s}" for s, n in r.values["counts"].items()))
 
 
 @main.command()
 @click.argument("store", type=click.Path(exists=True, file_okay=False))
 @_handle_errors
+@_computing
 def refine(store):
     """Refine the atoms of a run store against its raw counts (`refined`)."""
-    from aetdask.pipeline import refine_store
-
-    def make(rs):
-        missing = [p for p in ("raw", "preprocessed", "candidates") if p not in rs]
-        if missing:
-            raise StoreError(f"{rs.path}: refinement needs {missing} as well (it has {rs.products()})")
-        return refine_store(rs, progress=True)
-
-    _store_stage(store, "atoms", "refined", make,
-                 lambda m: f"{m.sizes['atom']} atoms, median displacement {np.median(m.displacement.values) * 100:.1f} pm")
+    _stage(store, "refine")
 
 
 @main.command()

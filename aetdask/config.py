@@ -17,31 +17,25 @@ Examples
 
 from __future__ import annotations
 
+import contextvars
+import os
 import pathlib
-from numbers import Integral, Real
 
 import dask.config
 import yaml
 
 from aetdask.errors import ConfigError, ConfigKeyError, ConfigTypeError
+from aetdask.parameters import PARAMETERS, defaults
 
-_DEFAULTS_FILE = pathlib.Path(__file__).with_name("aetdask.yaml")
-with open(_DEFAULTS_FILE) as _f:
-    DEFAULTS: dict = yaml.safe_load(_f)
+DEFAULTS: dict = defaults()
 dask.config.update_defaults(DEFAULTS)
 
-#: Values that are restricted to a set of choices.
-CHOICES = {
-    "device": ("cpu", "gpu"),
-    "dtype": ("float32", "float64"),
-    "reconstruct.method": ("resire", "sirt", "fbp"),
-    "preprocess.denoiser": ("bm3d", "nlm", "none"),
-}
-#: Values that may be None besides their default's kind.
-NULLABLE = {"scheduler"}
-#: The kind of the keys whose default is None (None: decided from the data or the other settings).
-NULL_KINDS = {"analyze.cutoff": Real, "ptycho.probe_after": Real, "refine_atoms.components": Integral,
-              "refine_atoms.angles": bool}
+#: The stage running now and the keys it declared (:mod:`aetdask.stages`); None outside a stage.
+_STAGE: contextvars.ContextVar = contextvars.ContextVar("aetdask_stage", default=None)
+
+
+class UndeclaredParameter(ConfigError):
+    """A stage read a parameter it does not declare (a bug: its fingerprint would miss that parameter)."""
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -55,9 +49,6 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-_FLAT_DEFAULTS = _flatten(DEFAULTS["aetdask"])
-
-
 def _strip(key: str) -> str:
     key = key.replace("-", "_")
     return key[len("aetdask."):] if key.startswith("aetdask.") else key
@@ -65,8 +56,8 @@ def _strip(key: str) -> str:
 
 def _check_key(key: str) -> str:
     k = _strip(key)
-    if k not in _FLAT_DEFAULTS:
-        allowed = ", ".join(sorted(_FLAT_DEFAULTS))
+    if k not in PARAMETERS:
+        allowed = ", ".join(sorted(PARAMETERS))
         raise ConfigKeyError(f"unknown aetdask configuration key {key!r}; allowed keys: {allowed}")
     return k
 
@@ -74,39 +65,90 @@ def _check_key(key: str) -> str:
 def validate(key: str, value):
     """Raise :class:`~aetdask.errors.ConfigError` (a ``ValueError``) if ``value`` is not allowed for ``key``."""
     k = _check_key(key)
-    default = _FLAT_DEFAULTS[k]
-    if value is None and (k in NULLABLE or default is None):
-        return value
-    if k in CHOICES:
-        if value not in CHOICES[k]:
-            raise ConfigError(f"aetdask.{k} = {value!r} is not allowed; choose one of {CHOICES[k]}")
-        return value
-    if isinstance(default, bool):
-        ok = isinstance(value, bool)
-    elif isinstance(default, Real):
-        ok = isinstance(value, Real) and not isinstance(value, bool)
-    elif isinstance(default, list):
-        ok = isinstance(value, (list, tuple)) and len(value) == len(default)
-    elif k in NULL_KINDS:
-        ok = isinstance(value, NULL_KINDS[k]) and (NULL_KINDS[k] is bool or not isinstance(value, bool))
-    elif default is None:
-        ok = isinstance(value, str)
-    else:
-        ok = isinstance(value, type(default))
-    if not ok:
-        kind = {Integral: "an integer", Real: "a number", bool: "true, false"}.get(NULL_KINDS.get(k))
-        like = f"{kind} or null" if k in NULL_KINDS else f"a value like {default!r}"
-        raise ConfigTypeError(f"aetdask.{k} = {value!r} has the wrong kind; expected {like}")
-    return value
+    try:
+        return PARAMETERS[k].check(value)
+    except TypeError as exc:
+        raise ConfigTypeError(f"aetdask.{k} = {exc}") from None
+    except ValueError as exc:
+        raise ConfigError(f"aetdask.{k} = {exc}") from None
 
 
-def get(key: str, override=None):
-    """Read ``aetdask.<key>``; ``override`` (not None) wins, after validation."""
+class declared:
+    """Context in which a stage runs: reading a result parameter it did not declare is an error when
+    ``AETDASK_STRICT_PARAMETERS`` is set (the tests set it), else a warning, once per key."""
+
+    def __init__(self, stage: str, keys):
+        self.token = None
+        self.value = (stage, frozenset(keys), [])  # (config.set shadows the builtin set here)
+
+    def __enter__(self):
+        self.token = _STAGE.set(self.value)
+        return self
+
+    def __exit__(self, *exc):
+        _STAGE.reset(self.token)
+        return False
+
+
+def _check_declared(k: str) -> None:
+    active = _STAGE.get()
+    if active is None or PARAMETERS[k].role != "result":
+        return
+    stage, keys, warned = active
+    if k in keys or k in warned:
+        return
+    message = (f"stage {stage!r} read aetdask.{k}, which it does not declare (aetdask/parameters.py): its "
+               "fingerprint misses it, so a change of it would not recompute the stage")
+    if os.environ.get("AETDASK_STRICT_PARAMETERS"):
+        raise UndeclaredParameter(message)
+    warned.append(k)
+    import warnings
+
+    warnings.warn(message, stacklevel=3)
+
+
+def get(key: str, override=None, *, preset=None):
+    """Read ``aetdask.<key>``, validated. Precedence: ``override`` (a function argument) when not None,
+    then a value the user set (:func:`explicit`), then ``preset`` (e.g. a campaign's preset) when not None,
+    then the default."""
     k = _check_key(key)
     if override is not None:
         return validate(k, override)
+    _check_declared(k)
+    if preset is not None and not explicit(k):
+        return validate(k, preset)
     value = dask.config.get(f"aetdask.{k}")
     return validate(k, value)
+
+
+def explicit(key: str) -> bool:
+    """Whether the user set ``aetdask.<key>``: through :func:`set` (``--config`` files go through it) or
+    elsewhere in ``dask.config`` (environment variables, a Dask YAML file) to a value other than the default."""
+    k = _check_key(key)
+    return k in _EXPLICIT.get() or dask.config.get(f"aetdask.{k}") != PARAMETERS[k].default
+
+
+#: Keys set through :func:`set` in the current context.
+_EXPLICIT: contextvars.ContextVar = contextvars.ContextVar("aetdask_explicit", default=frozenset())
+
+
+class _Set:
+    """``dask.config.set`` that also remembers which keys the user set (:func:`explicit`)."""
+
+    def __init__(self, checked: dict):
+        self._dask = dask.config.set(checked)
+        self._token = _EXPLICIT.set(_EXPLICIT.get() | {k[len("aetdask."):] for k in checked})
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._dask.__exit__(*exc)
+        try:
+            _EXPLICIT.reset(self._token)
+        except ValueError:  # left in another context than it was entered: forget nothing rather than fail
+            pass
+        return False
 
 
 def set(arg: dict | None = None, **kwargs):
@@ -121,7 +163,7 @@ def set(arg: dict | None = None, **kwargs):
     for key, value in items.items():
         k = _check_key(key)
         checked[f"aetdask.{k}"] = validate(k, value)
-    return dask.config.set(checked)
+    return _Set(checked)
 
 
 def load(path) -> dict:

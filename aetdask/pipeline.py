@@ -1,11 +1,15 @@
 """The end-to-end run: raw counts → preprocessed → volume → candidates → atoms → refined, resumable.
 
-Each stage writes its product into the run store as soon as it finishes and
-records a fingerprint of what made it (its parameters and its input's
-fingerprint) in ``run.json``. Running the same command again skips every stage
-whose product is there with the same fingerprint and redoes the first one that
-changed and everything after it, so a killed run resumes where it stopped and a
-changed parameter recomputes only what it affects.
+The run is a loop over a chain of declared stages (:mod:`aetdask.stages`). Each
+stage writes its product into the run store together with a record of what
+made it — its fingerprint: the values of the parameters it declares, the
+fingerprint before it, its code version and aetdask's version — in one
+commit. Running the same command again keeps every stage whose product carries
+the fingerprint it would have now and redoes the first one that changed and
+everything after it, so a killed run resumes where it stopped and a changed
+parameter recomputes only what it affects. One run holds the store's lock: a
+second writer is refused. ``run.json`` is a log of the stages' times and notes
+for people; it decides nothing.
 """
 
 from __future__ import annotations
@@ -18,27 +22,16 @@ import time
 import numpy as np
 
 from aetdask import config
+from aetdask._version import __version__
 from aetdask.errors import InputError
 from aetdask.io import RunStore, read_tilt_series
 from aetdask.io.store import check_writable
-from aetdask.schema import last_record, normalize_species, validate_tilt_series
+from aetdask.schema import normalize_species, validate_tilt_series
+from aetdask.stages import angle_note, refine_store  # noqa: F401  (the CLI's refine command)
 
+#: The products of the ADF chain, in order (:func:`aetdask.stages.chain`).
 STAGES = ("raw", "preprocessed", "volume", "candidates", "atoms", "refined")
-_CONFIG_OF = {
-    "raw": (),
-    "preprocessed": ("preprocess.denoiser", "dtype"),
-    "volume": ("reconstruct.method", "reconstruct.iterations", "reconstruct.step", "reconstruct.subsamples",
-               "reconstruct.plateau", "dtype"),
-    "candidates": ("trace.oversample", "trace.window", "trace.sigma", "trace.order", "trace.bond_fraction"),
-    "atoms": ("classify.seed", "classify.passes", "classify.noise_classes"),
-    "refined": ("refine_atoms.iterations", "refine_atoms.max_displacement", "refine_atoms.select",
-                "refine_atoms.angles", "refine_atoms.components"),
-}
-_SCANNING_KEYS = ("scanning.core", "scanning.overlap")
-_PTYCHO_KEYS = ("ptycho.iterations", "ptycho.multislice", "ptycho.slices", "ptycho.probe_after", "ptycho.blur")
 MODALITIES = ("adf", "ptycho")
-_REFINE_ANGLE_KEYS = ("refine.rounds", "refine.iterations", "refine.angle_step", "refine.angle_points",
-                      "refine.shift_upsample", "refine.momentum", "refine.memory")
 
 
 def _digest(obj) -> str:
@@ -81,58 +74,6 @@ def _file_digest(path: pathlib.Path) -> str:
     return h.hexdigest()[:16]
 
 
-def refine_store(store: RunStore, progress: bool = False):
-    """Refine a run store's ``atoms`` against its raw counts (noise model and alignment from
-    ``preprocessed``), offering the candidates classification left out to the likelihood test.
-
-    Every projection's angles are refined with the atoms when ``refine_atoms.angles`` says so or,
-    unset, when the reconstruction refined them (``--refine-angles``): against the atoms, which
-    cannot take up a projection's own error as a voxel volume does, they end closer to the truth.
-    """
-    from scipy.spatial import cKDTree
-
-    from aetdask.model import refine
-
-    raw, pre = store.read("raw"), store.read("preprocessed")
-    if raw.attrs.get("units") == "counts":
-        data = raw.load().assign_coords(
-            {k: ("tilt", pre.coords[k].values) for k in ("noise_alpha", "noise_sigma", "shift_y", "shift_x")
-             if k in pre.coords})
-    else:  # no counts to fit: the preprocessed projections, by least squares
-        data = pre.load()
-    data = data.assign_coords(phi=("tilt", pre.phi.values), theta=("tilt", pre.theta.values),
-                              psi=("tilt", pre.psi.values))
-    found, cand = store.read("atoms"), store.read("candidates")
-    d, _ = cKDTree(found.position.values).query(cand.position.values)
-    # unset: the angles are refined against the atoms when the reconstruction refined them
-    angles = None
-    if config.get("refine_atoms.angles") is None:
-        angles = any(r["stage"] == "reconstruct.refine" for r in pre.attrs.get("provenance", []))
-    return refine(found, data, candidates=cand.position.values[d > 1e-6], angles=angles, progress=progress)
-
-
-def _angle_note(store: RunStore, refined) -> str:
-    """How far the coordinate refinement moved the angles from the reconstruction's (RMS rotation), if it did,
-    and, on counts, the Cramér–Rao bound of each projection's orientation (:mod:`aetdask.model.bound`)."""
-    params = last_record(refined, "refine")
-    if "theta" not in params:
-        return ""
-    from aetdask.geometry import projection_matrices
-
-    pre = store.read("preprocessed")
-    before = projection_matrices(np.c_[pre.phi.values, pre.theta.values, pre.psi.values])
-    after = projection_matrices(np.c_[params["phi"], params["theta"], params["psi"]])
-    cos = (np.trace(before @ np.swapaxes(after, 1, 2), axis1=1, axis2=2) - 1) / 2
-    turn = np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
-    note = f"; angles refined against the atoms, {np.sqrt(np.mean(turn**2)):.3f}° RMS from the reconstruction's"
-    if params.get("likelihood") == "poisson-gaussian":
-        from aetdask.model.bound import orientation_bound
-
-        bound = orientation_bound(refined, pre)
-        note += f" (the counts bound each projection's orientation to {np.sqrt((bound**2).sum(axis=1).mean()):.3f}° RMS)"
-    return note
-
-
 def check_species(species, store: RunStore) -> None:
     """Raise :class:`InputError` when a store's ground truth shares no element with ``species``
     (a run or a trace told about the wrong sample)."""
@@ -166,7 +107,8 @@ def run(
         Raw tilt series (counts): a file (:func:`aetdask.io.read_tilt_series`;
         then ``angles`` and ``pixel_size`` are needed) or a tilt-series DataArray.
     out : path
-        Run store (created if missing; an existing one is resumed).
+        Run store (created if missing; an existing one is resumed). One run
+        holds the store's lock from start to end: a second writer is refused.
     species : str or list of str
         The elements in the sample.
     refine_angles : bool
@@ -189,178 +131,134 @@ def run(
         model of that stage is ADF), and the model gets the structure
         analysis, rings included (``analysis/`` in the store).
 
+    The chain of stages is :func:`aetdask.stages.chain`'s. A stage is kept when its
+    product's record carries the fingerprint it would have now (:func:`fingerprint`);
+    the first that differs is run, and every stage after it.
+
     Returns
     -------
     dict
-        ``{"store", "stages": {name: {"seconds", "resumed"}}, "atoms": {species: count}, "report"}``.
+        ``{"store", "stages": {product: {"seconds", "resumed", "stage", "note", "values"}},
+        "atoms": {species: count}, "report"}``.
     """
-    from aetdask.model import classify, trace
-    from aetdask.preprocess import preprocess
-    from aetdask.reconstruct import reconstruct
-    from aetdask.reconstruct.refine import refine as refine_angles_fn
-    from aetdask.reconstruct.scanning import extension_exponent, scanning_reconstruct, suggests_scanning
-    from aetdask.reconstruct.stage import reconstruction_record
+    from aetdask.stages import Context, chain
 
     names = normalize_species(np.atleast_1d(species))
     if len(names) == 0:
         raise InputError("species: give at least one element, e.g. --species Si")
-    if modality not in MODALITIES:
-        raise InputError(f"modality: {modality!r} is not one of {MODALITIES}")
-    ptychographic = modality == "ptycho"
-    if ptychographic and (scanning or refine_angles):
-        raise InputError("run: --modality ptycho cannot be combined with --scanning or --refine-angles yet")
-    if scanning and refine_angles:
-        raise InputError("run: --scanning and --refine-angles cannot be combined yet (angle refinement needs the "
-                         "whole object in every projection)")
+    stages = chain(modality, refine_angles=refine_angles, scanning=scanning)
     # every input is checked before the store is opened for writing, so bad input changes nothing
-    if ptychographic:
-        from aetdask.ptycho.stage import ptycho, validate_patterns
+    if modality == "ptycho":
+        from aetdask.ptycho.stage import validate_patterns
 
         raw_input = validate_patterns(tilts)
+        source = _patterns_fingerprint(raw_input)
     else:
         raw_input = validate_tilt_series(tilts if not isinstance(tilts, (str, pathlib.Path)) else read_tilt_series(
             tilts, angles=angles, pixel_size=pixel_size))
+        source = _source_fingerprint(tilts, angles, pixel_size)
     store = RunStore(out)
     check_writable(store.path.parent)  # the report goes next to the store
     check_species(names, store)
-    record = store.read_json("run.json") or {"stages": {}}
-    source = _patterns_fingerprint(raw_input) if ptychographic else _source_fingerprint(tilts, angles, pixel_size)
-    upstream = _digest({"source": source, "species": sorted(names.tolist())})
-    redo = False
+    ctx = Context(store, names, raw_input, progress, echo)
+    upstream = _digest({"source": source})
     summary = {"store": str(store.path), "stages": {}}
+    log = store.read_json("run.json") or {}
+    log = {"stages": {}} if not isinstance(log.get("stages"), dict) else log
     t_run = time.perf_counter()
+    with store.lock("aetdask run"):
+        redo = False
+        for i, (st, (params, fp)) in enumerate(zip(stages, plan(stages, upstream, names)), 1):
+            done = store.record(st.product) if st.product in store else None
+            step = f"[{i}/{len(stages)}] {st.label}"
+            if not redo and done is not None and done.get("fingerprint") == fp:
+                echo(f"{step}: done before, kept ({done.get('seconds', 0):.1f} s then)")
+                summary["stages"][st.product] = {"stage": st.name, "seconds": 0.0, "resumed": True,
+                                                 "note": done.get("note", ""), "values": done.get("values", {})}
+            else:
+                redo = True
+                echo(step)
+                t0 = time.perf_counter()
+                result = _run_stage(st, ctx, params, fp, log)
+                seconds = time.perf_counter() - t0
+                echo(f"      {result.note + '; ' if result.note else ''}{seconds:.1f} s")
+                summary["stages"][st.product] = {"stage": st.name, "seconds": seconds, "resumed": False,
+                                                 "note": result.note, "values": result.values}
+        final = store.read(stages[-1].product)
+        summary["atoms"] = {str(s): int(np.sum(final.species.values == s)) for s in names}
+        if modality == "ptycho":
+            summary["structure"] = _structure(final, store, echo)
+        summary["seconds"] = time.perf_counter() - t_run
+        from aetdask.report import write_report
 
-    def stage(name, make, label):
-        nonlocal upstream, redo
-        keys = _CONFIG_OF[name] + (_REFINE_ANGLE_KEYS if name == "volume" and refine_angles else ())
-        keys += _SCANNING_KEYS if name == "volume" and scanning else ()
-        keys += _PTYCHO_KEYS if name == "raw" and ptychographic else ()
-        params = {k: config.get(k) for k in keys}
-        if name == "volume":
-            params["refine_angles"] = bool(refine_angles)
-        if name in ("preprocessed", "volume") and scanning:
-            params["scanning"] = True
-        fingerprint = _digest({"upstream": upstream, "params": params})
-        done = record["stages"].get(name, {})
-        i = STAGES.index(name) + 1
-        if not redo and name in store and done.get("fingerprint") == fingerprint:
-            echo(f"[{i}/{len(STAGES)}] {label}: done before, kept ({done.get('seconds', 0):.1f} s then)")
-            summary["stages"][name] = {"seconds": 0.0, "resumed": True}
-        else:
-            redo = True
-            echo(f"[{i}/{len(STAGES)}] {label}")
-            t0 = time.perf_counter()
-            note = make()
-            seconds = time.perf_counter() - t0
-            record["stages"][name] = {"fingerprint": fingerprint, "params": params, "seconds": seconds,
-                                      **({"note": note} if note else {})}
-            store.write_json("run.json", record)
-            echo(f"      {note + '; ' if note else ''}{seconds:.1f} s")
-            summary["stages"][name] = {"seconds": seconds, "resumed": False}
-        upstream = fingerprint
-
-    def do_raw():
-        if ptychographic:
-            raw = ptycho(raw_input)
-            store.write("raw", raw, progress=progress)
-            p = last_record(raw, "ptycho")
-            return (f"{raw.shape[0]} phase projections of {raw.shape[1]}×{raw.shape[2]} px at "
-                    f"{raw.attrs['pixel_size']:.4f} Å ({'multislice, ' + str(p['slices']) + ' slices' if p['multislice'] else 'single slice'}, "
-                    f"{p['iterations']} iterations)")
-        raw = raw_input
-        store.write("raw", raw)
-        return (f"{raw.shape[0]} projections of {raw.shape[1]}×{raw.shape[2]} px at "
-                f"{raw.attrs['pixel_size']} Å, units {raw.attrs['units']}")
-
-    def do_pre():
-        raw = store.read("raw")
-        if scanning:
-            pre = preprocess(raw, background=False, alignment="film", extended=True)
-        else:
-            if raw.attrs.get("units") == "counts" and suggests_scanning(raw):
-                echo(f"      note: the projections' totals grow as 1/cos θ^{extension_exponent(raw):.2f}: the sample "
-                     f"looks wider than the field of view at high tilt (a film?); `aetdask run --scanning` "
-                     f"reconstructs it in local sub-volumes")
-            pre = preprocess(raw)
-        store.write("preprocessed", pre, progress=progress)
-        pre = store.read("preprocessed")
-        return (f"noise α ≈ {np.nanmedian(pre.noise_alpha.values):.3g}, σ ≈ {np.nanmedian(pre.noise_sigma.values):.3g}; "
-                f"alignment {np.sqrt(np.mean(pre.shift_y.values**2 + pre.shift_x.values**2)):.2f} px RMS")
-
-    def do_volume():
-        pre = store.read("preprocessed").compute()
-        if scanning:
-            volume = scanning_reconstruct(pre, progress=progress)
-            p = reconstruction_record(volume)
-            store.write("volume", volume.chunk({"z": -1, "y": 64, "x": 64}))
-            return (f"scanning AET: {p['regions']} sub-volumes, film z = {p['film_center']:.1f} ± "
-                    f"{p['film_half_thickness']:.1f} Å, R = {p['r_final']:.4f} (mean over regions)")
-        if refine_angles:
-            volume, pre = refine_angles_fn(pre, progress=progress)
-            store.write("preprocessed", pre)
-        else:
-            volume = reconstruct(pre, progress=progress)
-        n = volume.shape[0]
-        c = min(n, 64)
-        store.write("volume", volume.chunk({"z": c, "y": c, "x": c}))
-        p = reconstruction_record(volume)
-        return f"{p['method']}, {p['iterations_run']} iterations, R = {p['r_final']:.4f}"
-
-    def do_candidates():
-        cand = trace(store.read("volume"), names, progress=progress)
-        store.write("candidates", cand)
-        p = cand.attrs["provenance"][-1]["params"]
-        return (f"{p['fitted']} peaks fitted in {p['sub_volumes']} sub-volume(s), {p['candidates']} candidates "
-                f"after the {p['merge_distance']:.2f} Å merge")
-
-    def do_atoms():
-        at = classify(store.read("candidates"), names)
-        store.write("atoms", at)
-        counts = at.attrs["provenance"][-1]["params"]["counts"]
-        non = at.attrs["provenance"][-1]["params"]["non_atoms"]
-        return ", ".join(f"{v} {k}" for k, v in counts.items()) + f"; {non} non-atoms"
-
-    def do_refined():
-        refined = refine_store(store, progress=progress)
-        store.write("refined", refined)
-        p = refined.attrs["provenance"][-1]["params"]
-        shift = np.median(refined.displacement.values) * 100
-        sel = p.get("selection") or []
-        changes = (f"{sum(r['removed'] for r in sel)} atoms dropped, {sum(r['added'] for r in sel)} added by the "
-                   f"likelihood test; " if sel else "")
-        return (changes + f"{p['likelihood']} fit, misfit {p['misfit_start']:.6g} → {p['misfit_final']:.6g}, median "
-                f"displacement {shift:.1f} pm, B = " + ", ".join(f"{s} {' / '.join(f'{v:.1f}' for v in np.ravel(b))} Å²"
-                                                          for s, b in zip(p["species"], p["b_factor"]))
-                + (" (core / tails)" if p.get("components", 1) > 1 else "") + _angle_note(store, refined))
-
-    stage("raw", do_raw, "ptychography: a phase image per tilt" if ptychographic else "import")
-    denoise = "" if str(config.get("preprocess.denoiser")) == "none" else ", VST + denoising"
-    stage("preprocessed", do_pre, f"preprocessing: noise{denoise}, background, alignment")
-    stage("volume", do_volume, "reconstruction" + (" with angle refinement" if refine_angles else ""))
-    stage("candidates", do_candidates, "tracing")
-    stage("atoms", do_atoms, "classification")
-    if scanning:
-        echo(f"[{len(STAGES)}/{len(STAGES)}] coordinate refinement against the counts: not for scanning AET (each "
-             f"projection also sees film outside the reconstructed band, which the model does not hold); "
-             f"the model is the classified atoms")
-        final = store.read("atoms")
-    elif ptychographic:
-        echo(f"[{len(STAGES)}/{len(STAGES)}] coordinate refinement against the counts: not for phase projections (its "
-             f"forward model is ADF-STEM counts); the model is the classified atoms")
-        final = store.read("atoms")
-    else:
-        stage("refined", do_refined, "coordinate refinement against the counts")
-        final = store.read("refined")
-    summary["atoms"] = {str(s): int(np.sum(final.species.values == s)) for s in names}
-    if ptychographic:
-        summary["structure"] = _structure(final, store, echo)
-    summary["seconds"] = time.perf_counter() - t_run
-    from aetdask.report import write_report
-
-    summary["report"] = [str(p) for p in write_report(store)]
+        summary["report"] = [str(p) for p in write_report(store)]
+    if stages[-1].product != "refined":
+        why = ("phase projections (its forward model is ADF-STEM counts)" if modality == "ptycho" else
+               "scanning AET (each projection also sees film outside the reconstructed band, which the model does "
+               "not hold)")
+        echo(f"      no coordinate refinement against the counts for {why}; the model is the classified atoms")
     echo(f"model: {final.sizes['atom']} atoms ({', '.join(f'{v} {k}' for k, v in summary['atoms'].items())}); "
          f"report {summary['report'][1]}; {summary['seconds']:.1f} s in all")
     return summary
+
+
+def _run_stage(st, ctx, params: dict, fp: str, log: dict):
+    """Run one stage with its record; log its time and note in ``run.json``."""
+    t0 = time.perf_counter()
+    record = {"stage": st.name, "fingerprint": fp, "params": params, "version": __version__,
+              "stage_version": st.version}
+    # the stage writes its product with this record in one commit; its time and summary follow in run.json
+    # (a log for people: what decides a resume is the record inside the product)
+    with config.declared(st.name, st.params):
+        result = st.run(ctx, record)
+    log["stages"][st.product] = {**record, "seconds": time.perf_counter() - t0, "note": result.note}
+    ctx.store.write_json("run.json", log)
+    return result
+
+
+def run_stage(store, name: str, species=(), *, progress: bool = True, echo=print):
+    """Run one stage of the chain (:data:`aetdask.stages.BY_NAME`) on a run store, as ``aetdask run`` would
+    at that point: the same record, so a later ``aetdask run`` keeps it when nothing changed. Returns its
+    :class:`~aetdask.stages.Summary`."""
+    from aetdask.errors import StoreError
+    from aetdask.stages import BY_NAME, Context
+
+    st = BY_NAME[name]
+    names = normalize_species(np.atleast_1d(species)) if len(np.atleast_1d(species)) else np.array([], dtype=str)
+    if st.species and len(names) == 0:
+        raise InputError("species: give at least one element, e.g. --species Si")
+    rs = store if isinstance(store, RunStore) else RunStore(store, create=False, writable=True)
+    with rs.lock(f"aetdask {name}"):
+        missing = [p for p in st.reads if p not in rs]
+        if missing:
+            raise StoreError(f"{rs.path}: {st.label} needs {', '.join(missing)} (it has {rs.products()})")
+        if len(names):
+            check_species(names, rs)
+        # the record of the product before it in the chain: the upstream of its fingerprint
+        upstream = (rs.record(st.reads[-1]) or {}).get("fingerprint", f"unrecorded {st.reads[-1]}")
+        params = st.values(names)
+        log = rs.read_json("run.json") or {}
+        log = {"stages": {}} if not isinstance(log.get("stages"), dict) else log
+        return _run_stage(st, Context(rs, names, None, progress, echo), params, fingerprint(st, params, upstream),
+                          log)
+
+
+def plan(stages, upstream: str, species=()) -> list[tuple[dict, str]]:
+    """Each stage's parameter values and fingerprint, in chain order, from the input's digest ``upstream``."""
+    out = []
+    for st in stages:
+        params = st.values(species)
+        upstream = fingerprint(st, params, upstream)
+        out.append((params, upstream))
+    return out
+
+
+def fingerprint(stage, params: dict, upstream: str) -> str:
+    """A stage's fingerprint: its declared parameters' values, the fingerprint of what came before it (the
+    input's digest at the start), its code version and aetdask's version. Equal fingerprints: the same
+    product."""
+    return _digest({"upstream": upstream, "stage": stage.name, "params": params, "stage_version": stage.version,
+                    "aetdask": __version__})
 
 
 def _structure(model, store: RunStore, echo) -> dict | None:

@@ -49,7 +49,8 @@ def main():
           f"{k_comp} Gaussian(s) per atom; about {dose:.3g} counts above background per projection; noise "
           + ("Poisson" if args.poisson else f"α ≈ {np.median(alpha):.3g}, σ ≈ {np.median(sigma):.3g} (preprocessing)"))
     print(f"Cramér–Rao bound per projection, atoms known: rotation RMS {total:.3f}° (about the detector's x axis "
-          f"{parts[0]:.3f}°, y axis {parts[1]:.3f}°, the beam {parts[2]:.3f}°); the best projection {np.sqrt((bound**2).sum(1)).min():.3f}°, "
+          f"{parts[0]:.3f}°, y axis {parts[1]:.3f}°, the beam {parts[2]:.3f}°); "
+          f"the best projection {np.sqrt((bound**2).sum(1)).min():.3f}°, "
           f"the worst {np.sqrt((bound**2).sum(1)).max():.3f}°")
     if args.angles:
         from bench_refine import rotation_error

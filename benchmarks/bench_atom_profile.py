@@ -57,7 +57,8 @@ def main():
         line = [f"{symbol:>3}:"]
         for k in (1, 2, 3):
             rel, widths = fit(r[inside], image[inside], k)
-            line.append(f"{k} Gaussian{'s' if k > 1 else ''} {100 * rel:5.2f} % (widths {', '.join(f'{w:.2f}' for w in widths)} Å)")
+            line.append(f"{k} Gaussian{'s' if k > 1 else ''} {100 * rel:5.2f} % "
+                        f"(widths {', '.join(f'{w:.2f}' for w in widths)} Å)")
         print("  ".join(line))
 
 

@@ -35,7 +35,6 @@ def main():
     from aetdask.cluster import cluster
     from aetdask.schema import as_euler
     from aetdask.simulate import multislice as ms
-    from aetdask.simulate.amorphous import amorphous_particle
     from aetdask.simulate.campaign import load_campaign, run_campaign
 
     params = {"pixel_size": 0.4, "shape": args.shape, "phonons": args.phonons, "slice_thickness": 2.0,

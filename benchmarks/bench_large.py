@@ -31,7 +31,8 @@ prints, stage by stage, what each stage got right against the truth:
   exactly (noise-free mean of the others, its own image fitted by two concentric Gaussians): the
   share above the refinement's selection threshold is what a per-atom test at that false-alarm
   level identifies even knowing everything else, so it says whether a goal is within what the counts
-  carry.
+  carry; and each true atom's Cramér–Rao bound, the least 3-D RMS error of its position that an
+  unbiased fit of these counts can have even given everything else (so the precision goal's limit).
 
 With ``--work DIR`` the tilt series and run store are kept there and a second call resumes the run
 (``--score-only`` scores what the store holds without running). Times per stage come from the
@@ -142,10 +143,13 @@ def information_limit(model, tilts, angles, dose, shape):
     """What the counts can support: for every true atom, the likelihood gain it brings given every other
     atom exactly (its image from :func:`atom_profile`, the noise-free mean of all the others), in
     these counts and in expectation; the share above the coordinate refinement's selection threshold is
-    the identification a per-atom test at that level reaches even knowing everything else."""
+    the identification a per-atom test at that level reaches even knowing everything else. Also each
+    true atom's Cramér–Rao bound: the 3-D RMS error (Å) no unbiased estimate of its position can beat
+    in these counts, even given every other atom and parameter exactly (the information of its own
+    image against the noise-free mean, :func:`~aetdask.kernels.gaussian_atoms.fisher_blocks`)."""
     from aetdask.geometry import projection_matrices
     from aetdask.io import read_angles
-    from aetdask.kernels.gaussian_atoms import likelihood_change
+    from aetdask.kernels.gaussian_atoms import fisher_blocks, likelihood_change
     from aetdask.model.refine import selection_threshold
     from aetdask.simulate import linear
 
@@ -155,15 +159,19 @@ def information_limit(model, tilts, angles, dose, shape):
     mean = np.maximum(mean.astype(np.float64), 1e-12)
     pos = model.position.values
     species = model.species.values.astype(str)
-    det = np.einsum("tij,nj->tni", projection_matrices(euler), pos)[..., [1, 0]] / PIXEL + shape // 2
-    gain, expected = np.zeros(len(pos)), np.zeros(len(pos))
+    matrices = projection_matrices(euler)
+    det = np.einsum("tij,nj->tni", matrices, pos)[..., [1, 0]] / PIXEL + shape // 2
+    jac = matrices[:, [1, 0], :] / PIXEL  # detector pixels (row, column) per Å
+    gain, expected, bound = np.zeros(len(pos)), np.zeros(len(pos)), np.zeros(len(pos))
     for s in np.unique(species):
         sel = species == s
         h, w, _ = atom_profile(s, dose)
         args = (det[:, sel], -np.repeat(h[None], sel.sum(), 0), np.repeat(w[None], sel.sum(), 0), np.ones(len(z)))
         gain[sel] = likelihood_change(z, mean, *args)
         expected[sel] = likelihood_change(mean, mean, *args)
-    return gain, expected, selection_threshold()
+        info = np.einsum("tai,tnab,tbj->nij", jac, fisher_blocks(mean, det[:, sel], *args[1:]), jac)
+        bound[sel] = np.sqrt(np.trace(np.linalg.inv(info), axis1=1, axis2=2))
+    return gain, expected, bound, selection_threshold()
 
 
 def near_counts(product, truth, shift):
@@ -209,7 +217,8 @@ def score(store_path, truth, applied, out):
                                    "sigma": [float(np.median(s)), float(s.min()), float(s.max())], "edge_cut": cut}
     if "volume" in store:
         rec = last_record(store.read("volume"), ("reconstruct",)) or {}
-        out(f"  reconstruction: {rec.get('method')}, {rec.get('iterations_run')} iterations, R = {rec.get('r_final', float('nan')):.4f}")
+        out(f"  reconstruction: {rec.get('method')}, {rec.get('iterations_run')} iterations, "
+            f"R = {rec.get('r_final', float('nan')):.4f}")
     shift = None
     final = next((p for p in ("refined", "atoms", "candidates") if p in store), None)
     if final is not None:
@@ -301,14 +310,17 @@ def main():
             print(f"  wall {wall:.0f} s (command, cluster start included); peak RSS of one process {peak:.0f} MiB")
         reports[f"{dose:.2g}"] = score(store, model, applied, print)
         if not args.preprocess_only:
-            gain, expected, threshold = information_limit(model, tilts, angles, dose, shape)
+            gain, expected, bound, threshold = information_limit(model, tilts, angles, dose, shape)
             share = float(np.mean(gain > threshold))
             print(f"  information limit: given every other atom exactly, {100 * share:.1f} % of the true atoms gain more "
                   f"than the selection threshold ({threshold:.2f}) in these counts; expected gain median "
-                  f"{np.median(expected):.1f}, 5th percentile {np.percentile(expected, 5):.1f}")
+                  f"{np.median(expected):.1f}, 5th percentile {np.percentile(expected, 5):.1f}; Cramér–Rao bound of "
+                  f"the precision {100 * rms(bound):.1f} pm RMS (3-D; {100 * np.percentile(bound, 5):.1f}–"
+                  f"{100 * np.percentile(bound, 95):.1f} pm, 5th–95th percentile)")
             reports[f"{dose:.2g}"]["information_limit"] = {
                 "share_above_threshold": share, "threshold": threshold,
-                "expected_gain_median": float(np.median(expected)), "expected_gain_p5": float(np.percentile(expected, 5))}
+                "expected_gain_median": float(np.median(expected)), "expected_gain_p5": float(np.percentile(expected, 5)),
+                "precision_bound_pm": 100 * rms(bound)}
     print(json.dumps(reports))
 
 

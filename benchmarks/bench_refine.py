@@ -137,7 +137,8 @@ def main():
         given = given + strain_basis(truth)[0] @ eps
     ts = ts.assign_coords(phi=("tilt", given[:, 0]), theta=("tilt", given[:, 1]), psi=("tilt", given[:, 2]))
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores")
-    print(f"model: {a.model or 'random ' + a.species.replace(',', '/') + ' particle'}, {model.sizes['atom']} atoms; {n} projections "
+    print(f"model: {a.model or 'random ' + a.species.replace(',', '/') + ' particle'}, {model.sizes['atom']} atoms; "
+          f"{n} projections "
           f"θ {truth[:, 1].min():g}…{truth[:, 1].max():g}°, {shape}² px of {a.pixel} Å; "
           f"{a.rounds} rounds × {a.iterations} RESIRE iterations")
     def track(record, tilts):

@@ -58,9 +58,10 @@ def main():
                   f"{m['pb_networks']} networks (largest {m['largest_network']}), icosahedra {m['full_icosahedra']} full / "
                   f"{m['partial_icosahedra']} partial")
             cr = s["bond_order"]["crystalline_fraction"]
+            alt = r["alternating_fraction"]
             print(f"  crystal-like {'n/a (open network)' if cr is None else f'{100 * cr:.2f}%'}; rings over "
                   f"{r['bonds']}: most common size {top} ({'formers' if r.get('former_histogram') else 'atoms'}), "
-                  f"alternating {r['alternating_fraction'] if r['alternating_fraction'] is None else round(100 * r['alternating_fraction'], 1)}%")
+                  f"alternating {alt if alt is None else round(100 * alt, 1)}%")
 
 
 if __name__ == "__main__":

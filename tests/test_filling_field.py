@@ -7,7 +7,6 @@ must not take the atoms' pixel-scale structure for noise.
 """
 
 import numpy as np
-import pytest
 
 from aetdask.geometry import remove_rigid_motion, rigid_motion_basis
 from aetdask.kernels.noise import estimate_noise

@@ -54,7 +54,8 @@ def _c(a):
 
 def _run_forward(so, vol, matrices, det, sub, offset=(0.0, 0.0, 0.0)):
     origin, inc, doff = pg._geometry(matrices, vol.shape, det, sub, offset)
-    (v, vp), (o, op), (i, ip), (d, dp) = _c(vol), _c(origin), _c(inc), _c(doff)
+    # the arrays (_v, ...) stay bound while the kernel reads their pointers
+    (_v, vp), (_o, op), (_i, ip), (_d, dp) = _c(vol), _c(origin), _c(inc), _c(doff)
     out = np.zeros((len(matrices),) + det)
     so.aet_splat(vp, *vol.shape, op, ip, dp, doff.shape[1], 1.0 / doff.shape[1], out.ctypes.data, len(matrices), *det)
     return out
@@ -62,7 +63,7 @@ def _run_forward(so, vol, matrices, det, sub, offset=(0.0, 0.0, 0.0)):
 
 def _run_backward(so, proj, matrices, vol_shape, sub, offset=(0.0, 0.0, 0.0)):
     origin, inc, doff = pg._geometry(matrices, vol_shape, proj.shape[1:], sub, offset)
-    (p, pp), (o, op), (i, ip), (d, dp) = _c(proj), _c(origin), _c(inc), _c(doff)
+    (_p, pp), (_o, op), (_i, ip), (_d, dp) = _c(proj), _c(origin), _c(inc), _c(doff)
     out = np.empty(vol_shape)
     so.aet_gather(pp, *proj.shape, op, ip, dp, doff.shape[1], 1.0 / doff.shape[1], out.ctypes.data, *vol_shape)
     return out

@@ -9,7 +9,6 @@ from aetdask.kernels.projector_slices import SliceProjector, system_matrix
 from aetdask.kernels.shift import fourier_shift
 from aetdask.reconstruct import fbp, prepared_projections, reconstruct, resire, sirt
 from aetdask.reconstruct.projectors import EulerProjector
-from aetdask.schema import atoms
 from aetdask.simulate import amorphous_particle, linear
 
 from ._util import needs_seed

@@ -317,7 +317,8 @@ def _density(pos, species, volumes, p) -> dict:
     )
     ok = np.isfinite(per_atom)
     summary = {
-        "mean_interior": float(np.sum(masses[ok]) / np.sum(volumes[ok]) * density_k.AMU_PER_A3_IN_G_PER_CM3) if ok.any() else None,
+        "mean_interior": (float(np.sum(masses[ok]) / np.sum(volumes[ok]) * density_k.AMU_PER_A3_IN_G_PER_CM3)
+                          if ok.any() else None),
         "grid_spacing": h,
         "sigma": float(p["density_sigma"]),
     }

@@ -162,7 +162,8 @@ def _read_mat_atoms(path, species, types):
         coord = coord if coord.shape[0] == 3 else coord.T
         xyz = np.stack([coord[1], coord[0], coord[2]], axis=1)  # (dim1, dim2, dim3) = (y, x, z)
         codes = _find_types_file(path, types, len(xyz))
-        return xyz, _codes_to_species(codes, TYPE_TABLES["final_atom_types"] if species is None else species, path, "final_atom_types")
+        table = TYPE_TABLES["final_atom_types"] if species is None else species
+        return xyz, _codes_to_species(codes, table, path, "final_atom_types")
     pos = [k for k, v in arrays.items() if v.ndim == 2 and 3 in v.shape and v.dtype.kind == "f" and max(v.shape) > 3]
     if len(pos) != 1:
         raise InputError(f"{path}: expected one (n, 3) position array, found {pos or 'none'} in {sorted(arrays)}")

@@ -6,21 +6,42 @@ Layout::
       raw/ preprocessed/      tilt series  (variable ``tilt_series``)
       volume/                 volume       (variable ``volume``)
       candidates/ atoms/ refined/ truth/   atomic models (``position``, ``species``)
-      metrics.json            evaluation results
+      metrics.json run.json   side files (:meth:`RunStore.write_json`)
+      .aetdask.lock           present while a process writes (:meth:`RunStore.lock`)
 
-Every group is readable with ``xarray.open_zarr(STORE, group=NAME)``. A group is
-written under a hidden temporary name and renamed into place only when it is
-complete, so a crash never leaves a half product that looks finished; an
-existing product is replaced only after its successor is complete.
+Every group is readable with ``xarray.open_zarr(STORE, group=NAME)``.
+
+*Atomic products.* A group is written under a hidden temporary name
+(``.NAME.tmp-*``) and renamed into place only when it is complete, so a crash
+never leaves a half product that looks finished; an existing product is moved
+aside (``.NAME.old-*``) only after its successor is complete.
+
+*Records.* ``write(name, product, record={...})`` stores a JSON record (what made
+the product: a fingerprint, parameters, ...) in the product group's own
+attributes, under ``"aetdask_record"``, before the rename: product and record
+appear in one step, so a product is never paired with another product's record.
+:meth:`RunStore.record` reads it back.
+
+*One writer.* A process writes only while it holds ``.aetdask.lock``, created
+atomically and naming its holder (host, pid, command, start time). A second
+writer fails with :class:`~aetdask.errors.StoreError` naming the holder; a lock
+whose holder died on this host is taken over. Whoever takes the lock first
+clears what a killed writer left (temporary groups are removed, a product moved
+aside and not replaced is restored). Opening and reading never change the disk.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import json
 import os
 import pathlib
 import shutil
+import socket
+import sys
 import tempfile
+import threading
 import uuid
 import warnings
 
@@ -40,6 +61,13 @@ PRODUCTS = TILT_PRODUCTS + VOLUME_PRODUCTS + ATOM_PRODUCTS + PATTERN_PRODUCTS
 _VARIABLE = {**{p: "tilt_series" for p in TILT_PRODUCTS}, **{p: "volume" for p in VOLUME_PRODUCTS},
              **{p: "patterns" for p in PATTERN_PRODUCTS}}
 _ZARR_FORMAT = 2  # widest compatibility; consolidated metadata is part of its spec
+LOCK_NAME = ".aetdask.lock"
+RECORD_KEY = "aetdask_record"  # the product group's attribute that holds its record
+
+# The store locks this process holds: real path of the lock file → {"pid", "token", "depth"}.
+# Keyed by path, not by RunStore object, so two RunStore objects on one store share the lock.
+_HELD: dict[str, dict] = {}
+_HELD_GUARD = threading.Lock()
 
 
 class RunStore:
@@ -53,18 +81,29 @@ class RunStore:
     >>> store.write("raw", tilt_series(np.ones((2, 4, 4)), [0, 90], 0.5))
     >>> store.products(), store.read("raw").shape
     (['raw'], (2, 4, 4))
+
+    A whole run holds the lock; each product carries the record of what made it:
+
+    >>> with store.lock("aetdask run"):
+    ...     store.write("raw", tilt_series(np.zeros((2, 4, 4)), [0, 90], 0.5), record={"fingerprint": "1f2e"})
+    >>> store.record("raw")
+    {'fingerprint': '1f2e'}
     """
 
     def __init__(self, path, create: bool = True, *, writable: bool | None = None):
         """Open the run store at ``path``; ``create`` makes it if missing. ``writable`` (default:
-        ``create``) checks up front that it can be written, so a run fails before any work."""
+        ``create``) checks up front that it can be written and that no other process is writing
+        it, so a run fails before any work. Opening an existing store (without ``writable``, whose check
+        creates and removes a probe file) changes nothing on disk."""
         self.path = pathlib.Path(path)
         writable = create if writable is None else writable
         if (self.path / ".zgroup").exists() or (self.path / "zarr.json").exists():
             self._check_version()
             if writable:
                 check_writable(self.path)
-            self._recover()
+                holder = self.holder()
+                if holder is not None and not self._holds_lock():
+                    raise StoreError(self._held_message(holder))
         elif create:
             if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
                 raise StoreError(f"{self.path}: exists and is not an aetdask run store")
@@ -85,15 +124,139 @@ class RunStore:
                 "Upgrade aetdask."
             )
 
-    def _recover(self):
-        """Finish an interrupted replacement: a product moved aside but not yet replaced comes back."""
-        for old in self.path.glob(".*.old-*"):
+    # ------------------------------------------------------------------ the writer's lock
+    @contextlib.contextmanager
+    def lock(self, command: str = ""):
+        """Hold the store's writer lock for the ``with`` block.
+
+        Creates ``STORE/.aetdask.lock`` atomically, naming this process (host, pid, start
+        time and ``command``, by default the command line), and removes it on exit if it is
+        still this process's. Re-entrant within one process, across ``RunStore`` objects on
+        the same store; the outermost block acquires and releases. Just after acquiring, it
+        clears what a killed writer left: temporary groups and files (``.NAME.tmp-*``) are
+        removed, a product moved aside (``.NAME.old-*``) whose replacement never arrived is
+        restored. :meth:`write` and :meth:`write_json` take the lock for their own duration
+        when the caller does not hold it.
+
+        Parameters
+        ----------
+        command : str
+            What holds the lock, shown to anyone who finds the store locked.
+
+        Raises
+        ------
+        StoreError
+            When another live process holds the lock (or one on another host, which cannot be
+            checked). A lock left by a process that is gone from this host is taken over, with
+            a warning that names it.
+        """
+        key = os.path.realpath(self.path / LOCK_NAME)
+        with _HELD_GUARD:
+            held = _HELD.get(key)
+            fresh = held is None or held["pid"] != os.getpid()  # a forked child does not inherit a lock
+            if fresh:
+                held = _HELD[key] = {"pid": os.getpid(), "token": self._acquire(command), "depth": 0}
+            held["depth"] += 1
+        try:
+            if fresh:
+                self._recover()
+            yield self
+        finally:
+            with _HELD_GUARD:
+                held["depth"] -= 1
+                if held["depth"] == 0:
+                    if _HELD.get(key) is held:
+                        del _HELD[key]
+                    self._release(held["token"])
+
+    def holder(self) -> dict | None:
+        """The live process holding the lock (``host``, ``pid``, ``command``, ``started``, ...),
+        this one included; None when the store is not locked or its holder is gone."""
+        holder = self._read_lock()
+        if holder is None or not (self._holds_lock() or _alive(holder)):
+            return None
+        return holder
+
+    def _holds_lock(self) -> bool:
+        held = _HELD.get(os.path.realpath(self.path / LOCK_NAME))
+        return held is not None and held["pid"] == os.getpid()
+
+    def _acquire(self, command: str) -> str:
+        """Create the lock file (taking over a dead holder's); return its token."""
+        lock = self.path / LOCK_NAME
+        me = {"host": socket.gethostname(), "pid": os.getpid(), "command": command or _command_line(),
+              "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+              "token": uuid.uuid4().hex, "boot_id": _boot_id(), "process_start": _process_start(os.getpid())}
+        with _serialised(self.path):  # two processes never take over the same stale lock
+            for _ in range(3):
+                try:
+                    fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                except FileExistsError:
+                    holder = self._read_lock()
+                    if holder is None:  # released in the meantime
+                        continue
+                    if _alive(holder):
+                        raise StoreError(self._held_message(holder)) from None
+                    warnings.warn(f"{self.path}: taking over the lock of a process that is gone (pid "
+                                  f"{holder['pid']} on {holder['host']}, `{holder.get('command')}` since "
+                                  f"{holder.get('started')}); clearing what it left", stacklevel=4)
+                    lock.unlink(missing_ok=True)
+                    continue
+                except OSError as exc:
+                    raise StoreError(f"{lock}: cannot create the writer's lock ({exc.strerror or exc}); "
+                                     "expected a store this user can write to. Nothing was changed") from None
+                try:
+                    with os.fdopen(fd, "w") as f:
+                        json.dump(me, f)
+                except OSError as exc:
+                    lock.unlink(missing_ok=True)
+                    raise StoreError(f"{lock}: cannot write the writer's lock ({exc.strerror or exc}). "
+                                     "Nothing was changed") from None
+                return me["token"]
+        raise StoreError(f"{lock}: could not take the writer's lock (it kept changing); try again")
+
+    def _release(self, token: str) -> None:
+        with contextlib.suppress(StoreError, OSError):
+            holder = self._read_lock()
+            if holder is not None and holder.get("token") == token:  # still ours: nobody removed it
+                (self.path / LOCK_NAME).unlink()
+
+    def _read_lock(self) -> dict | None:
+        """The lock file's contents; None when there is none."""
+        lock = self.path / LOCK_NAME
+        try:
+            holder = json.loads(lock.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            holder = None
+        if not isinstance(holder, dict) or not isinstance(holder.get("pid"), int) or "host" not in holder:
+            raise StoreError(f"{lock}: not a lock aetdask wrote (expected JSON with host and pid); "
+                             "remove it if no aetdask process is writing this store")
+        return holder
+
+    def _held_message(self, holder: dict) -> str:
+        where = "" if holder["host"] == socket.gethostname() else " (another host: cannot check it is running)"
+        return (f"{self.path}: in use by another aetdask process (pid {holder['pid']} on {holder['host']}{where}, "
+                f"`{holder.get('command')}` since {holder.get('started')}); wait for it to finish, "
+                f"or remove {self.path / LOCK_NAME} if that process is gone")
+
+    def _recover(self) -> None:
+        """Clear what a killed writer left; only ever called by the process that just took the lock."""
+        changed = False
+        for tmp in sorted(self.path.glob(".*.tmp-*")):
+            _remove(tmp)
+            changed = True
+        for old in sorted(self.path.glob(".*.old-*")):
             final = self.path / old.name[1:].split(".old-")[0]
-            if not final.exists() and (old / ".zgroup").exists():
+            if not final.exists() and (old / ".zgroup").exists():  # moved aside, successor never arrived
                 os.replace(old, final)
-                _consolidate(self.path)
+                changed = True
             elif final.exists():
-                shutil.rmtree(old, ignore_errors=True)
+                _remove(old)
+                changed = True
+        if changed:
+            _consolidate(self.path)
 
     # ------------------------------------------------------------------ listing
     def products(self) -> list[str]:
@@ -104,21 +267,39 @@ class RunStore:
         return name in self.products()
 
     # ------------------------------------------------------------------ writing
-    def write(self, name: str, obj, *, progress: bool = False) -> None:
-        """Write a product (computing it if lazy) and publish it atomically."""
+    def write(self, name: str, obj, *, progress: bool = False, record: dict | None = None) -> None:
+        """Write a product (computing it if lazy) and publish it atomically, with its record.
+
+        Parameters
+        ----------
+        name : str
+            One of :data:`PRODUCTS`.
+        obj : xarray.DataArray or xarray.Dataset
+            A DataArray for tilt series, volumes and patterns, a Dataset for atomic models.
+        progress : bool
+            Show a progress bar while computing.
+        record : dict, optional
+            JSON-able description of what made the product (fingerprint, parameters, ...),
+            published in the same rename as the product; :meth:`record` returns it. Without
+            it the product has no record (a record the input carried is never copied).
+        """
         ds = _as_dataset(name, obj)
-        tmp = self.path / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
+        record = _checked_record(name, record)
         ds = ds.drop_encoding()  # chunking follows the data as it is now, not the store it was read from
-        try:
-            job = ds.to_zarr(str(tmp), mode="w-", consolidated=True, zarr_format=_ZARR_FORMAT, compute=False)
-            compute([job], progress, f"writing {name}")
-            self._publish(tmp, self.path / name)
-        except OSError as exc:
-            raise StoreError(f"{self.path}: cannot write product {name!r} ({exc.strerror or exc}); "
-                             "the store keeps what it had") from exc
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+        ds.attrs = {**{k: v for k, v in ds.attrs.items() if k != RECORD_KEY},
+                    **({RECORD_KEY: record} if record is not None else {})}
+        with self.lock(f"{_command_line()} (writing {name})"):
+            tmp = self.path / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
+            try:
+                job = ds.to_zarr(str(tmp), mode="w-", consolidated=True, zarr_format=_ZARR_FORMAT, compute=False)
+                compute([job], progress, f"writing {name}")
+                self._publish(tmp, self.path / name)
+            except OSError as exc:
+                raise StoreError(f"{self.path}: cannot write product {name!r} ({exc.strerror or exc}); "
+                                 "the store keeps what it had") from exc
+            finally:
+                if tmp.exists():
+                    shutil.rmtree(tmp, ignore_errors=True)
 
     def _publish(self, tmp: pathlib.Path, final: pathlib.Path) -> None:
         root_meta = self.path / ".zmetadata"
@@ -134,15 +315,20 @@ class RunStore:
         _consolidate(self.path)
 
     def write_json(self, name: str, data: dict) -> pathlib.Path:
-        """Write ``name`` (e.g. ``metrics.json``) atomically."""
+        """Write ``name`` (e.g. ``metrics.json``) atomically, holding the lock while it does."""
+        if name in PRODUCTS or name.startswith(".") or "/" in name or os.sep in name:
+            raise StoreError(f"{name!r}: not a name for a side file; expected a plain file name such as "
+                             "'metrics.json' that is not a product")
         final = self.path / name
-        tmp = self.path / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
-        try:
-            tmp.write_text(json.dumps(data, indent=2, allow_nan=True))
-            os.replace(tmp, final)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise StoreError(f"{final}: cannot write ({exc.strerror or exc}); the store keeps what it had") from exc
+        with self.lock(f"{_command_line()} (writing {name})"):
+            tmp = self.path / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
+            try:
+                tmp.write_text(json.dumps(data, indent=2, allow_nan=True))
+                os.replace(tmp, final)
+            except OSError as exc:
+                tmp.unlink(missing_ok=True)
+                raise StoreError(f"{final}: cannot write ({exc.strerror or exc}); "
+                                 "the store keeps what it had") from exc
         return final
 
     # ------------------------------------------------------------------ reading
@@ -155,7 +341,18 @@ class RunStore:
         ds = xr.open_zarr(str(self.path / name), consolidated=True)
         if name in _VARIABLE:
             return ds[_VARIABLE[name]]
+        ds.attrs.pop(RECORD_KEY, None)  # the store's bookkeeping, not the model's
         return ds.load()
+
+    def record(self, name: str) -> dict | None:
+        """The record published with product ``name`` (see :meth:`write`); None when the
+        product is absent or was written without one."""
+        if name not in PRODUCTS:
+            raise StoreError(f"unknown product {name!r}; products are {PRODUCTS}")
+        if name not in self:
+            return None
+        record = zarr.open_group(str(self.path / name), mode="r").attrs.get(RECORD_KEY)
+        return record if isinstance(record, dict) else None
 
     def read_json(self, name: str) -> dict | None:
         path = self.path / name
@@ -188,7 +385,7 @@ def check_writable(path) -> None:
 
 
 def _consolidate(path) -> None:
-    """Consolidate the root metadata; the JSON side files (run.json, metrics.json) are not Zarr nodes."""
+    """Consolidate the root metadata; the side files (run.json, metrics.json, .aetdask.lock) are not Zarr nodes."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy")
         zarr.consolidate_metadata(str(path))
@@ -208,3 +405,82 @@ def _as_dataset(name: str, obj) -> xr.Dataset:
     if not isinstance(obj, xr.Dataset):
         raise StoreError(f"product {name!r} must be a Dataset, got {type(obj).__name__}")
     return obj
+
+
+def _checked_record(name: str, record) -> dict | None:
+    """``record`` as it will read back (JSON round trip: tuples become lists), checked before any work."""
+    if record is None:
+        return None
+    if not isinstance(record, dict):
+        raise StoreError(f"record of {name!r} must be a dict, got {type(record).__name__}")
+    try:
+        return json.loads(json.dumps(record, allow_nan=True))
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"record of {name!r} must be JSON-able (str, number, bool, None, list, dict): {exc}") from None
+
+
+def _remove(path: pathlib.Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _serialised(directory):
+    """Let one process at a time (on this host) inspect and take the lock: a kernel lock on the
+    directory, released by the kernel even if the process dies. Without ``fcntl`` (or where the
+    file system refuses it) only the lock file's atomic creation protects."""
+    try:
+        import fcntl
+
+        fd = os.open(directory, os.O_RDONLY)
+    except (ImportError, OSError):
+        yield
+        return
+    try:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the flock
+
+
+def _alive(holder: dict) -> bool:
+    """Whether the process a lock names may still run: false only when provably gone."""
+    if holder["host"] != socket.gethostname() or os.name == "nt":  # on Windows os.kill would end it
+        return True
+    pid = holder["pid"]
+    if pid == os.getpid():  # our pid but not our lock: an earlier process had this pid (a restarted container)
+        return False
+    boot = _boot_id()
+    if holder.get("boot_id") and boot and holder["boot_id"] != boot:  # the machine restarted since
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it runs, as another user
+        pass
+    start = _process_start(pid)
+    return holder.get("process_start") is None or start is None or start == holder["process_start"]
+
+
+def _boot_id() -> str | None:
+    try:
+        return pathlib.Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+
+
+def _process_start(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (Linux), telling a reused pid apart."""
+    try:
+        stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
+        return int(stat[stat.rindex(")") + 2:].split()[19])  # field 22; fields after ")" start at 3
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _command_line() -> str:
+    return " ".join([pathlib.Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv and sys.argv[0] else "python"

@@ -22,8 +22,8 @@ surroundings. :func:`subtract_background` does this in five steps:
    averages out; optionally (``denoise`` > 0) the outside values are first
    smoothed by a normalised Gaussian convolution of the outside pixels only
    (this lowers noise but biases the boundary values of a curved background
-   towards their outward neighbours, so it is off by default). One sparse solve (:func:`scipy.sparse.linalg.spsolve`) over the masked
-   pixels: well under a second for 256².
+   towards their outward neighbours, so it is off by default). One sparse solve
+   (:func:`scipy.sparse.linalg.spsolve`) over the masked pixels: well under a second for 256².
 5. **Subtract.** ``corrected = w · (image − background)``.
 
 Steps 1–4 run ``iterations`` times (default 2); later passes threshold

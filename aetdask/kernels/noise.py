@@ -418,7 +418,8 @@ def _highpass_fit(image, r_c):
     the σ estimate on the background (``c = σ²`` in expectation)."""
     v, m, _ = _highpass_statistics(image, r_c)
     b = _HIGHPASS_BORDER
-    centre = np.zeros((9, 9)); centre[4, 4] = 1.0
+    centre = np.zeros((9, 9))
+    centre[4, 4] = 1.0
     w0 = float(ndimage.gaussian_filter(centre, 2.0, mode="constant")[4, 4])
     s = (ndimage.gaussian_filter(np.asarray(image, float), 2.0, mode="nearest") - w0 * image) / (1 - w0)
     inner = np.zeros(v.shape, bool)
@@ -442,7 +443,8 @@ def _lattice_refine(image, mask, alpha0, alpha_se, sigma0, smoothing=4.0, per_gr
     for binned data) is maximised over (α, σ), with a Gaussian penalty tying α to the
     moment estimate ``alpha0 ± alpha_se``.
     """
-    centre = np.zeros((9, 9)); centre[4, 4] = 1.0
+    centre = np.zeros((9, 9))
+    centre[4, 4] = 1.0
     w0 = float(ndimage.gaussian_filter(centre, smoothing, mode="constant")[4, 4])
     local = (ndimage.gaussian_filter(image, smoothing, mode="nearest") - w0 * image) / (1 - w0)
     values, level = image[mask], local[mask]

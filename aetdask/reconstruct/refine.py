@@ -25,6 +25,7 @@ import xarray as xr
 from skimage.registration import phase_cross_correlation
 
 from aetdask import config
+from aetdask.errors import InputError
 from aetdask.reconstruct.anderson import AndersonMixer
 from aetdask.reconstruct.projectors import EulerProjector, is_single_axis
 from aetdask.reconstruct.runner import Executor, split
@@ -219,6 +220,10 @@ def refine(
     tilts)`` with that round's history record (a dict) and the tilt series with
     the geometry found so far, to follow or plot the convergence.
     """
+    method = config.get("reconstruct.method")
+    if method != "resire":
+        raise InputError(f"reconstruct.method: angle refinement reconstructs with RESIRE, got {method!r}; expected "
+                         "resire (or no angle refinement for another method)")
     rounds = int(config.get("refine.rounds", rounds))
     iterations = int(config.get("refine.iterations", iterations))
     step = float(config.get("refine.angle_step", angle_step))

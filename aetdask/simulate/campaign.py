@@ -176,11 +176,11 @@ def _particle_atoms(entry, base):
         raise InputError(f"campaign: particle {entry['name']!r}: {exc}") from None
 
 
-def _parameters(campaign, particle) -> dict:
-    p = dict(ms.PRESETS[campaign["preset"]]) if campaign["preset"] else {}
-    p.update(campaign["parameters"])
-    p.update(particle["parameters"])
-    return p
+def _parameters(campaign, particle) -> tuple[dict, dict]:
+    """The campaign's preset, and the settings it gives itself (the particle's over the campaign's): these win
+    over the user's configuration, which wins over the preset (:func:`aetdask.simulate.multislice.resolve`)."""
+    preset = dict(ms.PRESETS[campaign["preset"]]) if campaign["preset"] else {}
+    return preset, {**campaign["parameters"], **particle["parameters"]}
 
 
 def _finish_projection(tiles, n_configs, n_chunks, blur, pixel_size, path, k, started):
@@ -206,12 +206,12 @@ def _plan(campaign, out: pathlib.Path) -> tuple[list, list]:
     euler = campaign["euler"]
     started = time.time()
     for pi, particle in enumerate(campaign["particles"]):
-        p = _parameters(campaign, particle)
+        preset, p = _parameters(campaign, particle)
         atoms = particle["atoms"]
         positions = np.asarray(atoms.position.values, dtype=float)
         species = atoms.species.values.astype(str)
         pseed = _particle_seed(campaign["seed"], pi)
-        settings = ms.resolve(positions, species, p)
+        settings = ms.resolve(positions, species, p, preset)
         ny, nx = settings["shape"]
         chunk = int(campaign["rows_per_task"] or settings.get("rows_per_task") or ny)
         bounds = [(r, min(r + chunk, ny)) for r in range(0, ny, chunk)]

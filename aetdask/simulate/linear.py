@@ -105,7 +105,8 @@ def linear(
     # Padded grid with FFT-friendly sizes against wrap-around of the probe tails.
     margin = math.ceil(config.get("simulate.pad") / p)
     grid = (scipy.fft.next_fast_len(ny + 2 * margin), scipy.fft.next_fast_len(nx + 2 * margin))
-    crop = (slice(grid[0] // 2 - ny // 2, grid[0] // 2 - ny // 2 + ny), slice(grid[1] // 2 - nx // 2, grid[1] // 2 - nx // 2 + nx))
+    crop = (slice(grid[0] // 2 - ny // 2, grid[0] // 2 - ny // 2 + ny),
+            slice(grid[1] // 2 - nx // 2, grid[1] // 2 - nx // 2 + nx))
     qy = np.fft.fftfreq(grid[0], d=p)[:, None]
     qx = np.fft.rfftfreq(grid[1], d=p)[None, :]
     q = np.sqrt(qy**2 + qx**2)
@@ -137,7 +138,8 @@ def linear(
     )
 
 
-def _projection(positions, species_index, transfers, euler_row, grid, crop, pixel_size, dose, background, poisson, seed, k, dtype):
+def _projection(positions, species_index, transfers, euler_row, grid, crop, pixel_size, dose, background, poisson, seed, k,
+                dtype):
     coords = detector_coordinates(positions, euler_row[None])[0]
     pix = coords / pixel_size + np.array([grid[0] // 2, grid[1] // 2])
     # the Fourier sums are periodic on the padded grid: an atom beyond it (a film wider than the

@@ -133,7 +133,7 @@ DEBYE_WALLER_B = {
 # Image sizes of SiGeSn, CoPdPt and SiO2 are not in the data snapshot: taken from the
 # sizes of the paper's reconstruction masks (260³, 280³, 200³) — an assumption.
 # energy, semiangle, detector, blur and background are the project's simulation defaults
-# (aetdask.yaml: 200 kV, 17.5 mrad, 40–190 mrad, 0.35 Å, 1 e⁻/pixel), phonons (8) and
+# (aetdask.parameters: 200 kV, 17.5 mrad, 40–190 mrad, 0.35 Å, 1 e⁻/pixel), phonons (8) and
 # slice_thickness (1 Å) are this module's defaults; the potential sampling is left to
 # plan_grid (None). SiO2 in the paper is phase-contrast ptychographic AET; its preset here
 # simulates ADF projections of the same geometry. "angles" uses the campaign tilt syntax:
@@ -530,15 +530,17 @@ def blur(image, sigma: float, pixel_size: float) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- settings
-def resolve(positions, species, params: dict | None = None) -> dict:
+def resolve(positions, species, params: dict | None = None, preset: dict | None = None) -> dict:
     """Complete simulation settings for one model: defaults, B factors and the grid plan.
 
     ``params`` may hold ``energy, semiangle, detector, blur, background, pixel_size,
     shape, phonons, slice_thickness, sampling, pad, b_factors, device, strict,
     rows_per_task, defocus`` (a focus offset, Å) and the data-set keys of a preset
-    (``description, angles, doses, defocus_spread``, ignored here); None or missing
-    = ``aetdask.simulate.*`` or this module's defaults. ``pixel_size`` and ``shape`` are
-    required.
+    (``description, angles, doses, defocus_spread``, ignored here); ``preset`` the same
+    keys from a preset (:data:`PRESETS`). A setting given in ``params`` wins; then, for
+    the ``aetdask.simulate.*`` keys, a value the user set in the configuration
+    (:func:`aetdask.config.explicit`); then the preset's; then the defaults.
+    ``pixel_size`` and ``shape`` are required (given or from the preset).
 
     The cell (:func:`cell_extent`, with a margin of 6 σ of the largest phonon
     displacement) is planned once for the model with :func:`plan_grid`; ``grid_note`` is
@@ -550,30 +552,41 @@ def resolve(positions, species, params: dict | None = None) -> dict:
     >>> s["shape"], s["phonons"], s["b_factors"], s["max_angle"] >= 80, s["grid_note"]
     ((8, 8), 8, {'Si': 0.46}, True, None)
     """
-    p = dict(params or {})
-    unknown = set(p) - _SIM_KEYS - _META_KEYS
+    p = {k: v for k, v in dict(params or {}).items() if v is not None}
+    unknown = (set(p) | set(preset or {})) - _SIM_KEYS - _META_KEYS
     if unknown:
         raise InputError(f"multislice: unknown parameter(s) {sorted(unknown)}; known: {sorted(_SIM_KEYS)}")
-    if p.get("pixel_size") is None or p.get("shape") is None:
+    pre_given = dict(preset or {})
+    if p.get("pixel_size", pre_given.get("pixel_size")) is None or p.get("shape", pre_given.get("shape")) is None:
         raise InputError("multislice: give pixel_size (Å) and shape (pixels), or a preset")
     pos = np.asarray(positions, dtype=float).reshape(-1, 3)
-    detector = [float(d) for d in config.get("simulate.detector", p.get("detector"))]
+    pre = dict(preset or {})
+
+    def given(name, default=None):  # a setting that is not a configuration key: given, else preset, else default
+        v = p.get(name)
+        return pre.get(name, default) if v is None else v
+
+    def cfg(name):  # a configuration key: given, else set by the user, else preset, else the default
+        return config.get(f"simulate.{name}", p.get(name), preset=pre.get(name))
+
+    detector = [float(d) for d in cfg("detector")]
     if not 0 <= detector[0] < detector[1]:
         raise InputError(f"multislice: detector must be (inner, outer) mrad with 0 ≤ inner < outer, got {detector}")
+    rows = given("rows_per_task")
     settings = {
-        "energy": float(config.get("simulate.energy", p.get("energy"))),
-        "semiangle": float(config.get("simulate.semiangle", p.get("semiangle"))),
+        "energy": float(cfg("energy")),
+        "semiangle": float(cfg("semiangle")),
         "detector": detector,
-        "blur": float(config.get("simulate.blur", p.get("blur"))),
-        "background": float(config.get("simulate.background", p.get("background"))),
-        "pixel_size": float(p["pixel_size"]),
-        "shape": _shape(p["shape"]),
-        "phonons": int(PHONONS if p.get("phonons") is None else p["phonons"]),
-        "slice_thickness": float(SLICE_THICKNESS if p.get("slice_thickness") is None else p["slice_thickness"]),
-        "pad": float(config.get("simulate.pad", p.get("pad"))),
-        "device": str(p.get("device") or config.get("device")),  # abTEM's "cpu" | "gpu"
-        "defocus": float(p.get("defocus") or 0.0),
-        "rows_per_task": None if p.get("rows_per_task") is None else int(p["rows_per_task"]),
+        "blur": float(cfg("blur")),
+        "background": float(cfg("background")),
+        "pixel_size": float(given("pixel_size")),
+        "shape": _shape(given("shape")),
+        "phonons": int(given("phonons", PHONONS)),
+        "slice_thickness": float(given("slice_thickness", SLICE_THICKNESS)),
+        "pad": float(cfg("pad")),
+        "device": str(given("device") or config.get("device")),  # abTEM's "cpu" | "gpu"
+        "defocus": float(given("defocus") or 0.0),
+        "rows_per_task": None if rows is None else int(rows),
     }
     if settings["phonons"] < 0:
         raise InputError(f"multislice: phonons must be ≥ 0 configurations, got {settings['phonons']}")
@@ -581,12 +594,12 @@ def resolve(positions, species, params: dict | None = None) -> dict:
         raise InputError("multislice: pixel_size must be > 0 Å and shape ≥ 1 pixel")
     if not settings["slice_thickness"] > 0:
         raise InputError(f"multislice: slice_thickness must be > 0 Å, got {settings['slice_thickness']}")
-    settings["b_factors"] = b_factors_for(species, p.get("b_factors"))
+    settings["b_factors"] = b_factors_for(species, given("b_factors"))
     sigma_max = max((math.sqrt(b / (8 * math.pi**2)) for b in settings["b_factors"].values()), default=0.0)
     margin = 6 * sigma_max if settings["phonons"] > 0 else 0.0
     extent = cell_extent(pos, settings["pixel_size"], settings["shape"], settings["pad"], margin=margin)
-    plan = plan_grid(extent, energy=settings["energy"], detector_outer=detector[1], sampling=p.get("sampling"),
-                     strict=bool(p.get("strict", False)))
+    plan = plan_grid(extent, energy=settings["energy"], detector_outer=detector[1], sampling=given("sampling"),
+                     strict=bool(given("strict", False)))
     settings.update({
         "extent": plan["extent"],
         "gpts": plan["gpts"],
@@ -733,16 +746,19 @@ def multislice(
     """
     validate_atoms(atoms)
     euler = as_euler(angles)
-    p = preset_parameters(preset, PRESETS, "multislice")
-    p.update(params)
+    pre = preset_parameters(preset, PRESETS, "multislice")
+    p = dict(params)
     for key, value in (("pixel_size", pixel_size), ("shape", shape), ("phonons", phonons),
                        ("rows_per_task", rows_per_task)):
         if value is not None:
             p[key] = value
-    spread = float(p.get("defocus_spread") or 0.0) if defocus_spread is None else float(defocus_spread)
+    if defocus_spread is None:
+        spread = float(p.get("defocus_spread", pre.get("defocus_spread")) or 0.0)
+    else:
+        spread = float(defocus_spread)
     positions = np.asarray(atoms.position.values, dtype=float)
     species = atoms.species.values.astype(str)
-    settings = resolve(positions, species, p)
+    settings = resolve(positions, species, p, pre)
     if settings["grid_note"]:
         warnings.warn(f"simulate.multislice: {settings['grid_note']}", stacklevel=2)
     ny, nx = settings["shape"]
