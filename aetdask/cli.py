@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import hashlib
 import json
+import os
 import pathlib
+import shutil
 import sys
+import uuid
 
 import click
 import numpy as np
@@ -64,6 +69,90 @@ def parameters():
     click.echo(defaults_yaml(), nl=False)
 
 
+# ---------------------------------------------------------------------------------------------- what aetdask replaces
+# aetdask replaces only what it can prove it wrote: a run store's products through the store (its lock, its
+# atomic commit), the demo's own run store (its marker), analysis files its ledger lists unchanged. Anything
+# else already there is refused unless --overwrite is given, and nothing is written inside a run store except
+# through the store (or into its analysis/ folder, under its lock).
+
+# what a run store holds besides its products that new input data makes stale: the pipeline's log, the
+# scores, the structure analysis, the demo's marker (then no longer the demo's)
+_DERIVED_ENTRIES = ("run.json", "metrics.json", "analysis", "demo.json")
+
+
+def _exists(path: pathlib.Path) -> bool:
+    return path.exists() or path.is_symlink()
+
+
+def _is_run_store(path: pathlib.Path) -> bool:
+    """Whether ``path`` is an aetdask run store (root Zarr attrs ``aetdask.store_version``), read without Zarr;
+    a Zarr group whose metadata cannot be read counts as one (it is never written into)."""
+    try:
+        if (path / ".zgroup").is_file():
+            attrs = json.loads((path / ".zattrs").read_text()) if (path / ".zattrs").is_file() else {}
+        elif (path / "zarr.json").is_file():
+            attrs = json.loads((path / "zarr.json").read_text()).get("attributes") or {}
+        else:
+            return False
+    except (OSError, ValueError, AttributeError):
+        return True
+    return isinstance(attrs, dict) and isinstance(attrs.get("aetdask"), dict) and "store_version" in attrs["aetdask"]
+
+
+def _shown(path) -> str:
+    """A path as the user would type it here: relative to the working directory when under it."""
+    rel = os.path.relpath(path)
+    return str(path) if rel.startswith("..") else rel
+
+
+def _run_store_around(path) -> pathlib.Path | None:
+    """The run store that is ``path`` or holds it (symlinks and ``..`` resolved), or None."""
+    real = pathlib.Path(path).resolve()
+    return next((p for p in (real, *real.parents) if _is_run_store(p)), None)
+
+
+def _outside_run_stores(path, option: str) -> None:
+    """Refuse a new file or folder ``path`` inside a run store: a store changes only through the store."""
+    where = pathlib.Path(path)
+    store = _run_store_around(where.parent.resolve() / where.name)
+    if store is not None:
+        raise InputError(f"{option} {path}: inside the run store {_shown(store)}, which aetdask changes only through its "
+                         "products; expected a path outside any run store")
+
+
+@contextlib.contextmanager
+def _new_input(out, writes: tuple, overwrite: bool, command: str):
+    """The run store ``out`` opened for new input data (products ``writes``, in the order they are written), its
+    lock held until the block ends.
+
+    New input makes everything an existing store holds stale (a model of other data would be scored against the
+    new truth): a store that holds products or results is refused unless ``overwrite``; with it, everything but
+    the first product written (replaced atomically by its commit) is removed first, so that nothing stale remains
+    even if a later write fails.
+    """
+    from aetdask.io import RunStore
+
+    _outside_run_stores_parent(out)
+    store = RunStore(out)
+    with store.lock(command):
+        held = store.products() + [n for n in _DERIVED_ENTRIES if _exists(store.path / n)]
+        if held and not overwrite:
+            raise StoreError(f"{store.path}: already holds {', '.join(held)}; new input data would be mixed with "
+                             "results of other data. Choose a new --out, or pass --overwrite to replace them all")
+        if held:
+            store.remove([n for n in held if n != writes[0]])
+        yield store
+
+
+def _outside_run_stores_parent(out) -> None:
+    """Refuse a run store ``out`` inside another run store (a product's folder, a store in a store)."""
+    where = pathlib.Path(out).resolve()
+    store = next((p for p in where.parents if _is_run_store(p)), None)
+    if store is not None:
+        raise InputError(f"--out {out}: inside the run store {_shown(store)}; expected a run store of its own, outside any "
+                         "other")
+
+
 @main.command("import")
 @click.argument("tilts", type=click.Path(exists=True, dir_okay=False))
 @click.option("--angles", required=True, type=click.Path(exists=True, dir_okay=False),
@@ -73,14 +162,20 @@ def parameters():
 @click.option("--var", default=None, help="Variable name inside a .mat holding several arrays.")
 @click.option("--units", type=click.Choice(["counts", "a.u."]), default="counts", show_default=True)
 @click.option("--dose", type=POSITIVE, default=None, help="Dose per projection (e⁻/Å²), if known.")
+@click.option("--overwrite", is_flag=True,
+              help="OUT already holds products: replace them all (everything made from the old data is removed).")
 @_handle_errors
-def import_(tilts, angles, pixel_size, out, var, units, dose):
-    """Read a tilt series and write it as the `raw` product of a run store."""
-    from aetdask.io import RunStore, read_tilt_series
+def import_(tilts, angles, pixel_size, out, var, units, dose, overwrite):
+    """Read a tilt series and write it as the `raw` product of a run store.
+
+    A store that already holds products is refused (new raw data would be mixed with
+    results of the old) unless --overwrite, which removes them all.
+    """
+    from aetdask.io import read_tilt_series
 
     ts = read_tilt_series(tilts, angles=angles, pixel_size=pixel_size, var=var, units=units, dose=dose)
-    store = RunStore(out)
-    store.write("raw", ts)
+    with _new_input(out, ("raw",), overwrite, "aetdask import") as store:
+        store.write("raw", ts)
     click.echo(f"wrote {store.path}/raw: {ts.sizes['tilt']} projections of {ts.sizes['y']}×{ts.sizes['x']} "
                f"px, pixel {ts.attrs['pixel_size']} Å, θ {ts.theta.values.min():g}…{ts.theta.values.max():g}°")
 
@@ -110,10 +205,12 @@ def import_(tilts, angles, pixel_size, out, var, units, dose):
 @click.option("--dose", type=POSITIVE, default=None, help="e⁻/Å² per projection; none = noise-free.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run store to write.")
+@click.option("--overwrite", is_flag=True,
+              help="OUT already holds products: replace them all (everything made from the old data is removed).")
 @_handle_errors
 @_computing
 def simulate(campaign_file, mode, model, atoms_file, n_atoms, species, angles, pixel_size, shape, preset, step,
-             phonons, dose, seed, out):
+             phonons, dose, seed, out, overwrite):
     """Simulate a tilt series (writes `raw` and `truth` to a run store), or run a campaign.
 
     With --campaign, every projection of every particle and defocus mode is simulated by
@@ -121,15 +218,23 @@ def simulate(campaign_file, mode, model, atoms_file, n_atoms, species, angles, p
     the same command resumes where it stopped. Each dose becomes a run store under OUT.
     With --mode 4dstem, a 4D-STEM tilt series is simulated by multislice, one task per
     tilt, and written as `patterns` (then `aetdask ptycho` or `aetdask run --modality ptycho`).
+    A run store that already holds products is refused (the new data would be mixed with
+    results of the old) unless --overwrite, which removes them all.
     """
     if campaign_file:
         from aetdask.simulate.campaign import run_campaign
 
+        if overwrite:
+            raise InputError("--overwrite: not for --campaign, which resumes the campaign in --out (a campaign that "
+                             "changed is refused there); expected a new --out for a new campaign")
+        if _run_store_around(out) is not None:
+            raise InputError(f"--out {out}: inside the run store {_shown(_run_store_around(out))}; expected a campaign folder "
+                             "outside any run store")
         summary = run_campaign(campaign_file, out, echo=click.echo)
         click.echo(f"campaign done: {summary['simulated_now']} projections simulated now, "
                    f"{summary['dose_stores_written']} dose stores written, {summary['seconds']:.1f} s → {out}")
         return
-    from aetdask.io import RunStore, read_angles, read_atoms
+    from aetdask.io import read_angles, read_atoms
     from aetdask.io.store import check_writable
     from aetdask.simulate import amorphous_particle, linear, silica_particle
 
@@ -147,19 +252,22 @@ def simulate(campaign_file, mode, model, atoms_file, n_atoms, species, angles, p
         if preset not in PRESETS:
             raise InputError(f"--preset: unknown 4D-STEM preset {preset!r}; presets: {', '.join(sorted(PRESETS))}")
         euler = read_angles(angles) if angles else None
-        patterns = fourdstem(truth, euler, preset=preset, dose=dose, seed=seed, step=step, phonons=phonons)
-        store = RunStore(out)
-        store.write("truth", truth)
-        store.write("patterns", patterns, progress=True)
+        patterns = fourdstem(truth, euler, preset=preset, dose=dose, seed=seed, step=step, phonons=phonons)  # lazy
+        with _new_input(out, ("truth", "patterns"), overwrite, "aetdask simulate") as store:
+            store.write("truth", truth)
+            store.write("patterns", patterns, progress=True)
         nt, sy, sx, k, _ = patterns.shape
         click.echo(f"wrote {store.path}: patterns ({nt} tilts × {sy}×{sx} positions × {k}×{k} px, "
                    f"{patterns.attrs['angular_sampling']:.3f} mrad/px), truth ({truth.sizes['atom']} atoms)")
         return
     euler = read_angles(angles) if angles else np.arange(0.0, 180.0, 3.0)
-    ts = linear(truth, angles=euler, pixel_size=pixel_size, shape=shape, dose=dose, seed=seed)
-    store = RunStore(out)
-    store.write("truth", truth)
-    store.write("raw", ts, progress=True)
+    from aetdask.plausibility import check_angles
+
+    check_angles(euler, shape, source=angles or "--angles")  # radians or one direction: refused before simulating
+    ts = linear(truth, angles=euler, pixel_size=pixel_size, shape=shape, dose=dose, seed=seed)  # lazy
+    with _new_input(out, ("truth", "raw"), overwrite, "aetdask simulate") as store:
+        store.write("truth", truth)
+        store.write("raw", ts, progress=True)
     click.echo(f"wrote {store.path}: raw ({ts.sizes['tilt']}×{shape}×{shape}), truth ({truth.sizes['atom']} atoms)")
 
 
@@ -504,20 +612,69 @@ def report(store, truth, cutoff):
               help="Output atom file (.xyz extended XYZ, or .csv).")
 @click.option("--product", type=click.Choice(["refined", "atoms", "candidates", "truth"]), default=None,
               help="Which model (default: the most refined one in the store).")
+@click.option("--overwrite", is_flag=True, help="Replace the atom file if it exists.")
 @_handle_errors
-def export(store, atoms_file, product):
-    """Write the atomic model of a run store to an atom file."""
+def export(store, atoms_file, product, overwrite):
+    """Write the atomic model of a run store to an atom file (never over an existing file without --overwrite,
+    never inside a run store)."""
     from aetdask.evaluate import TRACED_PRODUCTS
-    from aetdask.io import RunStore, write_atoms
+    from aetdask.io import RunStore
 
     rs = RunStore(store, create=False)
     name = product or next((p for p in TRACED_PRODUCTS if p in rs), None)
     if name is None or name not in rs:
         raise StoreError(f"{rs.path}: no atomic model {'(' + product + ') ' if product else ''}in this store "
                          f"(it has {rs.products()})")
+    _outside_run_stores(atoms_file, "--atoms")
+    target = pathlib.Path(atoms_file)
+    if _exists(target) and not overwrite:
+        raise InputError(f"--atoms {atoms_file}: already exists; expected a new file (pass --overwrite to replace "
+                         "it, or choose another name)")
     model = rs.read(name)
-    path = write_atoms(model, atoms_file)
+    path = _write_new_file(target, overwrite, lambda tmp: _write_atoms_as(model, tmp))
     click.echo(f"wrote {path}: {model.sizes['atom']} atoms from {rs.path}/{name}")
+
+
+def _write_atoms_as(model, path):
+    from aetdask.io import write_atoms
+
+    write_atoms(model, path)
+
+
+def _write_new_file(target: pathlib.Path, overwrite: bool, write) -> pathlib.Path:
+    """Write a file ``target`` by ``write(path)`` into a private folder next to it (the same name, so the same
+    format), then move it into place in one step: without ``overwrite`` only if nothing has appeared there
+    meanwhile (a hard link fails on an existing name), with it over whatever is there (a symlink itself, not the
+    file it points to). A failed write leaves the old file as it was."""
+    from aetdask.io.store import check_writable
+
+    parent = target.parent
+    check_writable(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    private = parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
+    private.mkdir()
+    try:
+        tmp = private / target.name
+        try:
+            write(tmp)
+        except AetdaskError as exc:  # name the file asked for, not the private one
+            raise type(exc)(str(exc).replace(str(tmp), str(target))) from None
+        if overwrite:
+            os.replace(tmp, target)
+        else:
+            try:
+                os.link(tmp, target)
+            except FileExistsError:
+                raise InputError(f"{target}: appeared while it was written; expected a new file (pass --overwrite "
+                                 "to replace it, or choose another name)") from None
+            except OSError:  # a file system without hard links: the check just made has to do
+                if _exists(target):
+                    raise InputError(f"{target}: already exists; expected a new file (pass --overwrite to replace "
+                                     "it, or choose another name)") from None
+                os.replace(tmp, target)
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+    return target
 
 
 @main.command()
@@ -531,12 +688,19 @@ def export(store, atoms_file, product):
 @click.option("--r-max", type=POSITIVE, default=None, help="Largest RDF distance in Å.")
 @click.option("--ring-max", type=click.IntRange(min=3), default=None, help="Atoms of the largest ring searched.")
 @click.option("--block", type=POSITIVE, default=None, help="Core size (Å) of the blocks analysed in parallel.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace structure.* files in --out that an earlier `aetdask analyze` did not write (or that "
+                   "changed since); its own are replaced anyway.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @_handle_errors
 @_computing
-def analyze(model, out, product, species, cutoff, r_max, ring_max, block, as_json):
+def analyze(model, out, product, species, cutoff, r_max, ring_max, block, overwrite, as_json):
     """Structure analysis of MODEL (an atom file or a run store): RDF, bond order, Voronoi,
-    polytetrahedral motifs, PB networks, density and rings."""
+    polytetrahedral motifs, PB networks, density and rings.
+
+    Writes structure.png, structure.json and structure.zarr; files of those names that it
+    did not write itself (its ledger, .aetdask-analysis.json, lists what it wrote) are
+    refused unless --overwrite."""
     from aetdask.analyze import analyze as _analyze
     from aetdask.analyze.plot import structure_figure
     from aetdask.evaluate import load_model
@@ -556,13 +720,22 @@ def analyze(model, out, product, species, cutoff, r_max, ring_max, block, as_jso
     else:
         atoms = read_atoms(path, species=species.split(",") if species else None)
         target = pathlib.Path(out) if out else path.with_name(path.name + ".analysis")
+    home = _run_store_around(target)  # a run store's analysis/ folder is written under the store's lock
+    if home is not None and target.resolve() != home / "analysis":
+        raise InputError(f"--out {target}: inside the run store {_shown(home)}, which aetdask changes only through "
+                         f"its products (and its analysis/ folder); expected {_shown(home / 'analysis')} or a folder "
+                         "outside it")
     check_writable(target)
-    result = _analyze(atoms, progress=not as_json, cutoff=cutoff, r_max=r_max, ring_max=ring_max, block=block)
-    target.mkdir(parents=True, exist_ok=True)
-    summary = result.attrs["summary"]
-    (target / "structure.json").write_text(json.dumps(summary, indent=1))
-    structure_figure(result, target / "structure.png")
-    _write_zarr(result, target / "structure.zarr")
+    lock = RunStore(home, create=False, writable=True).lock("aetdask analyze") if home else contextlib.nullcontext()
+    with lock:
+        _check_analysis_outputs(target, overwrite)  # before the work
+        result = _analyze(atoms, progress=not as_json, cutoff=cutoff, r_max=r_max, ring_max=ring_max, block=block)
+        summary = result.attrs["summary"]
+        _write_analysis(target, overwrite, {
+            "structure.json": lambda tmp: tmp.write_text(json.dumps(summary, indent=1)),
+            "structure.png": lambda tmp: structure_figure(result, tmp),
+            "structure.zarr": lambda tmp: _write_zarr(result, tmp),
+        })
     if as_json:
         click.echo(json.dumps(summary))
         return
@@ -570,22 +743,113 @@ def analyze(model, out, product, species, cutoff, r_max, ring_max, block, as_jso
     click.echo(f"wrote {target}/structure.png, structure.json, structure.zarr")
 
 
+ANALYSIS_OUTPUTS = ("structure.json", "structure.png", "structure.zarr")
+ANALYSIS_LEDGER = ".aetdask-analysis.json"  # what `aetdask analyze` wrote in a folder: name → SHA-256 of it
+_LEDGER_KIND = "aetdask analyze outputs"
+
+
+def _digest(path: pathlib.Path) -> str | None:
+    """SHA-256 of a file, or of a folder's files (relative names and bytes, in order); None for anything else."""
+    if path.is_symlink():
+        return None
+    h = hashlib.sha256()
+    if path.is_file():
+        files = [("", path)]  # the bytes only: a file is recorded under its temporary name
+    elif path.is_dir():
+        files = sorted((str(f.relative_to(path)), f) for f in path.rglob("*") if not f.is_dir() or f.is_symlink())
+        if any(f.is_symlink() or not f.is_file() for _, f in files):
+            return None
+    else:
+        return None
+    for name, f in files:
+        h.update(name.encode() + b"\0")
+        with open(f, "rb") as stream:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                h.update(block)
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def _read_ledger(folder: pathlib.Path) -> dict | None:
+    """The analysis ledger of ``folder``: {} when there is none, None when a file of its name is not one."""
+    path = folder / ANALYSIS_LEDGER
+    if not _exists(path):
+        return {}
+    try:
+        ledger = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    if path.is_symlink() or not isinstance(ledger, dict) or ledger.get("kind") != _LEDGER_KIND or \
+            not isinstance(ledger.get("files"), dict):
+        return None
+    return ledger["files"]
+
+
+def _check_analysis_outputs(folder: pathlib.Path, overwrite: bool) -> None:
+    """Refuse (unless ``overwrite``) analysis outputs in ``folder`` that the ledger does not prove it wrote."""
+    if overwrite:
+        return
+    ledger = _read_ledger(folder)
+    if ledger is None:
+        raise StoreError(f"{folder / ANALYSIS_LEDGER}: exists and is not the ledger aetdask analyze writes; choose "
+                         "another --out, or pass --overwrite to replace it")
+    foreign = [n for n in ANALYSIS_OUTPUTS if _exists(folder / n) and (
+        ledger.get(n) is None or ledger.get(n) != _digest(folder / n))]
+    if foreign:
+        raise StoreError(f"{folder / foreign[0]}: exists, and aetdask analyze did not write it (or it changed since)"
+                         f"{' (also ' + ', '.join(foreign[1:]) + ')' if foreign[1:] else ''}; choose another --out, "
+                         "or pass --overwrite to replace it")
+
+
+def _write_analysis(folder: pathlib.Path, overwrite: bool, writers: dict) -> None:
+    """Write each output ``name`` by ``writers[name](path)`` under a temporary name in ``folder``, then move them
+    into place, each in one step, and record what was written in the ledger. Nothing temporary is left behind."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tag = uuid.uuid4().hex[:8]
+    new, leftovers = {}, []
+    try:
+        for name, write in writers.items():
+            stem, dot, suffix = name.partition(".")
+            new[name] = folder / f".{stem}.tmp-{tag}{dot}{suffix}"  # the same suffix: the same format
+            leftovers.append(new[name])
+            write(new[name])
+        _check_analysis_outputs(folder, overwrite)  # nothing foreign appeared meanwhile
+        ledger = _read_ledger(folder) or {}
+        for name, tmp in new.items():
+            digest = _digest(tmp)
+            final = folder / name
+            if _exists(final) and not (final.is_file() and not final.is_symlink() and tmp.is_file()):
+                old = folder / f".{name}.old-{tag}"  # only a file replaces a file by a rename: the rest moves aside
+                leftovers.append(old)
+                os.replace(final, old)
+            os.replace(tmp, final)
+            ledger[name] = digest
+        _write_ledger(folder, ledger)
+    finally:
+        for path in leftovers:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            elif _exists(path):
+                path.unlink()
+
+
+def _write_ledger(folder: pathlib.Path, files: dict) -> None:
+    tmp = folder / f"{ANALYSIS_LEDGER}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.write_text(json.dumps({"kind": _LEDGER_KIND, "version": __version__, "files": files}, indent=1))
+    os.replace(tmp, folder / ANALYSIS_LEDGER)
+
+
 def _write_zarr(ds, path) -> None:
-    """Write an analysis Dataset (summary as JSON text in attrs) over any old one."""
-    import shutil
+    """Write an analysis Dataset (summary as JSON text in attrs) as a new Zarr store at ``path``."""
     import warnings
 
-    out = ds.copy()
+    out = ds.copy().drop_encoding()  # a model read from a run store carries its Zarr v2 codecs: not for this v3 one
     out.attrs = {"summary": json.dumps(ds.attrs["summary"]), "provenance": json.dumps(ds.attrs.get("provenance", []))}
     for name in out.variables:
         out[name].attrs = {k: v for k, v in out[name].attrs.items() if isinstance(v, (str, int, float))}
-    tmp = pathlib.Path(str(path) + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        out.to_zarr(tmp, mode="w", consolidated=True)
-    shutil.rmtree(path, ignore_errors=True)
-    tmp.rename(path)
+        out.to_zarr(path, mode="w-", consolidated=True)
 
 
 def _structure_text(s: dict) -> str:
@@ -620,13 +884,22 @@ def _structure_text(s: dict) -> str:
 @main.command()
 @click.option("--out", default="aetdask-demo", show_default=True, type=click.Path(file_okay=False),
               help="Directory for the run store and figures.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace OUT/run.zarr (and its report) even if an earlier demo did not make it.")
 @_handle_errors
 @_computing
-def demo(out):
-    """Run the end-to-end demo on a small simulated particle."""
+def demo(out, overwrite):
+    """Run the end-to-end demo on a small simulated particle.
+
+    Its run store OUT/run.zarr is started afresh if an earlier `aetdask demo` made it;
+    anything else there (a run store of yours, a file) is refused unless --overwrite.
+    """
     from aetdask.demo import run_demo
 
-    run_demo(out, echo=click.echo)
+    home = _run_store_around(out)
+    if home is not None:
+        raise InputError(f"--out {out}: inside the run store {_shown(home)}; expected a folder outside any run store")
+    run_demo(out, overwrite=overwrite, echo=click.echo)
 
 
 @main.command("cluster")
@@ -636,10 +909,14 @@ def demo(out):
 @click.option("--memory-limit", default="auto", show_default=True,
               help="Memory per worker: auto (this node's memory shared out), e.g. 8GiB, or 0 for no limit.")
 @click.option("--host", default=None,
-              help="Interface to listen on [default: 127.0.0.1; 0.0.0.0 lets workers on other nodes join].")
+              help="Interface the scheduler (with --join: the workers) listens on [default: 127.0.0.1, this machine "
+                   "only; with --join to a scheduler elsewhere, Dask's default: every interface, with a warning]. "
+                   "0.0.0.0 lets workers on other nodes join, and anyone who reaches it run code: see the README on "
+                   "TLS.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8786, show_default=True, help="Scheduler port.")
-@click.option("--dashboard-address", default=":8787", show_default=True,
-              help="Address of the Dask dashboard and the aetdask page.")
+@click.option("--dashboard-address", default=None,
+              help="HOST:PORT of the Dask dashboard and the aetdask page [default: 127.0.0.1:8787; a bare :PORT is "
+                   "on 127.0.0.1 too; name an interface, e.g. 0.0.0.0:8787, to show it to other machines].")
 @click.option("--join", "join_address", default=None, metavar="ADDRESS",
               help="Start only workers on this node, for the scheduler at ADDRESS (tcp://HOST:PORT).")
 @click.option("--gpu", is_flag=True, help="One worker per GPU (dask-cuda).")
@@ -650,11 +927,13 @@ def cluster_(n_workers, threads_per_worker, memory_limit, host, port, dashboard_
     Starts a scheduler and workers on this node, or with --join only workers for a
     scheduler elsewhere. The scheduler serves the Dask dashboard and the aetdask page
     (R-factor and central slice of a running reconstruction, campaign progress).
+    Everything listens on 127.0.0.1 unless --host or --dashboard-address names another
+    interface; a warning line says what that exposes.
     """
     from aetdask.cluster import join, serve
 
     common = dict(n_workers=n_workers, threads_per_worker=threads_per_worker, memory_limit=memory_limit, gpu=gpu,
-                  echo=click.echo)
+                  echo=click.echo, warn=lambda line: click.echo(line, err=True))
     if join_address:
         join(join_address, host=host, **common)
     else:

@@ -6,6 +6,12 @@ by hand (``aetdask cluster``) for several commands or several nodes. Every sched
 started here also serves the aetdask page (:mod:`aetdask.dashboard`) next to the
 stock dashboard.
 
+Everything started here listens on this machine's loopback interface (127.0.0.1)
+unless asked otherwise: a Dask scheduler runs any function a client sends it, and
+its dashboard and the aetdask page show the work and live slices of the data,
+without authentication unless TLS is configured (``distributed.comm.tls``).
+:func:`exposure_warnings` says what listening elsewhere exposes.
+
 Examples
 --------
 >>> with cluster(n_workers=1, processes=False, quiet=True) as client:  # doctest: +SKIP
@@ -18,8 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import os
 import signal
+import socket
 import sys
 
 import dask
@@ -28,6 +36,7 @@ from aetdask import config
 from aetdask.errors import InputError
 
 ROUTES = "aetdask.dashboard"  # the module of the aetdask page, for distributed.scheduler.http.routes
+LOOPBACK = "127.0.0.1"  # where everything started here listens unless asked otherwise
 
 
 def worker_environment() -> dict:
@@ -59,6 +68,84 @@ def page_link(dashboard_link: str) -> str:
     """The aetdask page next to a dashboard link (``.../status`` → ``.../aetdask``)."""
     base = dashboard_link[: -len("/status")] if dashboard_link.endswith("/status") else dashboard_link.rstrip("/")
     return base + "/aetdask"
+
+
+def dashboard_bind(address: str | int | None, default_port: int = 8787) -> str:
+    """A dashboard address as ``HOST:PORT``, on the loopback interface unless it names a host.
+
+    Dask reads a bare ``:PORT`` as every interface; here it means this machine only, so
+    that the dashboard is exposed only when an interface is named.
+
+    >>> dashboard_bind(None), dashboard_bind(":8787"), dashboard_bind("0.0.0.0:8787")
+    ('127.0.0.1:8787', '127.0.0.1:8787', '0.0.0.0:8787')
+    """
+    text = "" if address is None else str(address).strip()
+    if not text:
+        return f"{LOOPBACK}:{default_port}"
+    if text.isdigit():
+        return f"{LOOPBACK}:{text}"
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or host.count(":") and not host.startswith("["):  # not HOST:PORT
+        raise InputError(f"--dashboard-address {address}: expected HOST:PORT or :PORT, e.g. 127.0.0.1:8787")
+    return f"{host or LOOPBACK}:{port}"
+
+
+def is_loopback(host: str | None) -> bool:
+    """Whether ``host`` (an interface, a name or ``tcp://HOST:PORT``) is this machine's loopback only.
+
+    An empty host is every interface; a name counts as loopback only when every address
+    it resolves to is one.
+
+    >>> is_loopback("127.0.0.1"), is_loopback("localhost"), is_loopback("0.0.0.0"), is_loopback("")
+    (True, True, False, False)
+    """
+    if not host:
+        return False
+    host = str(host)
+    if "://" in host:
+        host = host.split("://", 1)[1]
+    if host.startswith("["):  # [::1]:port
+        host = host[1:].split("]", 1)[0]
+    elif host.count(":") == 1:  # host:port
+        host = host.split(":", 1)[0]
+    if not host:
+        return False
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(info[4][0].split("%")[0]).is_loopback for info in infos)
+
+
+def exposure_warnings(scheduler_host: str | None = None, dashboard: str | None = None,
+                      workers_host: str | None = None, joined: str | None = None) -> list[str]:
+    """Warning lines for whatever of these listens beyond this machine (an empty list when nothing does).
+
+    ``scheduler_host`` and ``workers_host`` are interfaces (None or "" for workers: Dask's
+    default, every interface); ``dashboard`` is a ``HOST:PORT`` address; ``joined`` the
+    scheduler address workers join.
+    """
+    encrypted = bool(dask.config.get("distributed.comm.require-encryption", False)) or \
+        any(str(a).startswith("tls://") for a in (scheduler_host, joined) if a)
+    comm = ("its connections are TLS-encrypted, but anyone holding a valid certificate can run code on the cluster"
+            if encrypted else "Dask has no authentication without TLS: anyone who can reach it can run any code on "
+            "this machine as this user and read the data")
+    lines = []
+    if scheduler_host is not None and not is_loopback(scheduler_host):
+        lines.append(f"warning: the Dask scheduler listens on {scheduler_host or 'every interface'}, not only on this "
+                     f"machine; {comm} (see the README, 'Network exposure')")
+    if joined is not None and not is_loopback(workers_host):
+        lines.append(f"warning: these workers listen on {workers_host or 'every interface'}, not only on this "
+                     f"machine; {comm} (see the README, 'Network exposure')")
+    if dashboard is not None and not is_loopback(dashboard):
+        lines.append(f"warning: the Dask dashboard and the aetdask page listen on {dashboard}, not only on this "
+                     "machine; anyone who can reach it sees the cluster's work and live slices of the data, without "
+                     "authentication (see the README, 'Network exposure')")
+    return lines
 
 
 def active_client():
@@ -101,11 +188,13 @@ def cluster(scheduler: str | None = None, n_workers: int | None = None, processe
     ``scheduler`` (or ``aetdask.scheduler`` in config) joins a running cluster;
     otherwise a ``LocalCluster`` with one single-threaded worker process per core
     is started and closed afterwards — or, with ``aetdask.device: gpu`` and dask-cuda
-    installed, a ``LocalCUDACluster`` with one worker per GPU. The dashboard link
+    installed, a ``LocalCUDACluster`` with one worker per GPU. A cluster started
+    here listens on 127.0.0.1 only (scheduler, workers, dashboard). The dashboard link
     is printed, with the aetdask page's where the scheduler serves it (always, for
     a cluster started here).
     """
     from distributed import Client, LocalCluster
+    from distributed.security import Security
 
     address = config.get("scheduler", scheduler)
     if address:
@@ -122,10 +211,13 @@ def cluster(scheduler: str | None = None, n_workers: int | None = None, processe
             if config.get("device") == "gpu" and processes:
                 from aetdask.backend import local_cuda_cluster
 
-                local = local_cuda_cluster(dashboard_address=":0", silence_logs=40)  # one worker per GPU
-            if local is None:
+                # one worker per GPU; scheduler, workers and dashboard on this machine only
+                local = local_cuda_cluster(host=LOOPBACK, dashboard_address=f"{LOOPBACK}:0", silence_logs=40)
+            if local is None:  # on the loopback also in-process (inproc would link the dashboard at this host's IP)
+                protocol = "tls://" if Security().require_encryption else "tcp://"  # as distributed.comm.* asks
                 local = LocalCluster(
-                    n_workers=n, threads_per_worker=1, processes=processes, dashboard_address=":0", silence_logs=40
+                    n_workers=n, threads_per_worker=1, processes=processes, host=LOOPBACK, protocol=protocol,
+                    dashboard_address=f"{LOOPBACK}:0", silence_logs=40
                 )
         client = Client(local)
     if not quiet:
@@ -183,17 +275,27 @@ def _held_settings() -> dict:
     return {**scheduler_settings(), "distributed.worker.preload": preload + [__name__]}
 
 
-def serve(n_workers: int | None = None, threads_per_worker: int = 1, memory_limit="auto", host: str = "127.0.0.1",
-          port: int = 8786, dashboard_address: str = ":8787", gpu: bool = False, echo=print) -> None:
+def _warn(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def serve(n_workers: int | None = None, threads_per_worker: int = 1, memory_limit="auto", host: str = LOOPBACK,
+          port: int = 8786, dashboard_address: str | None = None, gpu: bool = False, echo=print, warn=_warn) -> None:
     """Run a scheduler and local workers until SIGINT or SIGTERM (``aetdask cluster``).
 
     ``n_workers`` worker processes (default one per core; with ``gpu``, dask-cuda's
     ``LocalCUDACluster``: one per GPU) of ``threads_per_worker`` threads each. The
-    scheduler listens on ``host:port`` (``0.0.0.0``: every interface, so that workers
-    on other nodes can :func:`join`) and serves the dashboard and the aetdask page
-    on ``dashboard_address``. What to type to use it is written with ``echo``.
+    scheduler listens on ``host:port`` (default 127.0.0.1, this machine only; ``0.0.0.0``:
+    every interface, so that workers on other nodes can :func:`join`) and serves the
+    dashboard and the aetdask page on ``dashboard_address`` (default 127.0.0.1:8787; a
+    bare ``:PORT`` is on 127.0.0.1 too, see :func:`dashboard_bind`). What to type to
+    use it is written with ``echo``; what listens beyond this machine, with ``warn``.
     """
-    asyncio.run(_serve(n_workers, threads_per_worker, memory_limit, host, port, dashboard_address, gpu, echo))
+    host = host or LOOPBACK
+    dashboard = dashboard_bind(dashboard_address)
+    for line in exposure_warnings(scheduler_host=host, dashboard=dashboard):
+        warn(line)
+    asyncio.run(_serve(n_workers, threads_per_worker, memory_limit, host, port, dashboard, gpu, echo))
 
 
 async def _serve(n_workers, threads_per_worker, memory_limit, host, port, dashboard_address, gpu, echo) -> None:
@@ -219,7 +321,7 @@ async def _serve(n_workers, threads_per_worker, memory_limit, host, port, dashbo
                  f"aetdask page:   {page_link(local.dashboard_link)}\n"
                  f"Use it:         aetdask run ... --scheduler {address}\n"
                  f"More workers:   aetdask cluster --join {address} --workers N   (on any node that reaches it"
-                 f"{'; start with --host 0.0.0.0 for other nodes' if host in ('127.0.0.1', 'localhost') else ''})\n"
+                 f"{'; start with --host 0.0.0.0 for other nodes' if is_loopback(host) else ''})\n"
                  "Ctrl-C stops the scheduler and its workers.")
             await stop.wait()
             echo("aetdask cluster: stopping")
@@ -228,14 +330,20 @@ async def _serve(n_workers, threads_per_worker, memory_limit, host, port, dashbo
 
 
 def join(address: str, n_workers: int | None = None, threads_per_worker: int = 1, memory_limit="auto",
-         host: str | None = None, gpu: bool = False, echo=print) -> None:
+         host: str | None = None, gpu: bool = False, echo=print, warn=_warn) -> None:
     """Run worker processes on this node for the scheduler at ``address`` until SIGINT or SIGTERM.
 
     ``n_workers`` nannies (default one per core), each watching one worker process
     of ``threads_per_worker`` threads; with ``gpu``, dask-cuda's ``CUDAWorker`` (one
-    worker per GPU). Returns when stopped or when the workers end (the scheduler
-    went away).
+    worker per GPU). The workers listen on ``host``: by default 127.0.0.1 when the
+    scheduler is on this machine's loopback, else Dask's default (every interface, as
+    the scheduler and the other nodes' workers must reach them; a warning says so).
+    Returns when stopped or when the workers end (the scheduler went away).
     """
+    if not host and is_loopback(address):
+        host = LOOPBACK
+    for line in exposure_warnings(workers_host=host, joined=address):
+        warn(line)
     asyncio.run(_join(address, n_workers, threads_per_worker, memory_limit, host, gpu, echo))
 
 

@@ -154,8 +154,9 @@ def run(
         raw_input = validate_patterns(tilts)
         source = _patterns_fingerprint(raw_input)
     else:
-        raw_input = validate_tilt_series(tilts if not isinstance(tilts, (str, pathlib.Path)) else read_tilt_series(
-            tilts, angles=angles, pixel_size=pixel_size))
+        from_file = isinstance(tilts, (str, pathlib.Path))  # read_tilt_series checks it, naming the file
+        raw_input = validate_tilt_series(read_tilt_series(tilts, angles=angles, pixel_size=pixel_size) if from_file
+                                         else tilts, plausible=not from_file)
         source = _source_fingerprint(tilts, angles, pixel_size)
     store = RunStore(out)
     check_writable(store.path.parent)  # the report goes next to the store

@@ -238,11 +238,19 @@ def _positive(value, name: str) -> float:
 
 
 # ----------------------------------------------------------------------------- validation
-def validate_tilt_series(ts: xr.DataArray, *, source: str = "tilt series", values: bool = True) -> xr.DataArray:
+def validate_tilt_series(ts: xr.DataArray, *, source: str = "tilt series", values: bool = True,
+                         plausible: bool = True) -> xr.DataArray:
     """Check a tilt series; raise :class:`InputError` naming the field and the expectation.
 
     With ``values=True`` the pixel values are checked too (NaN/Inf, negative
     counts); that computes a lazy array, so stages pass ``values=False``.
+
+    With ``plausible=True`` (the default) the series must also be physically
+    possible (:func:`aetdask.plausibility.check_tilt_series`): projections from
+    at least 2 distinct directions spanning ≥ 20° (angles in radians are refused
+    with that hint), a pixel size of 0.01–5 Å, a field of view ≥ 3 Å, and values
+    that stay finite in float32; weak but usable series are warned about.
+    ``plausible=False`` checks the form only (a bare data-model check).
     """
     if not isinstance(ts, xr.DataArray):
         raise InputError(f"{source}: expected an xarray.DataArray, got {type(ts).__name__}")
@@ -277,6 +285,10 @@ def validate_tilt_series(ts: xr.DataArray, *, source: str = "tilt series", value
             )
         if not np.any(arr):
             raise InputError(f"{source}: every pixel is zero; expected projections of the sample")
+    if plausible:
+        from aetdask.plausibility import check_tilt_series
+
+        check_tilt_series(ts, source=source, values=values)
     return ts
 
 
@@ -290,8 +302,14 @@ def validate_volume(vol: xr.DataArray, *, source: str = "volume") -> xr.DataArra
     return vol
 
 
-def validate_atoms(ds: xr.Dataset, *, source: str = "atoms") -> xr.Dataset:
-    """Check an atomic model: positions finite, species known, lengths agree."""
+def validate_atoms(ds: xr.Dataset, *, source: str = "atoms", plausible: bool = False) -> xr.Dataset:
+    """Check an atomic model: positions finite, species known, lengths agree.
+
+    With ``plausible=True`` no two atoms may be closer than 0.5 Å (a duplicated
+    atom; :func:`aetdask.plausibility.check_atom_distances`): atom files read for
+    the user are checked so (:func:`aetdask.io.read_atoms`); models aetdask made
+    itself are not refused for it after the work is done.
+    """
     if not isinstance(ds, xr.Dataset):
         raise InputError(f"{source}: expected an xarray.Dataset, got {type(ds).__name__}")
     for var in ("position", "species"):
@@ -303,4 +321,8 @@ def validate_atoms(ds: xr.Dataset, *, source: str = "atoms") -> xr.Dataset:
     if not np.all(np.isfinite(pos)):
         raise InputError(f"{source}: positions contain NaN or Inf")
     normalize_species(ds.species.values, name=f"{source}: species")
+    if plausible:
+        from aetdask.plausibility import check_atom_distances
+
+        check_atom_distances(pos, source=source)
     return ds

@@ -22,7 +22,7 @@ def runner():
 def test_import_info_and_errors(tmp_path, runner):
     arr = np.random.default_rng(0).poisson(2.0, (16, 16, 5)).astype(np.uint8)  # MATLAB (dim1, dim2, angle)
     scipy.io.savemat(tmp_path / "t.mat", {"proj": arr})
-    np.savetxt(tmp_path / "angles.txt", np.arange(5) * 3.0)
+    np.savetxt(tmp_path / "angles.txt", np.arange(5) * 30.0)  # five directions over 120°: a tilt series
     out = tmp_path / "run.zarr"
     r = runner.invoke(main, ["import", str(tmp_path / "t.mat"), "--angles", str(tmp_path / "angles.txt"),
                              "--pixel-size", "0.2", "--out", str(out)])
@@ -33,7 +33,7 @@ def test_import_info_and_errors(tmp_path, runner):
     info = json.loads(r.output)
     assert info["products"]["raw"]["shape"] == [5, 16, 16] and info["products"]["raw"]["pixel_size"] == 0.2
 
-    np.savetxt(tmp_path / "bad.txt", np.arange(4) * 3.0)
+    np.savetxt(tmp_path / "bad.txt", np.arange(4) * 30.0)
     r = runner.invoke(main, ["import", str(tmp_path / "t.mat"), "--angles", str(tmp_path / "bad.txt"),
                              "--pixel-size", "0.2", "--out", str(tmp_path / "x.zarr")])
     assert r.exit_code == 2 and "5 projections but 4 angles" in r.output

@@ -53,6 +53,13 @@ def read_atoms(path, species=None, types=None) -> xr.Dataset:
         A separate ``.mat`` with the type codes (the ``final_atom_types`` layout);
         found next to ``path`` when omitted.
 
+    Raises
+    ------
+    InputError
+        For an unreadable or malformed file, and for a model that cannot be a
+        sample: two atoms closer than 0.5 Å (one atom written twice; the shortest
+        bond there is, H₂'s, is 0.74 Å — :func:`aetdask.plausibility.check_atom_distances`).
+
     Examples
     --------
     >>> import tempfile, pathlib
@@ -82,7 +89,7 @@ def read_atoms(path, species=None, types=None) -> xr.Dataset:
     if len(pos) == 0:
         raise InputError(f"{path}: no atoms found")
     ds = make_atoms(pos, sp, frame="sample", provenance=[provenance_record("io.read_atoms", {}, [str(path)])], **extra)
-    return validate_atoms(ds, source=str(path))
+    return validate_atoms(ds, source=str(path), plausible=True)
 
 
 def _codes_to_species(codes, table, path, where) -> np.ndarray:

@@ -314,6 +314,25 @@ class RunStore:
             shutil.rmtree(old, ignore_errors=True)
         _consolidate(self.path)
 
+    def remove(self, names) -> None:
+        """Remove products and side files (``run.json``, ``analysis``, …) ``names`` from the store, under its lock.
+
+        Each is first renamed to one of the store's temporary names (``.NAME.tmp-*``), so it leaves the store
+        in one step, and what a killed process leaves is cleared by the store's next writer.
+        """
+        with self.lock(f"{_command_line()} (removing {', '.join(map(str, names))})"):
+            names = [n for n in names if os.path.lexists(self.path / n)]
+            if not names:
+                return
+            (self.path / ".zmetadata").unlink(missing_ok=True)  # stale once the tree changes; absent is safe
+            for name in names:
+                if "/" in str(name) or str(name).startswith("."):
+                    raise StoreError(f"{self.path}: {name!r} is not a product or side file of the store")
+                tmp = self.path / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
+                os.replace(self.path / name, tmp)
+                _remove(tmp)
+            _consolidate(self.path)
+
     def write_json(self, name: str, data: dict) -> pathlib.Path:
         """Write ``name`` (e.g. ``metrics.json``) atomically, holding the lock while it does."""
         if name in PRODUCTS or name.startswith(".") or "/" in name or os.sep in name:

@@ -9,6 +9,7 @@ import xarray as xr
 
 from aetdask.errors import InputError
 from aetdask.io._mat import pick, read_mat
+from aetdask.plausibility import check_tilt_series
 from aetdask.schema import as_euler, provenance_record, tilt_series, validate_tilt_series
 
 TILT_SUFFIXES = (".mat", ".npy", ".tif", ".tiff")
@@ -34,6 +35,16 @@ def read_tilt_series(path, angles=None, pixel_size=None, var=None, *, units="cou
         ``"counts"`` (raw detector counts, must be ≥ 0) or ``"a.u."``.
     dose : float, optional
         Dose per projection (e⁻/Å²), if known.
+
+    Raises
+    ------
+    InputError
+        For a malformed file or series (:func:`aetdask.schema.validate_tilt_series`)
+        and for one that cannot be a tilt series of atoms
+        (:func:`aetdask.plausibility.check_tilt_series`): fewer than 2 distinct
+        directions, directions spanning < 20° (angles in radians), a pixel size
+        outside 0.01–5 Å or a field under 3 Å, values that over- or underflow
+        float32. Messages about the angles name the angle file.
     """
     path = pathlib.Path(path)
     if angles is None:
@@ -62,7 +73,10 @@ def read_tilt_series(path, angles=None, pixel_size=None, var=None, *, units="cou
         ts = tilt_series(data, euler, pixel_size, units=units, dose=dose, provenance=[record])
     except InputError as exc:
         raise InputError(f"{path}: {exc}") from None
-    return validate_tilt_series(ts, source=str(path))
+    validate_tilt_series(ts, source=str(path), plausible=False)
+    check_tilt_series(ts, source=str(path), angle_source=str(angles) if isinstance(angles, (str, pathlib.Path))
+                      else None)
+    return ts
 
 
 def _read_stack(path: pathlib.Path, var) -> np.ndarray:

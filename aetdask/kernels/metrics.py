@@ -58,8 +58,9 @@ def paper_match(traced, truth, traced_species, truth_species, cutoff, *, center=
     -------
     dict
         ``"species"``: ``{symbol: stats}`` and ``"overall"``: stats, where stats has
-        ``truth``, ``traced`` and ``matched`` (atom counts), ``identification_pct``
-        (100 · matched / truth; nan when truth is 0) and ``precision_pm``
+        ``truth``, ``traced`` and ``matched`` (atom counts: matched traced atoms),
+        ``truth_matched`` (distinct truth atoms that some traced atom matched; ≤ truth),
+        ``identification_pct`` (the paper's 100 · matched / truth; nan when truth is 0) and ``precision_pm``
         (100 · sqrt(Σ_axes var(diff, ddof=1)); nan with fewer than 2 matches).
         ``"shift"``: the final translation (list of 3 floats, Å); ``"iterations"``: how
         many re-estimations ran. Per traced atom: ``"matched_mask"`` (bool, n),
@@ -69,8 +70,10 @@ def paper_match(traced, truth, traced_species, truth_species, cutoff, *, center=
     Notes
     -----
     Precision is an RMS about the mean residual, so any leftover offset does not count.
-    Identification can exceed 100 % when several traced atoms match one truth atom; use
-    :func:`strict_match` to count those as false positives.
+    The paper's identification can exceed 100 % when several traced atoms match one truth
+    atom (a duplicated model scores 200 %); ``truth_matched / truth`` cannot, and is what
+    :func:`aetdask.evaluate.evaluate` reports. :func:`strict_match` counts the extra traced
+    atoms as false positives.
 
     Examples
     --------
@@ -118,6 +121,7 @@ def paper_match(traced, truth, traced_species, truth_species, cutoff, *, center=
     def stats(in_traced, in_truth):
         n_truth, matched = int(in_truth.sum()), int((in_traced & (match_index >= 0)).sum())
         return {"truth": n_truth, "traced": int(in_traced.sum()), "matched": matched,
+                "truth_matched": int(np.unique(match_index[in_traced & (match_index >= 0)]).size),
                 "identification_pct": 100.0 * matched / n_truth if n_truth else float("nan"),
                 "precision_pm": _precision_pm(diff[in_traced & (match_index >= 0)])}
 

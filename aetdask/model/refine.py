@@ -40,6 +40,9 @@ _FTOL = 1e-13
 #: Widest an atom's core may be, as a fraction of the closest two atoms may be (``min_distance``): two
 #: Gaussians of width s at distance d show two peaks only while d > 2s (Sparrow's limit).
 _CORE_WIDTH = 0.5
+#: Most Fisher-scoring iterations on the positions after each free fit (:func:`_score_positions`); they stop
+#: sooner once one gains less than 10⁻³ per atom.
+SCORING = 30
 #: Trial strain of the deformation search: about 0.1° of angle change, the size of the errors it is for.
 _STRAIN_STEP = 2e-3
 
@@ -482,6 +485,11 @@ def refine(
                 return problem, scipy.optimize.OptimizeResult(x=p, fun=problem(p)[0]), value0
         result = scipy.optimize.minimize(problem, p, jac=True, method="L-BFGS-B", bounds=bounds(True),
                                          callback=report(problem), options={"maxiter": iterations, "maxcor": 20, "ftol": _FTOL})
+        # L-BFGS scales no atom by its own curvature: on 20,000 atoms it stops at its iteration cap short of the
+        # optimum (scoring after it: 89.2 → 90.7 % identified, 48.4 → 46.5 pm at 1.6×10⁴ e⁻/Å², BENCHMARKS.md)
+        lo, hi = np.array(bounds(True)[:3 * len(origin)]).T
+        value, x = _score_positions(problem, result.x, lo, hi, SCORING)
+        result = scipy.optimize.OptimizeResult(x=x, fun=value)
         calls[0] += problem.calls
         return problem, result, value0
 

@@ -9,6 +9,7 @@ import xarray as xr
 
 from aetdask import config
 from aetdask.errors import InputError
+from aetdask.plausibility import check_reconstruction_memory
 from aetdask.kernels.shift import fourier_shift
 from aetdask.reconstruct.projectors import is_single_axis
 from aetdask.reconstruct.runner import run_euler, run_single_axis
@@ -101,6 +102,7 @@ def reconstruct(
     (('z', 'y', 'x'), (16, 16, 16), [8, 8, 8])
     """
     tilts = validate_tilt_series(tilts, values=False)
+    check_reconstruction_memory(tilts.shape, config.get("dtype"), source="reconstruct")  # before allocating
     method = config.get("reconstruct.method", method)
     if method not in METHODS:
         raise InputError(f"method: {method!r} is not one of {METHODS}")

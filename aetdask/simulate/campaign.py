@@ -36,6 +36,7 @@ configuration, so the result does not depend on the number of workers or on inte
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import threading
 import time
@@ -73,6 +74,31 @@ def dose_name(dose: float) -> str:
     'dose-1.6e+04'
     """
     return f"dose-{dose:.2g}"
+
+
+def unsafe_name(name: str) -> str | None:
+    """Why ``name`` cannot be a folder of its own inside the campaign's store; None when it can.
+
+    It must be one plain path component that names a new folder: no path separator, not
+    absolute, not ``.`` or ``..`` nor any hidden name (the stores' temporaries are hidden),
+    no control characters, no surrounding spaces, at most 255 bytes.
+
+    >>> unsafe_name("pt12") is None, unsafe_name("..") is None, unsafe_name("a/../../x") is None
+    (True, False, False)
+    """
+    if not name.strip():
+        return "is empty"
+    if "/" in name or "\\" in name or pathlib.PureWindowsPath(name).anchor:
+        return "contains a path separator or a drive"
+    if name.startswith("."):
+        return "starts with '.' ('.', '..' and hidden names are not particle folders)"
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return "contains a control character"
+    if name != name.strip():
+        return "starts or ends with a space"
+    if len(name.encode("utf-8", "surrogatepass")) > 255:
+        return "is longer than a file name may be (255 bytes)"
+    return None
 
 
 def load_campaign(source) -> dict:
@@ -116,9 +142,13 @@ def load_campaign(source) -> dict:
         if not isinstance(entry, dict) or "name" not in entry:
             raise InputError(f"campaign: particle {i} needs a name")
         name = str(entry["name"])
-        if name in names or "/" in name:
-            raise InputError(f"campaign: particle name {name!r} is repeated or contains '/'")
-        names.add(name)
+        problem = unsafe_name(name)
+        if problem:
+            raise InputError(f"campaign: particle name {name!r} {problem}; expected a plain folder name such as "
+                             "'pt12', as each particle becomes a folder inside --out")
+        if name.casefold() in names:  # one folder on a case-insensitive file system
+            raise InputError(f"campaign: particle name {name!r} is repeated; expected one name per particle")
+        names.add(name.casefold())
         particles.append({"name": name, "atoms": _particle_atoms(entry, base),
                           "parameters": dict(entry.get("parameters") or {})})
     if not particles:
@@ -216,6 +246,10 @@ def _plan(campaign, out: pathlib.Path) -> tuple[list, list]:
         chunk = int(campaign["rows_per_task"] or settings.get("rows_per_task") or ny)
         bounds = [(r, min(r + chunk, ny)) for r in range(0, ny, chunk)]
         pos_d = dask.delayed(positions, traverse=False)
+        problem = unsafe_name(str(particle["name"]))
+        if problem:  # a campaign resolved elsewhere than load_campaign: checked here too
+            raise InputError(f"campaign: particle name {particle['name']!r} {problem}; expected a plain folder name "
+                             "such as 'pt12', as each particle becomes a folder inside --out")
         for spread in campaign["modes"]:
             path = out / particle["name"] / mode_name(spread)
             (path / "clean").mkdir(parents=True, exist_ok=True)
@@ -319,6 +353,7 @@ def run_campaign(campaign, out, *, progress: bool = True, echo=print) -> dict:
 
     campaign = load_campaign(campaign) if not isinstance(campaign, dict) or "euler" not in campaign else campaign
     out = pathlib.Path(out)
+    _check_record(out / "campaign.json")
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     tasks, series = _plan(campaign, out)
@@ -366,5 +401,20 @@ def run_campaign(campaign, out, *, progress: bool = True, echo=print) -> dict:
     resolved["euler"] = campaign["euler"].tolist()
     resolved["particles"] = [{"name": p["name"], "atoms": int(p["atoms"].sizes["atom"]),
                               "parameters": p["parameters"]} for p in campaign["particles"]]
-    (out / "campaign.json").write_text(json.dumps(resolved, indent=1, default=str))
+    tmp = out / f".campaign.json.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(resolved, indent=1, default=str))
+    os.replace(tmp, out / "campaign.json")
     return summary
+
+
+def _check_record(path: pathlib.Path) -> None:
+    """Refuse a campaign folder whose ``campaign.json`` is not the record a campaign wrote (it is rewritten)."""
+    if not (path.exists() or path.is_symlink()):
+        return
+    try:
+        old = None if path.is_symlink() else json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        old = None
+    if not (isinstance(old, dict) and {"euler", "doses", "particles"} <= set(old)):
+        raise InputError(f"{path}: exists and is not the record of a campaign aetdask wrote; expected --out to be a "
+                         "new folder or a campaign's own")

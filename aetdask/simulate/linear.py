@@ -13,6 +13,7 @@ import xarray as xr
 
 from aetdask import config, physics
 from aetdask.errors import InputError
+from aetdask.plausibility import check_pixel_size
 from aetdask.geometry import detector_coordinates
 from aetdask.kernels.linear_adf import render
 from aetdask.schema import as_euler, provenance_record, tilt_series, validate_atoms
@@ -91,6 +92,7 @@ def linear(
     euler = as_euler(angles)
     ny, nx = (int(shape), int(shape)) if np.ndim(shape) == 0 else (int(shape[0]), int(shape[1]))
     p = float(pixel_size)
+    check_pixel_size(p, min(ny, nx), source="simulate: pixel_size")
     params = {
         "energy": config.get("simulate.energy", energy),
         "semiangle": config.get("simulate.semiangle", semiangle),
