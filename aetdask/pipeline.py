@@ -197,7 +197,7 @@ def run(
         why = ("phase projections (its forward model is ADF-STEM counts)" if modality == "ptycho" else
                "scanning AET (each projection also sees film outside the reconstructed band, which the model does "
                "not hold)")
-        echo(f"      no coordinate refinement against the counts for {why}; the model is the classified atoms")
+        echo(f"      coordinate refinement against the counts: not for {why}; the model is the classified atoms")
     echo(f"model: {final.sizes['atom']} atoms ({', '.join(f'{v} {k}' for k, v in summary['atoms'].items())}); "
          f"report {summary['report'][1]}; {summary['seconds']:.1f} s in all")
     return summary

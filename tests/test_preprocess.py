@@ -131,8 +131,10 @@ def test_stage_background_settings_remove_a_curved_background():
     mean = particle[region].mean()
     for width in (1.0, 0.45):
         image = particle + smooth_background(N, mean, hump_width=width)
-        ts = xr.DataArray(image[None], dims=("tilt", "y", "x"),
-                          coords={"phi": ("tilt", [0.0]), "theta": ("tilt", [0.0]), "psi": ("tilt", [0.0])},
+        # the same projection three times over 120° (one projection is no tilt series, and is refused)
+        ts = xr.DataArray(np.stack([image] * 3), dims=("tilt", "y", "x"),
+                          coords={"phi": ("tilt", [0.0] * 3), "theta": ("tilt", [0.0, 60.0, 120.0]),
+                                  "psi": ("tilt", [0.0] * 3)},
                           attrs={"pixel_size": 0.3, "units": "a.u.", "provenance": []})
         out = preprocess(ts, "none", alignment="none", normalize=False).values[0]
         assert np.abs(out - particle)[region].mean() / mean <= 0.05
