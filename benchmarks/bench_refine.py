@@ -15,7 +15,7 @@ rotation of the whole object (which no data can fix) is taken out:
   ±90° the RMS of φ and ψ overstates the orientation error;
 
 the shifts' RMS error, and the part of the θ error that is a smooth ``a cos 2θ + b sin 2θ``
-pattern, the slowest direction of the refinement (see BENCHMARKS.md).
+pattern, the slowest direction of the refinement (see docs/angle-refinement.md).
 
 Run: python benchmarks/bench_refine.py [--atoms 40] [--fov 16] [--pixel 0.4] [--projections 30] [--rounds 10]
      [--iterations 40] [--momentum 0.8] [--angle-error 1] [--shift-error 1.5] [--strain C=VALUE] [--seed 0]

@@ -378,7 +378,7 @@ def refine(
         matters where the noise is lower than that and for the angles, whose
         deformation-like part the misfit hardly pins down. At the seed paper's
         doses the noise dominates and one Gaussian is as precise, and 2–3 times
-        faster (BENCHMARKS.md).
+        faster (docs/angle-refinement.md).
 
     Returns
     -------
