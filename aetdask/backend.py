@@ -16,8 +16,11 @@ True
 from __future__ import annotations
 
 import functools
+import socket
 
 import numpy as np
+
+from aetdask.errors import ConfigError, DeviceError
 
 try:  # CuPy is optional: ``pip install aetdask[gpu]``
     import cupy as _cupy
@@ -39,11 +42,19 @@ def cupy_available() -> bool:
 
 def _cupy_or_raise():
     if not cupy_available():
-        raise RuntimeError(
-            "device 'gpu' was requested but CuPy with a working GPU is not available; "
-            "install aetdask[gpu] on a machine with a CUDA GPU, or use device='cpu'"
+        raise DeviceError(
+            f"aetdask.device = 'gpu', but CuPy with a working GPU is not available on {socket.gethostname()}; "
+            "expected device: cpu (the default), or install aetdask[gpu] on a machine with a CUDA GPU"
         )
     return _cupy
+
+
+def check_device(device=None) -> None:
+    """Raise :class:`~aetdask.errors.DeviceError` unless ``device`` (default: ``aetdask.device``) can run here.
+
+    >>> check_device("cpu")
+    """
+    get_array_module(device)
 
 
 def get_array_module(x=None):
@@ -64,7 +75,7 @@ def get_array_module(x=None):
             return np
         if x == "gpu":
             return _cupy_or_raise()
-        raise ValueError(f"unknown device {x!r}; expected one of {DEVICES}")
+        raise ConfigError(f"unknown device {x!r}; expected one of {DEVICES}")
     meta = getattr(x, "_meta", None)  # dask arrays
     if meta is not None:
         x = meta

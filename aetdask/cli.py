@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import hashlib
 import json
@@ -20,14 +21,59 @@ from aetdask._version import __version__
 from aetdask.errors import AetdaskError, InputError, StoreError
 
 
+#: The longest error line: a message may quote a value or a path, which a user's input can make arbitrarily long.
+_MAX_ERROR = 2000
+
+# what a file-system error means the user should change, by errno
+_OS_EXPECTED = {
+    errno.ENAMETOOLONG: "expected file and folder names of at most 255 bytes (and paths of at most 4096)",
+    errno.ENOSPC: "expected free space there: free some, or choose another place",
+    errno.EDQUOT: "expected free space there: free some, or choose another place",
+    errno.EACCES: "expected a place this user can read and write",
+    errno.EPERM: "expected a place this user can read and write",
+    errno.EROFS: "expected a place on a file system that can be written",
+    errno.ENOENT: "expected an existing file or folder",
+    errno.ENOTDIR: "expected a folder, not a file, on the way there",
+    errno.EISDIR: "expected a file, not a folder",
+    errno.EEXIST: "expected a name not already taken",
+    errno.ELOOP: "expected a path without a loop of symbolic links",
+}
+
+
+def _one_line(message: str, limit: int = _MAX_ERROR) -> str:
+    """``message`` as one line of at most ``limit`` characters (its middle left out)."""
+    text = " ".join(line.strip() for line in str(message).splitlines() if line.strip())
+    if len(text) <= limit:
+        return text
+    keep = (limit - 40) // 2
+    return f"{text[:keep]} … ({len(text) - 2 * keep} characters left out) … {text[-keep:]}"
+
+
+def _fail(message: str):
+    click.echo(f"error: {_one_line(message)}", err=True)
+    sys.exit(2)
+
+
 def _handle_errors(func):
+    """Every failure a user can cause exits 2 with one ``error:`` line, never a traceback: an
+    :class:`~aetdask.errors.AetdaskError` (also one raised inside a Dask task: the client re-raises it, and
+    worker processes started here do not log it, see :func:`aetdask.cluster.quiet_task_failures`), and an
+    ``OSError`` of a named file (a name too long, no space, no permission: the user's file system, not a bug).
+    Anything else is a bug, and its traceback is shown."""
+
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
         except AetdaskError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(2)
+            _fail(str(exc))
+        except OSError as exc:
+            if exc.filename is None:
+                raise
+            name = os.fsdecode(exc.filename)
+            also = f" → {_shown(os.fsdecode(exc.filename2))}" if exc.filename2 is not None else ""
+            _fail(f"{_shown(name)}{also}: {exc.strerror or exc}; "
+                  f"{_OS_EXPECTED.get(exc.errno, 'expected a file or folder that can be used')}")
 
     return wrapper
 
@@ -46,10 +92,49 @@ def _computing(func):
         from aetdask.cluster import cluster
 
         overrides = config.load(config_file) if config_file else {}
-        with config.set(overrides), cluster(scheduler, quiet=kwargs.get("as_json", False)):
+        with config.set(overrides), contextlib.ExitStack() as stack:
+            address = _check_execution(scheduler, config_file if "aetdask.device" in overrides else None)
+            try:
+                stack.enter_context(cluster(scheduler, quiet=kwargs.get("as_json", False)))
+            except ValueError as exc:  # Dask's word for an address it parsed but cannot use
+                if not address:
+                    raise
+                raise InputError(f"{'--scheduler' if scheduler else 'aetdask.scheduler'} {address}: cannot connect "
+                                 f"({exc}); expected the address of a running Dask scheduler, e.g. the one "
+                                 "`aetdask cluster` prints") from None
             return func(*args, **kwargs)
 
     return wrapper
+
+
+def _check_execution(scheduler, device_source) -> str | None:
+    """Refuse, before a cluster starts, what the workers would fail on: a scheduler address Dask cannot parse,
+    and ``aetdask.device: gpu`` on a machine without a GPU when the workers are started here (``device_source``:
+    the file that set it, named in the message). Returns the scheduler address (None: a local cluster)."""
+    from aetdask.errors import ConfigError
+
+    address = config.get("scheduler", scheduler)
+    if address:
+        from distributed.comm import parse_address, parse_host_port
+        from distributed.comm.registry import get_backend
+
+        try:
+            scheme, location = parse_address(address)
+            get_backend(scheme)
+            if scheme in ("tcp", "tls"):
+                parse_host_port(location)  # a port is needed: Dask would fail on connecting
+        except (ValueError, TypeError) as exc:
+            what = "--scheduler" if scheduler else "aetdask.scheduler"
+            raise InputError(f"{what} {address}: not a scheduler address ({exc}); expected PROTOCOL://HOST:PORT, "
+                             "e.g. tcp://127.0.0.1:8786 as `aetdask cluster` prints it") from None
+        return address  # the workers are elsewhere: their device is theirs to check (a task says it in one line)
+    from aetdask.backend import check_device
+
+    try:
+        check_device()
+    except ConfigError as exc:
+        raise type(exc)(f"{device_source}: {exc}" if device_source else str(exc)) from None
+    return None
 
 
 @click.group()

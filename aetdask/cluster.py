@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import logging
 import os
 import signal
 import socket
@@ -37,6 +38,37 @@ from aetdask.errors import InputError
 
 ROUTES = "aetdask.dashboard"  # the module of the aetdask page, for distributed.scheduler.http.routes
 LOOPBACK = "127.0.0.1"  # where everything started here listens unless asked otherwise
+
+
+class _TaskFailureFilter(logging.Filter):
+    """Drops the worker's "Compute Failed" record (the task, its exception and the worker-side traceback, logged
+    at ERROR): the exception itself reaches the client that computes, which reports it — one line for bad input,
+    the full traceback for a bug — so the dump only repeats it, in Dask's words, before the command's own line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Compute Failed")
+
+
+def quiet_task_failures() -> None:
+    """Stop ``distributed.worker`` in this process from logging "Compute Failed" (see :class:`_TaskFailureFilter`);
+    every other record (a worker that died, lost connections, ...) is logged as before. Idempotent."""
+    logger = logging.getLogger("distributed.worker")
+    if not any(isinstance(f, _TaskFailureFilter) for f in logger.filters):
+        logger.addFilter(_TaskFailureFilter())
+
+
+def _quiet_task_failures_plugin():
+    """A worker plugin that runs :func:`quiet_task_failures` in every worker process of a cluster started here
+    (also in those started later, e.g. after one died)."""
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class QuietTaskFailures(WorkerPlugin):
+        name = "aetdask-quiet-task-failures"
+
+        def setup(self, worker):
+            quiet_task_failures()
+
+    return QuietTaskFailures()
 
 
 def worker_environment() -> dict:
@@ -220,6 +252,8 @@ def cluster(scheduler: str | None = None, n_workers: int | None = None, processe
                     dashboard_address=f"{LOOPBACK}:0", silence_logs=40
                 )
         client = Client(local)
+        quiet_task_failures()  # workers in this process
+        client.register_plugin(_quiet_task_failures_plugin())  # and in worker processes
     if not quiet:
         print(_links(client))
     try:
@@ -268,6 +302,7 @@ def dask_setup(worker) -> None:
     SIGINT would die mid-task with a traceback first.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    quiet_task_failures()  # the client that computes reports a failed task
 
 
 def _held_settings() -> dict:

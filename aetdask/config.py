@@ -166,21 +166,100 @@ def set(arg: dict | None = None, **kwargs):
     return _Set(checked)
 
 
+#: The largest parameter file :func:`load` reads (every parameter with its help, ``aetdask parameters``, is ~10 kB).
+MAX_CONFIG_BYTES = 1 << 20
+#: The deepest nesting of mappings :func:`load` accepts (keys have at most three parts).
+_MAX_DEPTH = 8
+#: The longest message :func:`load` raises (the list of allowed keys fits): a value is quoted in it, and a file
+#: may hold a long one.
+_MAX_MESSAGE = 1600
+
+
+def _bounded(text: str, limit: int = _MAX_MESSAGE) -> str:
+    """``text`` on one line, its middle left out when longer than ``limit`` (its start names the key, its end
+    says what was expected)."""
+    text = " ".join(str(text).split())
+    if len(text) <= limit:
+        return text
+    keep = (limit - 40) // 2
+    return f"{text[:keep]} … ({len(text) - 2 * keep} characters left out) … {text[-keep:]}"
+
+
+def _safe_loader(path: pathlib.Path):
+    """A ``yaml.SafeLoader`` that refuses aliases (``*name``): a parameter file never needs one, and nested aliases
+    expand a few hundred bytes into gigabytes ("billion laughs") while Python objects are built from them."""
+
+    class Loader(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()
+                raise ConfigError(
+                    f"{path}: line {event.start_mark.line + 1}: YAML alias *{_bounded(event.anchor, 60)}; aliases "
+                    "are not allowed in a parameter file (they can expand a small file into gigabytes); expected "
+                    "each value written out")
+            return super().compose_node(parent, index)
+
+    return Loader
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error on one line: where and what."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    what = " ".join(str(x) for x in (getattr(exc, "problem", None), getattr(exc, "context", None)) if x)
+    return _bounded(where + (what or str(exc)), 300)
+
+
+def _depth(d, limit: int) -> bool:
+    """Whether the mappings in ``d`` nest no deeper than ``limit``."""
+    if not isinstance(d, dict):
+        return True
+    return limit > 0 and all(_depth(v, limit - 1) for v in d.values())
+
+
 def load(path) -> dict:
-    """Read a YAML parameter file, validate every key and return a flat mapping."""
+    """Read a YAML parameter file, validate every key and return a flat mapping.
+
+    Raises :class:`~aetdask.errors.ConfigError` naming the file for anything but a small UTF-8 YAML
+    mapping of known keys to allowed values: a file over :data:`MAX_CONFIG_BYTES`, YAML aliases (see
+    :func:`_safe_loader`), invalid YAML, mappings nested deeper than any key. Messages are one line of
+    bounded length, however long the value they quote.
+    """
     path = pathlib.Path(path)
     try:
-        with open(path) as f:
-            data = yaml.safe_load(f) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot read the configuration file ({exc})") from None
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the configuration file ({exc.strerror or exc})") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES >> 20} MiB; expected a YAML file of aetdask "
+                          "parameters (`aetdask parameters` prints one, about 10 kB)")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a text file (byte {exc.start} is not UTF-8); expected a YAML file of "
+                          "aetdask parameters") from None
+    try:
+        data = yaml.load(text, Loader=_safe_loader(path)) or {}  # noqa: S506 (a SafeLoader, without aliases)
+    except ConfigError:  # an alias
+        raise
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(exc)})") from None
+    except (ValueError, RecursionError) as exc:  # e.g. an integer of more digits than Python converts
+        raise ConfigError(f"{path}: cannot read the configuration file ({_bounded(exc, 300)})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of parameters at the top level")
     data = data.get("aetdask", data)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: 'aetdask' holds {_bounded(repr(data), 80)}; expected a mapping of parameters "
+                          "under it")
+    if not _depth(data, _MAX_DEPTH):
+        raise ConfigError(f"{path}: mappings nested deeper than {_MAX_DEPTH} levels; expected parameter keys "
+                          "such as trace.window (`aetdask parameters` lists them)")
     flat = _flatten(data)
     try:
         for k, v in flat.items():
             validate(k, v)
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc.args[0]}") from None
+        raise type(exc)(_bounded(f"{path}: {exc.args[0]}")) from None
     return {f"aetdask.{_strip(k)}": v for k, v in flat.items()}

@@ -26,3 +26,11 @@ class ConfigKeyError(ConfigError, KeyError):
 
 class ConfigTypeError(ConfigError, TypeError):
     """A configuration value of the wrong kind."""
+
+
+class DeviceError(ConfigError, RuntimeError):
+    """A device the configuration asks for (``aetdask.device: gpu``) that the machine running the work lacks.
+
+    A :class:`ConfigError` for the user (one line from the CLI, also when raised inside a Dask task on a
+    worker), and a ``RuntimeError`` for callers that caught the error it used to be.
+    """

@@ -21,6 +21,7 @@ import dask
 import numpy as np
 
 from aetdask.analyze.blocks import spatial_blocks
+from aetdask.errors import InputError
 from aetdask.kernels import bond_order as bo
 from aetdask.kernels import polytetrahedra as pt
 from aetdask.kernels import rings as rings_k
@@ -51,13 +52,33 @@ def _owned_motifs(motifs: dict, core) -> dict:
     }
 
 
+def _all_on_hull(pos) -> bool:
+    """Whether every atom is a vertex of the atoms' convex hull: then every Voronoi cell is unbounded (surface)."""
+    from scipy.spatial import ConvexHull
+
+    try:
+        return len(ConvexHull(pos).vertices) == len(pos)
+    except Exception:  # noqa: BLE001 - Qhull fails on flat sets: not all-surface in this sense
+        return False
+
+
 def _local_block(positions, ids, core, cutoff, params):
     """Everything local of one block's owned atoms, with global ids."""
     pos = positions[ids]
     n = len(pos)
     i, j, _ = neighbor_pairs(pos, cutoff)
     order = bo.averaged_bond_order(pos, cutoff, pairs=(i, j))
-    cells = vor.voronoi_cells(pos, cutoff, params["area_fraction"], reach=params["reach"])
+    try:
+        cells = vor.voronoi_cells(pos, cutoff, params["area_fraction"], reach=params["reach"])
+    except ValueError as exc:  # Qhull's verdict on the atoms (coincident, degenerate): the model's, said in one line
+        if not str(exc).startswith("voronoi_faces"):
+            raise
+        if _all_on_hull(pos):  # a few atoms, all at the surface (Qhull drops some of their unbounded cells)
+            cells = vor._all_surface(n)
+        else:
+            raise InputError(f"analyze: the Voronoi cells of the {n} atoms around atom {int(ids[core][0]) + 1} "
+                             f"(counting from 1) cannot be computed ({exc}); expected a 3-D model of distinct, "
+                             "well-separated atoms") from None
     tets, delta = pt.tetrahedra(pos, cutoff)
     out = {"ids": ids[core]}
     for key in ("q4", "q6", "order", "neighbors"):

@@ -13,6 +13,7 @@ import numpy as np
 import xarray as xr
 
 from aetdask.analyze.blocks import spatial_blocks
+from aetdask.errors import InputError
 from aetdask.kernels import rdf as rdf_k
 
 
@@ -39,7 +40,11 @@ def _block_counts(pos, kind, core, edges, n_kinds):
 def _shape_reference(pos, edges, pad):
     extent = float(np.ptp(pos, axis=0).max())
     spacing = max(extent / 64.0, 1e-3)
-    mask, _ = rdf_k.hull_mask(pos, spacing, pad=pad)
+    try:
+        mask, _ = rdf_k.hull_mask(pos, spacing, pad=pad)
+    except ValueError as exc:  # a flat model (analyze refuses those up front; rdf() may be called directly)
+        raise InputError(f"rdf: the particle's shape cannot be found ({exc}); expected atoms that span a volume, "
+                         "not a line or a plane") from None
     p, volume = rdf_k.shape_distance_distribution(mask, spacing, edges)
     return np.concatenate([p, [volume]])
 

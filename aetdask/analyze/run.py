@@ -31,6 +31,44 @@ PARAMETERS = ("r_max", "dr", "cutoff", "area_fraction", "delta_max", "deltas", "
               "nucleus_min", "partial_icosahedron", "ring_max", "density_spacing", "density_sigma", "block")
 
 
+#: Most RDF shells (r_max / dr): 10 nm in 0.1 Å shells is 1e4.
+MAX_SHELLS = 1e6
+#: Thinnest RMS extent (Å) of a model along its thinnest direction: a line or a plane of atoms has no volume, and
+#: the RDF's normalisation (the particle's shape), its Voronoi cells and its density need one.
+MIN_THICKNESS = 0.01
+
+
+def _check_model(pos: np.ndarray, p: dict) -> None:
+    """Refuse a model that cannot be analysed, before any work: atoms on a line or in a plane (no volume for the
+    RDF's shape, the Voronoi cells and the density), or a density grid larger than this machine's memory."""
+    from aetdask.plausibility import memory_limit
+
+    n = len(pos)
+    extent = np.ptp(pos, axis=0)
+    with np.errstate(all="ignore"):
+        spread = np.linalg.svd(pos - pos.mean(axis=0), compute_uv=False) / np.sqrt(n)  # RMS extent, widest first
+    if not np.all(np.isfinite(spread)):
+        raise InputError(f"analyze: the atoms' coordinates reach {np.abs(pos).max():.3g} Å, too large to compute "
+                         "with; expected positions in Å of a particle")
+    if spread[2] < MIN_THICKNESS:
+        shape = "on one point" if spread[0] < MIN_THICKNESS else "on a line" if spread[1] < MIN_THICKNESS else "in a plane"
+        raise InputError(f"analyze: the {n} atoms lie {shape} (RMS thickness {spread[2]:.2g} Å across the thinnest "
+                         f"direction), which has no volume; expected a 3-D model (its RDF is normalised by the "
+                         "particle's shape, and Voronoi cells and density need a volume)")
+    # the local-density grid: density_spacing apart over the model and 3σ around it; 4 float64 arrays of it
+    # (weights, weighted densities, the Gaussian filter's output, the ratio)
+    spacing, pad = float(p["density_spacing"]), 3.0 * float(p["density_sigma"])
+    voxels = float(np.prod(np.floor((extent + 2 * pad) / spacing) + 1))
+    need = 4 * 8 * voxels
+    limit = memory_limit()
+    if limit is not None and need > limit:
+        size = "×".join(str(int(v)) for v in np.floor((extent + 2 * pad) / spacing) + 1)
+        raise InputError(f"analyze: the model spans {' × '.join(f'{v:.3g}' for v in extent)} Å, so its local-density "
+                         f"grid ({size} voxels of {spacing:g} Å) needs {need / 2**30:.3g} GiB of memory, more than the "
+                         f"{limit / 2**30:.3g} GiB this machine has; expected a particle a few nm across with "
+                         "positions in Å (or a larger analyze.density_spacing)")
+
+
 def _parameters(overrides: dict) -> dict:
     p = {k: config.get(f"analyze.{k}") for k in PARAMETERS}
     unknown = set(overrides) - set(PARAMETERS)
@@ -44,6 +82,13 @@ def _parameters(overrides: dict) -> dict:
         raise InputError(f"analyze: cutoff must be positive, got {p['cutoff']}")
     if int(p["ring_max"]) < 3:
         raise InputError(f"analyze: ring_max must be at least 3, got {p['ring_max']}")
+    shells = float(p["r_max"]) / float(p["dr"])
+    if shells < 1:
+        raise InputError(f"analyze: r_max = {p['r_max']:g} Å is less than one RDF shell (dr = {p['dr']:g} Å); expected "
+                         "r_max ≥ dr (the first shell of neighbours lies at 2–3 Å)")
+    if shells > MAX_SHELLS:
+        raise InputError(f"analyze: r_max / dr = {p['r_max']:g} Å / {p['dr']:g} Å is {shells:.3g} RDF shells; expected at "
+                         f"most {MAX_SHELLS:.0e} (an RDF resolves structure to a few nm in 0.1 Å shells)")
     p["deltas"] = sorted({float(d) for d in p["deltas"]} | {float(p["delta_max"])})
     return p
 
@@ -129,6 +174,7 @@ def analyze(atoms: xr.Dataset, *, progress: bool = False, **overrides) -> xr.Dat
     n = len(pos)
     if n < 5:
         raise InputError(f"analyze: a model needs at least 5 atoms, got {n}")
+    _check_model(pos, p)
     t0 = time.perf_counter()
 
     # pass 1: RDFs, and the first-shell cutoff from the total RDF's first valley
@@ -304,8 +350,11 @@ def _rings(ring_blocks, former, ring_max) -> dict:
 def _density(pos, species, volumes, p) -> dict:
     masses = density_k.atomic_mass(species)
     per_atom = masses / volumes * density_k.AMU_PER_A3_IN_G_PER_CM3
-    grid, origin = density_k.local_density(pos, masses, volumes, spacing=float(p["density_spacing"]),
-                                           sigma=float(p["density_sigma"]))
+    if np.any(~np.isnan(volumes)):
+        grid, origin = density_k.local_density(pos, masses, volumes, spacing=float(p["density_spacing"]),
+                                               sigma=float(p["density_sigma"]))
+    else:  # no atom inside the model (a few atoms, or a cutoff too short): every cell reaches the surface
+        grid, origin = np.full((1, 1, 1), np.nan), pos.mean(axis=0)
     h = float(p["density_spacing"])
     axes = {d: origin[k] + h * np.arange(grid.shape[k]) for k, d in enumerate(("gz", "gy", "gx"))}
     ds = xr.Dataset(

@@ -88,8 +88,30 @@ def read_atoms(path, species=None, types=None) -> xr.Dataset:
         raise InputError(f"{path}: cannot read atoms ({type(exc).__name__}: {exc})") from None
     if len(pos) == 0:
         raise InputError(f"{path}: no atoms found")
+    _check_coordinates(pos, path)
     ds = make_atoms(pos, sp, frame="sample", provenance=[provenance_record("io.read_atoms", {}, [str(path)])], **extra)
     return validate_atoms(ds, source=str(path), plausible=True)
+
+
+#: Largest coordinate (Å) of an atom: 0.1 m, wider than any sample holder of an electron microscope. Far
+#: below the float64 range, so distances and their squares can be computed for any model within it.
+MAX_COORDINATE = 1e9
+
+
+def _check_coordinates(pos, path) -> None:
+    """Refuse positions that are not numbers, or beyond :data:`MAX_COORDINATE` (NaN and Inf are refused by
+    :func:`aetdask.schema.validate_atoms` with the other checks)."""
+    try:
+        xyz = np.asarray(pos, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{path}: positions must be numbers ({exc})") from None
+    with np.errstate(invalid="ignore"):
+        finite = np.abs(xyz[np.isfinite(xyz)])
+    if finite.size and finite.max() > MAX_COORDINATE:
+        size = np.where(np.isfinite(xyz), np.abs(xyz), 0).reshape(len(xyz), -1).max(axis=1)
+        k = int(np.argmax(size))
+        raise InputError(f"{path}: atom {k + 1} (counting from 1) has a coordinate of {size[k]:.3g} Å; expected "
+                         f"positions in Å within ±{MAX_COORDINATE:.0e} Å (0.1 m: no sample is larger)")
 
 
 def _codes_to_species(codes, table, path, where) -> np.ndarray:

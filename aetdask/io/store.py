@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import json
 import os
 import pathlib
@@ -97,13 +98,18 @@ class RunStore:
         creates and removes a probe file) changes nothing on disk."""
         self.path = pathlib.Path(path)
         writable = create if writable is None else writable
-        if (self.path / ".zgroup").exists() or (self.path / "zarr.json").exists():
+        try:
+            exists = (self.path / ".zgroup").exists() or (self.path / "zarr.json").exists()
+        except OSError as exc:  # a name too long, a file on the way, ...: about the path itself, so named as such
+            raise OSError(exc.errno, exc.strerror, str(self.path)) from None
+        if exists:
             self._check_version()
             if writable:
                 check_writable(self.path)
                 holder = self.holder()
                 if holder is not None and not self._holds_lock():
                     raise StoreError(self._held_message(holder))
+                self._check_metadata()
         elif create:
             if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
                 raise StoreError(f"{self.path}: exists and is not an aetdask run store")
@@ -113,8 +119,29 @@ class RunStore:
         else:
             raise StoreError(f"{self.path}: no aetdask run store here")
 
+    def _check_metadata(self) -> None:
+        """Before writing: the Zarr metadata of the root and of every product must be readable, as every write
+        consolidates it all — a damaged file is named now, not after the work (and not as a JSON traceback)."""
+        for name in ["", *self.products()]:
+            where = self.path / name
+            try:
+                group = zarr.open_group(str(where), mode="r", use_consolidated=False)
+                group.attrs.asdict()
+                if name:
+                    group.members(max_depth=None, use_consolidated_for_children=False)
+            except Exception as exc:  # noqa: BLE001 - whatever a damaged .zgroup/.zarray/.zattrs raises
+                what, fix = (f"product {name!r}", "remove the product to recompute it") if name else \
+                    ("the store", "copy the store again")
+                raise StoreError(f"{where}: the Zarr metadata of {what} cannot be read ({_reason(exc)}); every write "
+                                 "to the store rewrites its index from it. Expected the files aetdask wrote (a damaged "
+                                 f"or hand-edited store?): {fix}. Nothing was changed") from None
+
     def _check_version(self):
-        attrs = zarr.open_group(str(self.path), mode="r").attrs.asdict().get("aetdask")
+        try:
+            attrs = zarr.open_group(str(self.path), mode="r").attrs.asdict().get("aetdask")
+        except Exception as exc:  # noqa: BLE001 - whatever a damaged .zgroup/.zattrs/.zmetadata raises
+            raise StoreError(f"{self.path}: its Zarr metadata cannot be read ({_reason(exc)}); expected the run "
+                             "store aetdask wrote (a damaged or hand-edited store?)") from None
         if not isinstance(attrs, dict) or "store_version" not in attrs:
             raise StoreError(f"{self.path}: a Zarr store, but not an aetdask run store")
         if attrs["store_version"] > STORE_VERSION:
@@ -357,9 +384,16 @@ class RunStore:
             raise StoreError(f"unknown product {name!r}; products are {PRODUCTS}")
         if name not in self:
             raise StoreError(f"{self.path}: product {name!r} is not in this store (it has {self.products()})")
-        ds = xr.open_zarr(str(self.path / name), consolidated=True)
-        if name in _VARIABLE:
-            return ds[_VARIABLE[name]]
+        where = self.path / name
+        try:
+            ds = xr.open_zarr(str(where), consolidated=True,
+                              from_array_kwargs={"getitem": functools.partial(_read_chunk, str(where))})
+            if name in _VARIABLE:
+                return ds[_VARIABLE[name]]
+        except Exception as exc:  # noqa: BLE001 - whatever damaged metadata raises (JSON, KeyError, shapes, ...)
+            raise StoreError(f"{where}: product {name!r} cannot be opened ({_reason(exc)}); expected the product "
+                             "aetdask wrote (a damaged or hand-edited store? Remove the product to recompute "
+                             "it)") from None
         ds.attrs.pop(RECORD_KEY, None)  # the store's bookkeeping, not the model's
         return ds.load()
 
@@ -370,7 +404,11 @@ class RunStore:
             raise StoreError(f"unknown product {name!r}; products are {PRODUCTS}")
         if name not in self:
             return None
-        record = zarr.open_group(str(self.path / name), mode="r").attrs.get(RECORD_KEY)
+        try:
+            record = zarr.open_group(str(self.path / name), mode="r").attrs.get(RECORD_KEY)
+        except Exception as exc:  # noqa: BLE001 - whatever a damaged .zattrs raises
+            raise StoreError(f"{self.path / name}: the record of product {name!r} cannot be read ({_reason(exc)}); "
+                             "expected the product aetdask wrote (remove it to recompute it)") from None
         return record if isinstance(record, dict) else None
 
     def read_json(self, name: str) -> dict | None:
@@ -382,6 +420,27 @@ class RunStore:
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise StoreError(f"{path}: not valid JSON ({exc}); expected the file aetdask wrote there. "
                              "Remove it to recompute what it described") from None
+        except OSError as exc:
+            raise StoreError(f"{path}: cannot read ({exc.strerror or exc}); expected a file this user can "
+                             "read") from None
+
+
+def _read_chunk(where: str, array, index, asarray=True, lock=None):
+    """Dask's ``getter`` for the chunks of a product: a chunk that cannot be read or decoded (a damaged
+    store) raises :class:`StoreError` naming the product, also inside a Dask task."""
+    from dask.array.core import getter
+
+    try:
+        return getter(array, index, asarray=asarray, lock=lock)
+    except Exception as exc:  # noqa: BLE001 - whatever the codec or the file system raises for a damaged chunk
+        raise StoreError(f"{where}: a chunk cannot be read ({_reason(exc)}); the store is damaged. Remove the "
+                         "product to recompute it (or copy the store again)") from None
+
+
+def _reason(exc: BaseException, limit: int = 300) -> str:
+    """``Type: message`` of an exception, on one line and at most ``limit`` characters."""
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def check_writable(path) -> None:

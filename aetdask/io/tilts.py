@@ -134,6 +134,9 @@ def read_angles(path, var=None) -> np.ndarray:
         arr = pick(arrays, path, var, (1, 2), "angle")
     elif suffix == ".npy":
         arr = _load_npy(path)
+        if arr.dtype.kind not in "biuf":
+            raise InputError(f"{path}: angles of dtype {arr.dtype}; expected numbers (degrees), one θ per projection "
+                             "or (φ, θ, ψ) rows")
     else:
         try:
             text = path.read_text()

@@ -23,6 +23,7 @@ from ase.data import covalent_radii
 from aetdask import config
 from aetdask.cluster import compute
 from aetdask.errors import InputError
+from aetdask.plausibility import memory_limit
 from aetdask.kernels import trace as trace_k
 from aetdask.schema import atomic_number, atoms, normalize_species, provenance_record, validate_volume
 
@@ -43,6 +44,36 @@ def merge_distance(species) -> float:
     """
     z = atomic_number(species)
     return float(config.get("trace.bond_fraction")) * 2.0 * float(np.min(covalent_radii[z]))
+
+
+def _check_fit(params: dict) -> None:
+    """Refuse fit settings (``aetdask.trace.*``) that give no polynomial fit, before any task runs: the fit's
+    operator is built here once (as every task builds it) and must exist and be finite."""
+    values = f"window {params['window']}, oversample {params['oversample']}, sigma {params['sigma']:g}, order " \
+             f"{params['order']}"
+    # the operator's size before it is built: window³ samples × the polynomial's terms, float64, the design
+    # matrix and its pseudo-inverse (with the SVD's work arrays, about three of them); every task builds one
+    samples, terms = params["window"] ** 3, math.comb(params["order"] + 3, 3)
+    need = 3 * 8 * samples * (terms + 3)
+    limit = memory_limit()
+    if limit is not None and need > limit / 4:
+        raise InputError(f"aetdask.trace ({values}): the polynomial fit over {samples} samples with {terms} terms needs "
+                         f"{need / 2**30:.3g} GiB in every task, more than a quarter of the {limit / 2**30:.3g} GiB "
+                         "this machine has; expected a window of a few voxels around an atom and a low order (defaults "
+                         "7 and 4)")
+    try:
+        with np.errstate(all="ignore"):
+            _, operator, _ = trace_k.fit_operator(params["window"], params["oversample"], params["sigma"],
+                                                  params["order"])
+    except (np.linalg.LinAlgError, OverflowError, FloatingPointError) as exc:
+        operator, reason = None, f"{exc}" if isinstance(exc, np.linalg.LinAlgError) else "sigma² overflows"
+    except ValueError as exc:  # an even window
+        raise InputError(f"aetdask.trace.{exc} (the fit window is centred on a voxel)") from None
+    else:
+        reason = "its weights are not finite"
+    if operator is None or not np.all(np.isfinite(operator)):
+        raise InputError(f"aetdask.trace ({values}): the polynomial fit cannot be set up ({reason}); expected a "
+                         "Gaussian weight sigma of about 1–10 oversampled voxels (default 3)")
 
 
 def _trace_block(block, origin, core_lo, core_hi, params):
@@ -110,6 +141,7 @@ def trace(volume: xr.DataArray, species, *, chunk: int | None = None, progress: 
     params["window"], params["oversample"], params["order"] = (int(params[k]) for k in ("window", "oversample", "order"))
     params["max_shift"] = 0.5 * d / pixel
     params["radius"] = 0.5 * d / pixel
+    _check_fit(params)
     chunk = int(config.get("trace.chunk", chunk))
     if chunk < 8:
         raise InputError(f"chunk: expected at least 8 voxels per side, got {chunk}")
