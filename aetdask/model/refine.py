@@ -488,7 +488,9 @@ def refine(
         # L-BFGS scales no atom by its own curvature: on 20,000 atoms it stops at its iteration cap short of the
         # optimum (scoring after it: 89.2 → 90.7 % identified, 48.4 → 46.5 pm at 1.6×10⁴ e⁻/Å², BENCHMARKS.md)
         lo, hi = np.array(bounds(True)[:3 * len(origin)]).T
-        value, x = _score_positions(problem, result.x, lo, hi, SCORING)
+        show = (lambda m: print(f"\rrefining {problem.n_at} atoms against {n_t} projections: {m}", end="", flush=True)
+                ) if progress else None
+        value, x = _score_positions(problem, result.x, lo, hi, SCORING, log=show)
         result = scipy.optimize.OptimizeResult(x=x, fun=value)
         calls[0] += problem.calls
         return problem, result, value0
