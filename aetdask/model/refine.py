@@ -143,7 +143,8 @@ def _position_information(problem, x):
     det = det[:, ::problem.k]  # an atom's components share its position
     hc, sc = hc.reshape(-1, problem.k), sc.reshape(-1, problem.k)
     if problem.counts:
-        m = problem.model(x)[0]
+        last = problem.rendered  # the step just evaluated there: its images, not a second rendering
+        m = last[1] if last is not None and np.array_equal(last[0], x) else problem.model(x)[0]
         mean = np.maximum((m + problem.offset) / problem.alpha, 1e-12)
         weight = c / problem.alpha[:, 0, 0]
     else:
@@ -233,6 +234,7 @@ class _Problem:
             self.norm = 1.0 / max(float(np.mean(b * b)), 1e-300)
         self.calls = 0
         self.last = np.nan
+        self.rendered = None  # (parameters, model images) of the last evaluation
         sizes = [3 * self.n_at, n_sp * self.k, n_sp * self.k, self.n_t, self.n_t, 2 * self.n_t, 3 * self.n_t]
         self.split = np.cumsum(sizes)[:-1]
         self.size = int(np.sum(sizes))
@@ -270,6 +272,7 @@ class _Problem:
     def __call__(self, p, frozen=()):
         pos, h, s, bg, c, o, e = self.unpack(p)
         m, atoms = self.model(p)
+        self.rendered = (np.array(p, copy=True), m)
         if self.counts:
             mp = np.maximum((m + self.offset) / self.alpha, 1e-12)
             value = self.norm * float(np.sum(mp - self.zp * np.log(mp)))
