@@ -79,6 +79,18 @@ def _handle_errors(func):
 
 
 POSITIVE = click.FloatRange(min=0, min_open=True)
+#: Seeds of NumPy's generators: 0 to 2³² − 1.
+SEED = click.IntRange(min=0, max=2**32 - 1)
+
+
+def _species(text: str | None, option: str = "--species", required: bool = True) -> list[str]:
+    """The element symbols of a comma-separated ``--species`` value (spaces and empty items dropped); none at all
+    is refused when ``required``. Unknown symbols are refused where they are used (:func:`aetdask.schema.normalize_species`)."""
+    names = [s.strip() for s in (text or "").split(",") if s.strip()]
+    if required and not names:
+        raise InputError(f"{option}: no element in {text!r}; expected comma-separated element symbols, e.g. {option} Si "
+                         f"or {option} Co,Pd,Pt")
+    return names
 
 
 def _computing(func):
@@ -288,7 +300,7 @@ def import_(tilts, angles, pixel_size, out, var, units, dose, overwrite):
 @click.option("--phonons", type=click.IntRange(min=0), default=None,
               help="4dstem: frozen-phonon configurations (default: the preset's; 0 = static).")
 @click.option("--dose", type=POSITIVE, default=None, help="e⁻/Å² per projection; none = noise-free.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the particle and the noise.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run store to write.")
 @click.option("--overwrite", is_flag=True,
               help="OUT already holds products: replace them all (everything made from the old data is removed).")
@@ -323,7 +335,7 @@ def simulate(campaign_file, mode, model, atoms_file, n_atoms, species, angles, p
     from aetdask.io.store import check_writable
     from aetdask.simulate import amorphous_particle, linear, silica_particle
 
-    names = [s.strip() for s in species.split(",") if s.strip()]
+    names = _species(species, required=not atoms_file)
     if atoms_file:
         truth = read_atoms(atoms_file)
     elif sorted(names) == ["O", "Si"]:
@@ -604,20 +616,20 @@ def run(tilts, angles, pixel_size, species, out, refine_angles, scanning, modali
         source = RunStore(tilts, create=False)
         if "patterns" not in source:
             raise StoreError(f"{source.path}: no 4D-STEM patterns in this store (it has {source.products()})")
-        check_species([s.strip() for s in species.split(",") if s.strip()], source)
+        check_species(_species(species, required=False), source)
         out = out or tilts
         tilts = source.read("patterns")
     elif pathlib.Path(tilts).is_dir():
         source = RunStore(tilts, create=False)
         if "raw" not in source:
             raise StoreError(f"{source.path}: no raw tilt series in this store (it has {source.products()})")
-        check_species([s.strip() for s in species.split(",") if s.strip()], source)
+        check_species(_species(species, required=False), source)
         out = out or tilts
         tilts = source.read("raw").compute()
     elif angles is None or pixel_size is None or out is None:
         raise InputError("run: a tilt-series file needs --angles, --pixel-size and --out")
 
-    summary = _run(tilts, out, [s.strip() for s in species.split(",") if s.strip()], angles=angles,
+    summary = _run(tilts, out, _species(species, required=False), angles=angles,
                    pixel_size=pixel_size, refine_angles=refine_angles, scanning=scanning, modality=modality,
                    progress=not as_json,
                    echo=(lambda *a: None) if as_json else click.echo)
@@ -642,7 +654,7 @@ def _stage(store, name, species=(), describe=None):
 @_computing
 def trace(store, species):
     """Trace atom candidates in the volume of a run store (`candidates`)."""
-    _stage(store, "trace", [s.strip() for s in species.split(",") if s.strip()],
+    _stage(store, "trace", _species(species, required=False),
            lambda r: f"{r.values['candidates']} candidates")
 
 
@@ -661,7 +673,7 @@ def classify(store, species):
         if "candidates" not in rs:
             raise StoreError(f"{rs.path}: product 'candidates' is missing (it has {rs.products()}); run `aetdask trace`")
         species = ",".join(rs.read("candidates").attrs.get("species") or [])
-    _stage(store, "classify", [s.strip() for s in species.split(",") if s.strip()],
+    _stage(store, "classify", _species(species, required=False),
            lambda r: ", ".join(f"{n} {s}" for s, n in r.values["counts"].items()))
 
 
@@ -803,7 +815,7 @@ def analyze(model, out, product, species, cutoff, r_max, ring_max, block, overwr
                 atoms = load_model(path)
         target = pathlib.Path(out) if out else path / "analysis"
     else:
-        atoms = read_atoms(path, species=species.split(",") if species else None)
+        atoms = read_atoms(path, species=_species(species, required=False) or None)
         target = pathlib.Path(out) if out else path.with_name(path.name + ".analysis")
     home = _run_store_around(target)  # a run store's analysis/ folder is written under the store's lock
     if home is not None and target.resolve() != home / "analysis":

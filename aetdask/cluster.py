@@ -122,6 +122,82 @@ def dashboard_bind(address: str | int | None, default_port: int = 8787) -> str:
     return f"{host or LOOPBACK}:{port}"
 
 
+def memory_limit_option(value) -> str | float:
+    """``--memory-limit`` as Dask takes it, or :class:`InputError`: ``auto``, ``0`` (no limit), a size such as
+    ``8GiB``, or a fraction of this node's memory in (0, 1].
+
+    >>> memory_limit_option("auto"), memory_limit_option("8GiB"), memory_limit_option("0.5")
+    ('auto', '8GiB', 0.5)
+    """
+    from dask.utils import parse_bytes
+
+    text = str(value).strip()
+    if text.lower() == "auto":
+        return "auto"
+    expected = "expected auto, 0 (no limit), a size such as 8GiB, or a fraction of this node's memory in (0, 1]"
+    try:
+        number = float(text)
+    except ValueError:
+        number = None
+    if number is not None:
+        if number == 0 or 0 < number <= 1:
+            return number if number else "0"
+        if number > 1 and number == int(number):  # bytes
+            return text
+        raise InputError(f"--memory-limit {value}: {expected}")
+    try:
+        size = parse_bytes(text)
+    except (ValueError, TypeError):
+        raise InputError(f"--memory-limit {value}: not a size; {expected}") from None
+    if size <= 0:
+        raise InputError(f"--memory-limit {value}: {expected}")
+    return text
+
+
+def interface_option(host: str | None, option: str = "--host", shown: str | None = None) -> None:
+    """Raise :class:`InputError` unless ``host`` (an address or name; empty: every interface) is one this machine
+    can listen on: checked by binding a socket to it, before any Dask server starts."""
+    if not host:
+        return
+    name = str(host).strip("[]")
+    option = f"{option} {shown or host}"
+    try:
+        infos = socket.getaddrinfo(name, 0, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise InputError(f"{option}: not a known host name ({getattr(exc, 'strerror', None) or exc}); expected an "
+                         "interface of this machine, e.g. 127.0.0.1 or 0.0.0.0 (every interface)") from None
+    last = None
+    for family, kind, proto, _, address in infos:
+        try:
+            with socket.socket(family, kind, proto) as probe:
+                probe.bind(address[:2] if family == socket.AF_INET else address)
+                return
+        except OSError as exc:
+            last = exc
+    raise InputError(f"{option}: this machine cannot listen there ({getattr(last, 'strerror', None) or last}); "
+                     "expected an interface of this machine, e.g. 127.0.0.1 or 0.0.0.0 (every interface)")
+
+
+def scheduler_address_option(address: str, option: str = "--join") -> str:
+    """``address`` when it reads as a Dask scheduler address (``tcp://HOST:PORT``, or ``HOST:PORT``), else
+    :class:`InputError`.
+
+    >>> scheduler_address_option("tcp://10.0.0.5:8786")
+    'tcp://10.0.0.5:8786'
+    """
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    try:
+        _, location = parse_address(str(address))
+        host, port = parse_host_port(location)
+    except (ValueError, TypeError):
+        host, port = None, None
+    if not host or not port or not 0 < int(port) < 65536:
+        raise InputError(f"{option} {address}: expected the scheduler's address as tcp://HOST:PORT, e.g. "
+                         "tcp://10.0.0.5:8786 (`aetdask cluster` prints it)")
+    return str(address)
+
+
 def is_loopback(host: str | None) -> bool:
     """Whether ``host`` (an interface, a name or ``tcp://HOST:PORT``) is this machine's loopback only.
 
@@ -328,6 +404,9 @@ def serve(n_workers: int | None = None, threads_per_worker: int = 1, memory_limi
     """
     host = host or LOOPBACK
     dashboard = dashboard_bind(dashboard_address)
+    memory_limit = memory_limit_option(memory_limit)
+    interface_option(host)
+    interface_option(dashboard.rpartition(":")[0], "--dashboard-address", dashboard_address)
     for line in exposure_warnings(scheduler_host=host, dashboard=dashboard):
         warn(line)
     asyncio.run(_serve(n_workers, threads_per_worker, memory_limit, host, port, dashboard, gpu, echo))
@@ -375,6 +454,9 @@ def join(address: str, n_workers: int | None = None, threads_per_worker: int = 1
     the scheduler and the other nodes' workers must reach them; a warning says so).
     Returns when stopped or when the workers end (the scheduler went away).
     """
+    address = scheduler_address_option(address)
+    memory_limit = memory_limit_option(memory_limit)
+    interface_option(host)
     if not host and is_loopback(address):
         host = LOOPBACK
     for line in exposure_warnings(workers_host=host, joined=address):

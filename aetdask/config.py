@@ -185,7 +185,7 @@ def _bounded(text: str, limit: int = _MAX_MESSAGE) -> str:
     return f"{text[:keep]} … ({len(text) - 2 * keep} characters left out) … {text[-keep:]}"
 
 
-def _safe_loader(path: pathlib.Path):
+def _safe_loader(path: pathlib.Path, what: str = "parameter file"):
     """A ``yaml.SafeLoader`` that refuses aliases (``*name``): a parameter file never needs one, and nested aliases
     expand a few hundred bytes into gigabytes ("billion laughs") while Python objects are built from them."""
 
@@ -195,7 +195,7 @@ def _safe_loader(path: pathlib.Path):
                 event = self.peek_event()
                 raise ConfigError(
                     f"{path}: line {event.start_mark.line + 1}: YAML alias *{_bounded(event.anchor, 60)}; aliases "
-                    "are not allowed in a parameter file (they can expand a small file into gigabytes); expected "
+                    f"are not allowed in a {what} (they can expand a small file into gigabytes); expected "
                     "each value written out")
             return super().compose_node(parent, index)
 
@@ -217,36 +217,45 @@ def _depth(d, limit: int) -> bool:
     return limit > 0 and all(_depth(v, limit - 1) for v in d.values())
 
 
-def load(path) -> dict:
-    """Read a YAML parameter file, validate every key and return a flat mapping.
+def read_yaml(path, what: str = "parameter file", error=ConfigError):
+    """Read a small YAML file safely: its object, or ``error`` with one line naming ``path``.
 
-    Raises :class:`~aetdask.errors.ConfigError` naming the file for anything but a small UTF-8 YAML
-    mapping of known keys to allowed values: a file over :data:`MAX_CONFIG_BYTES`, YAML aliases (see
-    :func:`_safe_loader`), invalid YAML, mappings nested deeper than any key. Messages are one line of
-    bounded length, however long the value they quote.
+    Refused: a file over :data:`MAX_CONFIG_BYTES`, not UTF-8, YAML aliases (see :func:`_safe_loader`), invalid
+    YAML, values Python cannot convert. ``what`` names the file's kind in the messages (a parameter file, a
+    campaign file); ``error`` is the exception class raised.
     """
     path = pathlib.Path(path)
     try:
         with open(path, "rb") as f:
             raw = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the configuration file ({exc.strerror or exc})") from None
+        raise error(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
     if len(raw) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES >> 20} MiB; expected a YAML file of aetdask "
-                          "parameters (`aetdask parameters` prints one, about 10 kB)")
+        size = "(`aetdask parameters` prints one, about 10 kB)" if what == "parameter file" else "(a few kB)"
+        raise error(f"{path}: larger than {MAX_CONFIG_BYTES >> 20} MiB; expected a YAML {what} {size}")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not a text file (byte {exc.start} is not UTF-8); expected a YAML file of "
-                          "aetdask parameters") from None
+        raise error(f"{path}: not a text file (byte {exc.start} is not UTF-8); expected a YAML {what}") from None
     try:
-        data = yaml.load(text, Loader=_safe_loader(path)) or {}  # noqa: S506 (a SafeLoader, without aliases)
-    except ConfigError:  # an alias
-        raise
+        return yaml.load(text, Loader=_safe_loader(path, what))  # noqa: S506 (a SafeLoader, without aliases)
+    except ConfigError as exc:  # an alias
+        raise error(str(exc)) from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(exc)})") from None
+        raise error(f"{path}: not valid YAML ({_yaml_problem(exc)})") from None
     except (ValueError, RecursionError) as exc:  # e.g. an integer of more digits than Python converts
-        raise ConfigError(f"{path}: cannot read the configuration file ({_bounded(exc, 300)})") from None
+        raise error(f"{path}: cannot read the {what} ({_bounded(exc, 300)})") from None
+
+
+def load(path) -> dict:
+    """Read a YAML parameter file, validate every key and return a flat mapping.
+
+    Raises :class:`~aetdask.errors.ConfigError` naming the file for anything but a small UTF-8 YAML
+    mapping of known keys to allowed values: what :func:`read_yaml` refuses, and mappings nested deeper than
+    any key. Messages are one line of bounded length, however long the value they quote.
+    """
+    path = pathlib.Path(path)
+    data = read_yaml(path) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of parameters at the top level")
     data = data.get("aetdask", data)

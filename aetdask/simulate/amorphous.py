@@ -49,6 +49,8 @@ def amorphous_particle(
     (50, True)
     """
     symbols = normalize_species(species)
+    if symbols.size == 0:
+        raise InputError("amorphous_particle: no species given; expected at least one element, e.g. ('Si',)")
     frac = np.full(len(symbols), 1 / len(symbols)) if fractions is None else np.asarray(fractions, float)
     if frac.shape != symbols.shape or np.any(frac < 0) or frac.sum() <= 0:
         raise InputError("amorphous_particle: fractions must be non-negative, one per species")

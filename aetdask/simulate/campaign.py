@@ -45,6 +45,7 @@ import dask
 import numpy as np
 import xarray as xr
 
+from aetdask import config
 from aetdask.cluster import active_client, compute
 from aetdask.errors import InputError
 from aetdask.schema import as_euler, jsonable, provenance_record, tilt_series
@@ -103,17 +104,12 @@ def unsafe_name(name: str) -> str | None:
 
 def load_campaign(source) -> dict:
     """Read and validate a campaign (a YAML path or a dict); paths resolved, particles built."""
-    import yaml
-
     base = pathlib.Path.cwd()
     if isinstance(source, (str, pathlib.Path)):
         path = pathlib.Path(source)
         if not path.exists():
             raise InputError(f"{path}: no such campaign file")
-        try:
-            spec = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise InputError(f"{path}: not valid YAML ({exc})") from None
+        spec = config.read_yaml(path, "campaign file", InputError)
         base = path.resolve().parent
     else:
         spec = dict(source)
