@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
-import hashlib
 import json
 import os
 import pathlib
@@ -172,11 +171,6 @@ def parameters():
 # else already there is refused unless --overwrite is given, and nothing is written inside a run store except
 # through the store (or into its analysis/ folder, under its lock).
 
-# what a run store holds besides its products that new input data makes stale: the pipeline's log, the
-# scores, the structure analysis, the demo's marker (then no longer the demo's)
-_DERIVED_ENTRIES = ("run.json", "metrics.json", "analysis", "demo.json")
-
-
 def _exists(path: pathlib.Path) -> bool:
     return path.exists() or path.is_symlink()
 
@@ -232,12 +226,7 @@ def _new_input(out, writes: tuple, overwrite: bool, command: str):
     _outside_run_stores_parent(out)
     store = RunStore(out)
     with store.lock(command):
-        held = store.products() + [n for n in _DERIVED_ENTRIES if _exists(store.path / n)]
-        if held and not overwrite:
-            raise StoreError(f"{store.path}: already holds {', '.join(held)}; new input data would be mixed with "
-                             "results of other data. Choose a new --out, or pass --overwrite to replace them all")
-        if held:
-            store.remove([n for n in held if n != writes[0]])
+        store.clear_for_new_input(keep=writes[:1], overwrite=overwrite)
         yield store
 
 
@@ -486,35 +475,28 @@ def info(store, as_json):
               help="Denoiser after the variance-stabilising transform (default: config, none; bm3d has a "
                    "non-commercial licence, nlm is free).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace STORE-preprocessing.png even if aetdask did not write it for this store.")
 @_handle_errors
 @_computing
-def preprocess(store, denoiser, as_json):
+def preprocess(store, denoiser, as_json, overwrite):
     """Preprocess the `raw` tilt series of a run store into `preprocessed` (+ a PNG panel)."""
     import time
 
-    from aetdask import plot
     from aetdask.io import RunStore
     from aetdask.pipeline import run_stage
-    from aetdask.preprocess import aligned, denoise_image
+    from aetdask.report import PREPROCESSING_FIGURE, preprocessing_figure
 
+    rs = RunStore(store, create=False, writable=True)
+    rs.check_beside([PREPROCESSING_FIGURE], overwrite, "aetdask preprocess")  # before the work
     t0 = time.perf_counter()
     with config.set({"preprocess.denoiser": denoiser} if denoiser else {}):
         run_stage(store, "preprocess", progress=not as_json, echo=(lambda *a: None) if as_json else click.echo)
     seconds = time.perf_counter() - t0
-    rs = RunStore(store, create=False)
-    raw = rs.read("raw")
     pre = rs.read("preprocessed")
     n = pre.sizes["tilt"]
-    picks = np.unique(np.linspace(0, n - 1, config.get("preprocess.panel_tilts")).round().astype(int))
     method = pre.attrs["provenance"][-1]["params"]["denoiser"]
-    shown = aligned(pre)
-    rows = {}
-    for k in picks:
-        img = raw[k].values
-        den = denoise_image(img, float(pre.noise_alpha[k]), float(pre.noise_sigma[k]), method)
-        rows[f"θ = {float(pre.theta[k]):.1f}°"] = {"raw": img, f"denoised ({method})": den,
-                                                   "background subtracted, aligned": shown[k].values}
-    png = plot.preprocessing_panel(rows, rs.path.parent / f"{rs.path.name}-preprocessing.png")
+    png = preprocessing_figure(rs, overwrite)
     out = {"denoiser": method, "projections": n, "seconds": seconds,
            "noise_alpha_median": float(np.nanmedian(pre.noise_alpha)),
            "noise_sigma_median": float(np.nanmedian(pre.noise_sigma)),
@@ -595,9 +577,12 @@ def reconstruct(store, method, iterations, step, refine_angles, as_json):
 @click.option("--modality", type=click.Choice(["adf", "ptycho"]), default="adf", show_default=True,
               help="ptycho: ptychographic AET from the store's 4D-STEM `patterns` (a phase image per tilt first).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object at the end.")
+@click.option("--overwrite", is_flag=True,
+              help="The store holds a raw tilt series of other data: replace everything it holds (truth included); "
+                   "also replace report files next to it that aetdask did not write.")
 @_handle_errors
 @_computing
-def run(tilts, angles, pixel_size, species, out, refine_angles, scanning, modality, as_json):
+def run(tilts, angles, pixel_size, species, out, refine_angles, scanning, modality, as_json, overwrite):
     """Raw counts to atomic model: import → preprocess → reconstruct → trace → classify → refine.
 
     TILTS is a file of raw counts (then --angles, --pixel-size and --out are needed) or a
@@ -631,7 +616,7 @@ def run(tilts, angles, pixel_size, species, out, refine_angles, scanning, modali
 
     summary = _run(tilts, out, _species(species, required=False), angles=angles,
                    pixel_size=pixel_size, refine_angles=refine_angles, scanning=scanning, modality=modality,
-                   progress=not as_json,
+                   progress=not as_json, overwrite=overwrite,
                    echo=(lambda *a: None) if as_json else click.echo)
     if as_json:
         click.echo(json.dumps(summary))
@@ -690,16 +675,18 @@ def refine(store):
 @click.argument("store", type=click.Path(exists=True, file_okay=False))
 @click.option("--truth", type=click.Path(exists=True), default=None, help="Ground-truth atom file (or run store).")
 @click.option("--cutoff", type=float, default=None, help="Matching distance in Å (with --truth; default 1.0).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace STORE-report.png / .html even if aetdask did not write them for this store.")
 @_handle_errors
-def report(store, truth, cutoff):
+def report(store, truth, cutoff, overwrite):
     """Write the report (PNG + HTML) of a run store; with --truth, scored against the ground truth."""
     from aetdask.io import RunStore
     from aetdask.io.store import check_writable
     from aetdask.report import write_report
 
-    rs = RunStore(store, create=False, writable=truth is not None)  # with --truth: metrics.json
+    rs = RunStore(store, create=False, writable=True)  # the report's digests (beside.json), with --truth metrics.json
     check_writable(rs.path.parent)
-    png, page = write_report(rs, truth=truth, cutoff=cutoff)
+    png, page = write_report(rs, truth=truth, cutoff=cutoff, overwrite=overwrite)
     click.echo(f"wrote {png} and {page}")
 
 
@@ -799,7 +786,7 @@ def analyze(model, out, product, species, cutoff, r_max, ring_max, block, overwr
     did not write itself (its ledger, .aetdask-analysis.json, lists what it wrote) are
     refused unless --overwrite."""
     from aetdask.analyze import analyze as _analyze
-    from aetdask.analyze.plot import structure_figure
+    from aetdask.analyze.outputs import check_outputs, write_outputs
     from aetdask.evaluate import load_model
     from aetdask.io import RunStore, read_atoms
     from aetdask.io.store import check_writable
@@ -825,128 +812,15 @@ def analyze(model, out, product, species, cutoff, r_max, ring_max, block, overwr
     check_writable(target)
     lock = RunStore(home, create=False, writable=True).lock("aetdask analyze") if home else contextlib.nullcontext()
     with lock:
-        _check_analysis_outputs(target, overwrite)  # before the work
+        check_outputs(target, overwrite)  # before the work
         result = _analyze(atoms, progress=not as_json, cutoff=cutoff, r_max=r_max, ring_max=ring_max, block=block)
         summary = result.attrs["summary"]
-        _write_analysis(target, overwrite, {
-            "structure.json": lambda tmp: tmp.write_text(json.dumps(summary, indent=1)),
-            "structure.png": lambda tmp: structure_figure(result, tmp),
-            "structure.zarr": lambda tmp: _write_zarr(result, tmp),
-        })
+        write_outputs(target, result, overwrite)
     if as_json:
         click.echo(json.dumps(summary))
         return
     click.echo(_structure_text(summary))
     click.echo(f"wrote {target}/structure.png, structure.json, structure.zarr")
-
-
-ANALYSIS_OUTPUTS = ("structure.json", "structure.png", "structure.zarr")
-ANALYSIS_LEDGER = ".aetdask-analysis.json"  # what `aetdask analyze` wrote in a folder: name → SHA-256 of it
-_LEDGER_KIND = "aetdask analyze outputs"
-
-
-def _digest(path: pathlib.Path) -> str | None:
-    """SHA-256 of a file, or of a folder's files (relative names and bytes, in order); None for anything else."""
-    if path.is_symlink():
-        return None
-    h = hashlib.sha256()
-    if path.is_file():
-        files = [("", path)]  # the bytes only: a file is recorded under its temporary name
-    elif path.is_dir():
-        files = sorted((str(f.relative_to(path)), f) for f in path.rglob("*") if not f.is_dir() or f.is_symlink())
-        if any(f.is_symlink() or not f.is_file() for _, f in files):
-            return None
-    else:
-        return None
-    for name, f in files:
-        h.update(name.encode() + b"\0")
-        with open(f, "rb") as stream:
-            for block in iter(lambda: stream.read(1 << 20), b""):
-                h.update(block)
-        h.update(b"\0")
-    return h.hexdigest()
-
-
-def _read_ledger(folder: pathlib.Path) -> dict | None:
-    """The analysis ledger of ``folder``: {} when there is none, None when a file of its name is not one."""
-    path = folder / ANALYSIS_LEDGER
-    if not _exists(path):
-        return {}
-    try:
-        ledger = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError):
-        return None
-    if path.is_symlink() or not isinstance(ledger, dict) or ledger.get("kind") != _LEDGER_KIND or \
-            not isinstance(ledger.get("files"), dict):
-        return None
-    return ledger["files"]
-
-
-def _check_analysis_outputs(folder: pathlib.Path, overwrite: bool) -> None:
-    """Refuse (unless ``overwrite``) analysis outputs in ``folder`` that the ledger does not prove it wrote."""
-    if overwrite:
-        return
-    ledger = _read_ledger(folder)
-    if ledger is None:
-        raise StoreError(f"{folder / ANALYSIS_LEDGER}: exists and is not the ledger aetdask analyze writes; choose "
-                         "another --out, or pass --overwrite to replace it")
-    foreign = [n for n in ANALYSIS_OUTPUTS if _exists(folder / n) and (
-        ledger.get(n) is None or ledger.get(n) != _digest(folder / n))]
-    if foreign:
-        raise StoreError(f"{folder / foreign[0]}: exists, and aetdask analyze did not write it (or it changed since)"
-                         f"{' (also ' + ', '.join(foreign[1:]) + ')' if foreign[1:] else ''}; choose another --out, "
-                         "or pass --overwrite to replace it")
-
-
-def _write_analysis(folder: pathlib.Path, overwrite: bool, writers: dict) -> None:
-    """Write each output ``name`` by ``writers[name](path)`` under a temporary name in ``folder``, then move them
-    into place, each in one step, and record what was written in the ledger. Nothing temporary is left behind."""
-    folder.mkdir(parents=True, exist_ok=True)
-    tag = uuid.uuid4().hex[:8]
-    new, leftovers = {}, []
-    try:
-        for name, write in writers.items():
-            stem, dot, suffix = name.partition(".")
-            new[name] = folder / f".{stem}.tmp-{tag}{dot}{suffix}"  # the same suffix: the same format
-            leftovers.append(new[name])
-            write(new[name])
-        _check_analysis_outputs(folder, overwrite)  # nothing foreign appeared meanwhile
-        ledger = _read_ledger(folder) or {}
-        for name, tmp in new.items():
-            digest = _digest(tmp)
-            final = folder / name
-            if _exists(final) and not (final.is_file() and not final.is_symlink() and tmp.is_file()):
-                old = folder / f".{name}.old-{tag}"  # only a file replaces a file by a rename: the rest moves aside
-                leftovers.append(old)
-                os.replace(final, old)
-            os.replace(tmp, final)
-            ledger[name] = digest
-        _write_ledger(folder, ledger)
-    finally:
-        for path in leftovers:
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path, ignore_errors=True)
-            elif _exists(path):
-                path.unlink()
-
-
-def _write_ledger(folder: pathlib.Path, files: dict) -> None:
-    tmp = folder / f"{ANALYSIS_LEDGER}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.write_text(json.dumps({"kind": _LEDGER_KIND, "version": __version__, "files": files}, indent=1))
-    os.replace(tmp, folder / ANALYSIS_LEDGER)
-
-
-def _write_zarr(ds, path) -> None:
-    """Write an analysis Dataset (summary as JSON text in attrs) as a new Zarr store at ``path``."""
-    import warnings
-
-    out = ds.copy().drop_encoding()  # a model read from a run store carries its Zarr v2 codecs: not for this v3 one
-    out.attrs = {"summary": json.dumps(ds.attrs["summary"]), "provenance": json.dumps(ds.attrs.get("provenance", []))}
-    for name in out.variables:
-        out[name].attrs = {k: v for k, v in out[name].attrs.items() if isinstance(v, (str, int, float))}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        out.to_zarr(path, mode="w-", consolidated=True)
 
 
 def _structure_text(s: dict) -> str:

@@ -26,7 +26,7 @@ from aetdask import config
 from aetdask._version import __version__
 from aetdask.errors import StoreError
 from aetdask.io import RunStore
-from aetdask.io.store import LOCK_NAME, PRODUCTS
+from aetdask.io.store import BESIDE, LOCK_NAME, PRODUCTS
 from aetdask.pipeline import run
 from aetdask.report import write_report
 from aetdask.simulate import amorphous_particle, linear
@@ -36,7 +36,7 @@ MADE_BY = "aetdask demo"
 STORE_NAME = "run.zarr"
 # what the demo (its store, the pipeline, the report) leaves at the top of its run store
 _OWN_ENTRIES = {*PRODUCTS, ".zgroup", ".zattrs", ".zmetadata", "zarr.json", LOCK_NAME, "run.json", "metrics.json",
-                MARKER}
+                MARKER, BESIDE}
 _TEMPORARY = (".aetdask-write-check-",)  # a probe file check_writable leaves only when killed
 
 
@@ -101,6 +101,7 @@ def _clear(path: pathlib.Path, overwrite: bool) -> None:
     """Remove what is at ``path`` (after :func:`claim`): a run store under its lock (never one another process is
     writing), checked again there; moved aside in one step, then deleted."""
     if not (path.exists() or path.is_symlink()):
+        _clear_reports(path)  # claimed (only with overwrite, without the demo's store)
         return
     hint = "choose another --out, or pass --overwrite to replace it"
     aside = path.with_name(f".{path.name}.demo-old-{uuid.uuid4().hex[:8]}")
@@ -119,6 +120,15 @@ def _clear(path: pathlib.Path, overwrite: bool) -> None:
         shutil.rmtree(aside, ignore_errors=True)
     else:
         aside.unlink(missing_ok=True)
+    _clear_reports(path)
+
+
+def _clear_reports(path: pathlib.Path) -> None:
+    """Remove the report files next to ``path`` (claimed by :func:`claim` with the store, whose record of them
+    goes with it); links and folders were refused there, and are left alone."""
+    for report in _reports(path):
+        if report.is_file() and not report.is_symlink():
+            report.unlink()
 
 
 def _is_store(path: pathlib.Path) -> bool:

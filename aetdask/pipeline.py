@@ -86,6 +86,23 @@ def check_species(species, store: RunStore) -> None:
                          f"{', '.join(truth)}; expected the sample's elements, e.g. --species {','.join(truth)}")
 
 
+def _holds_input(store: RunStore, raw, fingerprint: str) -> bool:
+    """Whether ``store`` is empty of input or already holds ``raw`` (the import stage's product with
+    ``fingerprint``, or a raw tilt series of the same values, angles and pixel size, e.g. one a simulation
+    wrote): False when the store holds a raw tilt series of other data."""
+    if "raw" not in store:
+        return True
+    record = store.record("raw")
+    if record is not None and record.get("fingerprint") == fingerprint:
+        return True
+    held = store.read("raw")
+    if held.shape != raw.shape or held.attrs.get("pixel_size") != raw.attrs.get("pixel_size"):
+        return False
+    same_angles = all(np.allclose(held[c].values, raw[c].values, atol=1e-6) for c in ("phi", "theta", "psi")
+                      if c in held.coords and c in raw.coords)
+    return same_angles and bool(np.array_equal(np.asarray(held.values, np.float64), np.asarray(raw.values, np.float64)))
+
+
 def run(
     tilts,
     out,
@@ -98,6 +115,7 @@ def run(
     modality: str = "adf",
     progress: bool = True,
     echo=print,
+    overwrite: bool = False,
 ) -> dict:
     """Run the whole pipeline into the run store ``out`` and write its report.
 
@@ -130,6 +148,10 @@ def run(
         runs on the phase projections; no refinement against counts (the
         model of that stage is ADF), and the model gets the structure
         analysis, rings included (``analysis/`` in the store).
+    overwrite : bool
+        ``tilts`` are other data than the raw tilt series ``out`` holds: replace everything the store holds
+        (else refused, as the old results and ground truth would be mixed with the new data); and replace
+        report files next to the store that aetdask did not write.
 
     The chain of stages is :func:`aetdask.stages.chain`'s. A stage is kept when its
     product's record carries the fingerprint it would have now (:func:`fingerprint`);
@@ -160,16 +182,31 @@ def run(
         source = _source_fingerprint(tilts, angles, pixel_size)
     store = RunStore(out)
     check_writable(store.path.parent)  # the report goes next to the store
-    check_species(names, store)
-    ctx = Context(store, names, raw_input, progress, echo)
+    from aetdask.report import REPORT_FILES
+
+    store.check_beside(REPORT_FILES, overwrite, "aetdask run")
+    if modality == "ptycho":  # its model's structure analysis goes to STORE/analysis
+        from aetdask.analyze.outputs import check_outputs
+
+        check_outputs(store.path / "analysis", overwrite)
     upstream = _digest({"source": source})
+    planned = plan(stages, upstream, names)
+    new_input = modality != "ptycho" and not _holds_input(store, raw_input, planned[0][1])
+    if new_input and not overwrite:
+        store.clear_for_new_input(overwrite=False)  # refused when the store holds anything
+    if not new_input:
+        check_species(names, store)  # the truth stays: it must be of these elements
+    ctx = Context(store, names, raw_input, progress, echo)
     summary = {"store": str(store.path), "stages": {}}
     log = store.read_json("run.json") or {}
     log = {"stages": {}} if not isinstance(log.get("stages"), dict) else log
     t_run = time.perf_counter()
     with store.lock("aetdask run"):
+        if new_input:  # everything the store holds is of other data
+            store.clear_for_new_input(keep=("raw",), overwrite=overwrite)
+            log = {"stages": {}}
         redo = False
-        for i, (st, (params, fp)) in enumerate(zip(stages, plan(stages, upstream, names)), 1):
+        for i, (st, (params, fp)) in enumerate(zip(stages, planned), 1):
             done = store.record(st.product) if st.product in store else None
             step = f"[{i}/{len(stages)}] {st.label}"
             if not redo and done is not None and done.get("fingerprint") == fp:
@@ -188,11 +225,11 @@ def run(
         final = store.read(stages[-1].product)
         summary["atoms"] = {str(s): int(np.sum(final.species.values == s)) for s in names}
         if modality == "ptycho":
-            summary["structure"] = _structure(final, store, echo)
+            summary["structure"] = _structure(final, store, echo, overwrite)
         summary["seconds"] = time.perf_counter() - t_run
         from aetdask.report import write_report
 
-        summary["report"] = [str(p) for p in write_report(store)]
+        summary["report"] = [str(p) for p in write_report(store, overwrite=overwrite)]
     if stages[-1].product != "refined":
         why = ("phase projections (its forward model is ADF-STEM counts)" if modality == "ptycho" else
                "scanning AET (each projection also sees film outside the reconstructed band, which the model does "
@@ -262,11 +299,11 @@ def fingerprint(stage, params: dict, upstream: str) -> str:
                     "aetdask": __version__})
 
 
-def _structure(model, store: RunStore, echo) -> dict | None:
+def _structure(model, store: RunStore, echo, overwrite: bool = False) -> dict | None:
     """The structure analysis of a pAET model (rings of its network formers among it), written to
     ``analysis/`` in the store; None with a note when the model is too small to analyse."""
     from aetdask.analyze import analyze
-    from aetdask.analyze.plot import structure_figure
+    from aetdask.analyze.outputs import write_outputs
 
     try:
         result = analyze(model)
@@ -274,10 +311,8 @@ def _structure(model, store: RunStore, echo) -> dict | None:
         echo(f"      structure analysis skipped: {exc}")
         return None
     target = store.path / "analysis"
-    target.mkdir(exist_ok=True)
     summary = result.attrs["summary"]
-    (target / "structure.json").write_text(json.dumps(summary, indent=1))
-    structure_figure(result, target / "structure.png")
+    write_outputs(target, result, overwrite)  # only files the analysis wrote are replaced (its ledger)
     rings = summary.get("rings") or {}
-    echo(f"      structure: {json.dumps(rings)[:300]} → {target}/structure.png, structure.json")
+    echo(f"      structure: {json.dumps(rings)[:300]} → {target}/structure.png, structure.json, structure.zarr")
     return summary

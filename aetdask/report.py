@@ -31,8 +31,16 @@ def model_projection(refined, tilts, k: int) -> np.ndarray:
     return p["background"][k] + p["scale"][k] * img
 
 
-def write_report(store, truth=None, cutoff: float | None = None) -> tuple[pathlib.Path, pathlib.Path]:
-    """Write ``report.png`` and ``report.html`` next to the run store; return their paths.
+#: The report's files next to the run store: ``STORE-report.png`` and ``STORE-report.html``.
+REPORT_FILES = ("-report.png", "-report.html")
+
+
+def write_report(store, truth=None, cutoff: float | None = None, overwrite: bool = False
+                 ) -> tuple[pathlib.Path, pathlib.Path]:
+    """Write ``STORE-report.png`` and ``STORE-report.html`` next to the run store; return their paths.
+
+    A file of either name that aetdask did not write for this store is refused (:class:`StoreError`) unless
+    ``overwrite`` (:meth:`RunStore.write_beside`), before anything is computed.
 
     Panels: a projection raw / preprocessed / as the refined model predicts it;
     the volume's central slices; the traced-intensity histogram with the
@@ -44,6 +52,7 @@ def write_report(store, truth=None, cutoff: float | None = None) -> tuple[pathli
     missing = [p for p in ("raw", "volume") if p not in store]
     if missing:
         raise StoreError(f"{store.path}: nothing to report yet (missing {missing})")
+    store.check_beside(REPORT_FILES, overwrite, "aetdask report")
     plt = plot._pyplot()
     raw = store.read("raw")
     pre = store.read("preprocessed") if "preprocessed" in store else None
@@ -119,7 +128,7 @@ def write_report(store, truth=None, cutoff: float | None = None) -> tuple[pathli
         ax.set_xlabel("displacement (pm)")
         ax.set_ylabel("atoms")
     fig.suptitle(f"aetdask run {store.path.name}", fontsize=12)
-    png = plot._save(fig, store.path.parent / f"{store.path.name}-report.png")
+    png = store.write_beside(REPORT_FILES[0], lambda tmp: plot._save(fig, tmp), overwrite, "aetdask report")
 
     run = store.read_json("run.json") or {}
     rows = "".join(
@@ -131,7 +140,35 @@ def write_report(store, truth=None, cutoff: float | None = None) -> tuple[pathli
     if metrics is not None:
         body += f"<h2>evaluation against the truth</h2><pre>{html.escape(json.dumps(metrics, indent=1)[:20000])}</pre>"
     body += f'<p><img src="data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()}" width="100%"></p>'
-    page = store.path.parent / f"{store.path.name}-report.html"
-    page.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>aetdask report</title></head>"
-                    f"<body style='font-family:sans-serif'>{body}</body></html>")
+    text = (f"<!doctype html><html><head><meta charset='utf-8'><title>aetdask report</title></head>"
+            f"<body style='font-family:sans-serif'>{body}</body></html>")
+    page = store.write_beside(REPORT_FILES[1], lambda tmp: tmp.write_text(text), overwrite, "aetdask report")
     return png, page
+
+
+#: The preprocessing figure's file next to the run store.
+PREPROCESSING_FIGURE = "-preprocessing.png"
+
+
+def preprocessing_figure(store, overwrite: bool = False) -> pathlib.Path:
+    """Write ``STORE-preprocessing.png``: for a few projections (``preprocess.panel_tilts``), the raw counts, the
+    denoised image and the background-subtracted, aligned projection; return its path. A file of that name
+    that aetdask did not write for this store is refused unless ``overwrite``."""
+    from aetdask import config
+    from aetdask.preprocess import aligned, denoise_image
+
+    store = store if isinstance(store, RunStore) else RunStore(store, create=False, writable=True)
+    store.check_beside([PREPROCESSING_FIGURE], overwrite, "aetdask preprocess")
+    raw, pre = store.read("raw"), store.read("preprocessed")
+    n = pre.sizes["tilt"]
+    picks = np.unique(np.linspace(0, n - 1, config.get("preprocess.panel_tilts")).round().astype(int))
+    method = pre.attrs["provenance"][-1]["params"]["denoiser"]
+    shown = aligned(pre)
+    rows = {}
+    for k in picks:
+        img = raw[k].values
+        den = denoise_image(img, float(pre.noise_alpha[k]), float(pre.noise_sigma[k]), method)
+        rows[f"θ = {float(pre.theta[k]):.1f}°"] = {"raw": img, f"denoised ({method})": den,
+                                                   "background subtracted, aligned": shown[k].values}
+    return store.write_beside(PREPROCESSING_FIGURE, lambda tmp: plot.preprocessing_panel(rows, tmp), overwrite,
+                              "aetdask preprocess")

@@ -71,6 +71,7 @@ def test_rerun_skips_everything(reference):
     assert again["simulated_now"] == 0 and again["dose_stores_written"] == 0
 
 
+@pytest.mark.slow
 def test_killed_campaign_resumes_to_the_same_result(reference, tmp_path):
     ref, _ = reference
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(spec()))

@@ -191,6 +191,101 @@ def test_new_input_is_never_a_store_inside_a_store(here, out):
     assert snapshot(here / "run.zarr") == before
 
 
+# ------------------------------------------------------------------------------------------------- run of other data
+FAST = "preprocess:\n  denoiser: none\nreconstruct:\n  iterations: 5\nrefine_atoms:\n  iterations: 3\n"
+
+
+def test_run_of_other_data_into_a_store_with_a_truth_is_refused(here, scheduler):
+    """`aetdask run FILE --out STORE` onto a store of other data would keep its truth (and score a model of
+    the new data against it): refused before any work, nothing changed."""
+    before = snapshot(here / "run.zarr")
+    refused(cli("run", "tilts.npy", "--angles", "angles.txt", "--pixel-size", "0.5", "--species", "Si", "--out",
+                "run.zarr", "--scheduler", scheduler), "run.zarr", "already holds", "truth", "--overwrite")
+    assert snapshot(here / "run.zarr") == before
+    assert not (here / "run.zarr-report.png").exists()
+
+
+def _small_particle_series(seed: int = 5):
+    particle = amorphous_particle(10, species=["Si"], seed=seed)
+    return linear(particle, angles=THETA, pixel_size=PIXEL, shape=32, dose=1e4, seed=seed).compute(scheduler="sync")
+
+
+def test_run_overwrite_replaces_everything_made_from_other_data(here, scheduler):
+    (here / "fast.yaml").write_text(FAST)
+    np.save(here / "other.npy", _small_particle_series().values)
+    r = cli("run", "other.npy", "--angles", "angles.txt", "--pixel-size", "0.5", "--species", "Si", "--out",
+            "run.zarr", "--overwrite", "--config", "fast.yaml", "--scheduler", scheduler)
+    assert r.exit_code == 0, r.output
+    store = RunStore(here / "run.zarr", create=False)
+    assert "truth" not in store and not (here / "run.zarr" / "metrics.json").exists()
+    np.testing.assert_array_equal(store.read("raw").values, np.load(here / "other.npy"))
+    assert store.record("volume") is not None  # made now, from the new data
+
+
+def test_run_of_the_stores_own_data_keeps_its_truth(here, scheduler):
+    """The store's own raw tilt series (written by a simulation, without the pipeline's record) is not new
+    input: the run goes on and the truth stays."""
+    (here / "fast.yaml").write_text(FAST)
+    store = RunStore(here / "own.zarr")
+    store.write("raw", _small_particle_series(6))
+    store.write("truth", amorphous_particle(10, species=["Si"], seed=6))
+    r = cli("run", "own.zarr", "--species", "Si", "--config", "fast.yaml", "--scheduler", scheduler)
+    assert r.exit_code == 0, r.output
+    assert store.read("truth").sizes["atom"] == 10 and "refined" in store
+
+
+# ------------------------------------------------------------------------------------------------- files beside the store
+@pytest.mark.parametrize("name", ["run.zarr-report.png", "run.zarr-report.html"])
+def test_report_does_not_replace_a_file_it_did_not_write(here, name):
+    (here / name).write_text("my own notes")
+    refused(cli("report", "run.zarr"), name, "did not write", "--overwrite")
+    assert (here / name).read_text() == "my own notes"
+    assert not (here / "run.zarr" / "beside.json").exists()
+    r = cli("report", "run.zarr", "--overwrite")
+    assert r.exit_code == 0, r.output
+    assert (here / name).read_text(errors="replace") != "my own notes"
+
+
+def test_report_replaces_its_own_files_but_not_after_a_change(here):
+    r = cli("report", "run.zarr")
+    assert r.exit_code == 0, r.output
+    assert cli("report", "run.zarr").exit_code == 0  # its own: replaced
+    (here / "run.zarr-report.html").write_text("edited")
+    refused(cli("report", "run.zarr"), "run.zarr-report.html", "changed since")
+    assert (here / "run.zarr-report.html").read_text() == "edited"
+    assert [p.name for p in here.iterdir() if ".tmp-" in p.name] == []
+
+
+def test_report_never_writes_through_a_link(here):
+    (here / "run.zarr-report.png").symlink_to(here / "model.xyz")
+    before = snapshot(here / "model.xyz")
+    refused(cli("report", "run.zarr"), "run.zarr-report.png")
+    r = cli("report", "run.zarr", "--overwrite")
+    assert r.exit_code == 0, r.output
+    assert snapshot(here / "model.xyz") == before and not (here / "run.zarr-report.png").is_symlink()
+
+
+def test_run_refuses_a_foreign_report_before_any_work(here, scheduler):
+    (here / "run.zarr-report.html").write_text("mine")
+    before = snapshot(here / "run.zarr")
+    refused(cli("run", "run.zarr", "--species", "Si", "--scheduler", scheduler), "run.zarr-report.html",
+            "--overwrite")
+    assert snapshot(here / "run.zarr") == before
+
+
+def test_preprocess_does_not_replace_a_figure_it_did_not_write(here, scheduler):
+    RunStore(here / "own.zarr").write("raw", _small_particle_series())
+    (here / "own.zarr-preprocessing.png").write_text("mine")
+    before = snapshot(here / "own.zarr")
+    refused(cli("preprocess", "own.zarr", "--denoiser", "none", "--scheduler", scheduler),
+            "own.zarr-preprocessing.png", "--overwrite")
+    assert snapshot(here / "own.zarr") == before and (here / "own.zarr-preprocessing.png").read_text() == "mine"
+    r = cli("preprocess", "own.zarr", "--denoiser", "none", "--overwrite", "--scheduler", scheduler)
+    assert r.exit_code == 0, r.output
+    assert (here / "own.zarr-preprocessing.png").read_bytes()[:4] == b"\x89PNG"
+    assert cli("preprocess", "own.zarr", "--denoiser", "none", "--scheduler", scheduler).exit_code == 0  # its own
+
+
 # ------------------------------------------------------------------------------------------------- analyze
 def test_analyze_a_run_store_as_the_readme_says(here, scheduler):
     r = cli("analyze", "run.zarr", "--r-max", "6", "--json", "--scheduler", scheduler)

@@ -68,7 +68,7 @@ def run_pipeline(tilts, out):
     """``aetdask.pipeline.run`` with the test's parameters, less the report (a figure: seconds, and not
     what these tests are about; the command-line test below writes it)."""
     with config.set(FLAT), pytest.MonkeyPatch.context() as mp:
-        mp.setattr("aetdask.report.write_report", lambda store: (out.with_suffix(".png"), out.with_suffix(".html")))
+        mp.setattr("aetdask.report.write_report", lambda store, **_: (out.with_suffix(".png"), out.with_suffix(".html")))
         return pipeline.run(tilts, out, ["Pt"], progress=False, echo=lambda *a: None)
 
 

@@ -8,7 +8,8 @@ NOTEBOOKS = pathlib.Path(__file__).resolve().parents[1] / "notebooks"
 
 
 @pytest.mark.timeout(1200)
-@pytest.mark.parametrize(("name", "expected"), [("walkthrough.ipynb", "identified"), ("structure.ipynb", "first peak")])
+@pytest.mark.parametrize(("name", "expected"), [pytest.param("walkthrough.ipynb", "identified", marks=pytest.mark.slow),
+                                               ("structure.ipynb", "first peak")])
 def test_notebook_executes(name, expected):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")

@@ -111,6 +111,7 @@ def test_cli_run_evaluate_export_report(tmp_path):
     assert r.exit_code == 2 and "unknown species" in r.output
 
 
+@pytest.mark.slow
 def test_cli_run_and_reconstruct_with_angle_refinement(tmp_path):
     # angles off as measured ones are (the θ N(0, 0.5°), φ and ψ N(0, 0.3°)): the run refines
     # them, records them with the preprocessed series, reports the reconstruction's R-factor (not the

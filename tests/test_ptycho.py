@@ -83,7 +83,7 @@ def test_patterns_reproducible_and_bad_input(cluster_model, patterns):
         fourdstem(cluster_model, [0.0], voltage=80e3, **FAST)
 
 
-@pytest.mark.parametrize("multislice", [False, True], ids=["single-slice", "multislice"])
+@pytest.mark.parametrize("multislice", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["single-slice", "multislice"])
 def test_phase_projection_matches_linear(patterns, cluster_model, multislice):
     """The phase image is a projection of the sample: NCC ≥ 0.8 with the linear model's."""
     scores = []
@@ -103,6 +103,7 @@ def test_sample_extent_is_the_particle(patterns, cluster_model):
     assert 0.6 * diameter < width < diameter + 2 * 180.0 * 0.03  # blurred by the defocused probe at most
 
 
+@pytest.mark.slow
 def test_same_phase_images_on_one_and_two_workers(patterns):
     from distributed import Client, LocalCluster
 
@@ -128,6 +129,7 @@ def test_phase_image_bad_input():
         phase_image(np.ones((4, 4, 8, 8)), iterations=0, **good)
 
 
+@pytest.mark.slow
 def test_cli_simulate_ptycho_run(tmp_path, patterns, cluster_model):
     """`simulate --mode 4dstem` writes patterns; `ptycho` writes phase projections; `run --modality
     ptycho` goes on to an atomic model of Si and O (a two-tilt series: only that it runs through)."""

@@ -109,6 +109,7 @@ def test_shift_refinement_recovers_known_shifts(perturbed):
     assert not np.array_equal(seen[0][1].shift_y, seen[-1][1].shift_y)
 
 
+@pytest.mark.slow
 def test_angle_and_shift_refinement(perturbed):
     ts, truth, given, shifts = perturbed
     ts = ts.assign_coords(phi=("tilt", given[:, 0]), theta=("tilt", given[:, 1]), psi=("tilt", given[:, 2]))

@@ -92,6 +92,7 @@ def test_general_euler_angles_are_refused():
         scanning_reconstruct(ts, thickness=5.0)
 
 
+@pytest.mark.slow
 def test_film_scanning_aet_traces_the_film_and_beats_the_whole_field_reconstruction():
     """The acceptance case: a film several regions wide, 60 angles, ≥ 4 sub-volumes."""
     from aetdask.evaluate import evaluate
@@ -125,6 +126,7 @@ def test_film_scanning_aet_traces_the_film_and_beats_the_whole_field_reconstruct
     assert strict["true_positives"] >= strict_whole["true_positives"]
 
 
+@pytest.mark.slow
 def test_run_scanning_end_to_end_on_a_film_store(tmp_path):
     """`aetdask run --scanning` on a run store holding a film: film preprocessing, scanning
     reconstruction, tracing, classification; `evaluate` scores the reconstructed band."""

@@ -7,6 +7,7 @@ Layout::
       volume/                 volume       (variable ``volume``)
       candidates/ atoms/ refined/ truth/   atomic models (``position``, ``species``)
       metrics.json run.json   side files (:meth:`RunStore.write_json`)
+      beside.json             the files aetdask wrote next to the store (``STORE-report.png``, ...) and their digests
       .aetdask.lock           present while a process writes (:meth:`RunStore.lock`)
 
 Every group is readable with ``xarray.open_zarr(STORE, group=NAME)``.
@@ -28,6 +29,14 @@ writer fails with :class:`~aetdask.errors.StoreError` naming the holder; a lock
 whose holder died on this host is taken over. Whoever takes the lock first
 clears what a killed writer left (temporary groups are removed, a product moved
 aside and not replaced is restored). Opening and reading never change the disk.
+
+*Files beside the store.* Reports and figures go next to the store (``STORE-report.png``); :meth:`RunStore.write_beside`
+replaces such a file only when ``beside.json`` proves aetdask wrote it (its SHA-256 is the one recorded), and refuses
+anything else there unless told to overwrite it.
+
+*New input.* New input data make everything a store holds stale (a model of other data would be scored against the
+new truth): :meth:`RunStore.clear_for_new_input` refuses a store that holds products or results unless told to
+overwrite them, and then removes them all.
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import functools
+import hashlib
 import json
 import os
 import pathlib
@@ -64,6 +74,10 @@ _VARIABLE = {**{p: "tilt_series" for p in TILT_PRODUCTS}, **{p: "volume" for p i
 _ZARR_FORMAT = 2  # widest compatibility; consolidated metadata is part of its spec
 LOCK_NAME = ".aetdask.lock"
 RECORD_KEY = "aetdask_record"  # the product group's attribute that holds its record
+BESIDE = "beside.json"  # files written next to the store: {"files": {suffix: sha256}}
+#: What a run store holds besides its products that new input data make stale: the pipeline's log, the scores, the
+#: structure analysis, the demo's marker (then no longer the demo's).
+DERIVED_ENTRIES = ("run.json", "metrics.json", "analysis", "demo.json")
 
 # The store locks this process holds: real path of the lock file → {"pid", "token", "depth"}.
 # Keyed by path, not by RunStore object, so two RunStore objects on one store share the lock.
@@ -377,6 +391,76 @@ class RunStore:
                                  "the store keeps what it had") from exc
         return final
 
+    def held(self) -> list[str]:
+        """Products and results (:data:`DERIVED_ENTRIES`) the store holds: what new input data would make stale."""
+        return self.products() + [n for n in DERIVED_ENTRIES if os.path.lexists(self.path / n)]
+
+    def clear_for_new_input(self, keep=(), overwrite: bool = False) -> None:
+        """Make the store ready for new input data: refuse (:class:`StoreError`) when it holds products or results,
+        unless ``overwrite``, which removes them all but ``keep`` (products the caller replaces next, atomically)."""
+        with self.lock(f"{_command_line()} (new input)"):
+            held = self.held()
+            if held and not overwrite:
+                raise StoreError(f"{self.path}: already holds {', '.join(held)}; new input data would be mixed with "
+                                 "results of other data. Choose a new --out, or pass --overwrite to replace them all")
+            if held:
+                self.remove([n for n in held if n not in keep])
+
+    # ------------------------------------------------------------------ files beside the store
+    def beside(self, suffix: str) -> pathlib.Path:
+        """The path of a file next to the store: ``STORE`` + ``suffix`` (e.g. ``-report.png``)."""
+        if "/" in suffix or os.sep in suffix or not suffix.strip():
+            raise StoreError(f"{suffix!r}: not a suffix for a file next to the store; expected e.g. '-report.png'")
+        return self.path.parent / f"{self.path.name}{suffix}"
+
+    def _beside_ledger(self) -> dict:
+        ledger = self.read_json(BESIDE) or {}
+        files = ledger.get("files") if isinstance(ledger, dict) else None
+        return dict(files) if isinstance(files, dict) else {}
+
+    def foreign_beside(self, suffixes) -> list[pathlib.Path]:
+        """Those of the files ``STORE + suffix`` that exist and that aetdask cannot prove it wrote (not recorded
+        in ``beside.json``, changed since, a link or a folder)."""
+        ledger = self._beside_ledger()
+        out = []
+        for suffix in suffixes:
+            path = self.beside(suffix)
+            if os.path.lexists(path) and (ledger.get(suffix) is None or ledger.get(suffix) != file_digest(path)):
+                out.append(path)
+        return out
+
+    def check_beside(self, suffixes, overwrite: bool = False, command: str = "aetdask") -> None:
+        """Refuse (:class:`StoreError`), unless ``overwrite``, files next to the store that aetdask would replace
+        and cannot prove it wrote (see :meth:`foreign_beside`); run it before long work."""
+        foreign = [] if overwrite else self.foreign_beside(suffixes)
+        if foreign:
+            also = f" (also {', '.join(p.name for p in foreign[1:])})" if foreign[1:] else ""
+            raise StoreError(f"{foreign[0]}: exists, and {command} did not write it for {self.path.name} (or it "
+                             f"changed since){also}; move it away, or pass --overwrite to replace it")
+
+    def write_beside(self, suffix: str, writer, overwrite: bool = False, command: str = "aetdask") -> pathlib.Path:
+        """Write the file ``STORE + suffix`` with ``writer(path)`` (to a temporary name in the same folder, renamed
+        into place when complete) and record its digest; a file there that aetdask did not write is refused
+        unless ``overwrite`` (:meth:`check_beside`). Returns the path."""
+        final = self.beside(suffix)
+        with self.lock(f"{_command_line()} (writing {final.name})"):
+            self.check_beside([suffix], overwrite, command)
+            if final.is_dir() and not final.is_symlink():
+                raise StoreError(f"{final}: a folder; expected a file aetdask writes there (move the folder away)")
+            tmp = final.parent / f".{final.stem}.tmp-{uuid.uuid4().hex[:8]}{final.suffix}"
+            try:
+                writer(tmp)
+                digest = file_digest(tmp)
+                os.replace(tmp, final)
+            except OSError as exc:
+                raise StoreError(f"{final}: cannot write ({exc.strerror or exc})") from exc
+            finally:
+                tmp.unlink(missing_ok=True)
+            ledger = self._beside_ledger()
+            ledger[suffix] = digest
+            self.write_json(BESIDE, {"kind": "files aetdask wrote next to this store", "files": ledger})
+        return final
+
     # ------------------------------------------------------------------ reading
     def read(self, name: str):
         """Open a product lazily: a DataArray for tilt series and volumes, a Dataset for atoms."""
@@ -441,6 +525,30 @@ def _reason(exc: BaseException, limit: int = 300) -> str:
     """``Type: message`` of an exception, on one line and at most ``limit`` characters."""
     text = " ".join(f"{type(exc).__name__}: {exc}".split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def file_digest(path) -> str | None:
+    """SHA-256 of a file, or of a folder's files (relative names and bytes, in order); None for a link or anything
+    else (never proof that aetdask wrote it)."""
+    path = pathlib.Path(path)
+    if path.is_symlink():
+        return None
+    h = hashlib.sha256()
+    if path.is_file():
+        files = [("", path)]  # the bytes only: a file is recorded under its temporary name
+    elif path.is_dir():
+        files = sorted((str(f.relative_to(path)), f) for f in path.rglob("*") if not f.is_dir() or f.is_symlink())
+        if any(f.is_symlink() or not f.is_file() for _, f in files):
+            return None
+    else:
+        return None
+    for name, f in files:
+        h.update(name.encode() + b"\0")
+        with open(f, "rb") as stream:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                h.update(block)
+        h.update(b"\0")
+    return h.hexdigest()
 
 
 def check_writable(path) -> None:
