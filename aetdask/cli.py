@@ -439,13 +439,14 @@ def evaluate(traced, truth, cutoff, no_center, as_json):
 def info(store, as_json):
     """Describe the products of a run store."""
     from aetdask.io import RunStore
+    from aetdask.stages import is_current, result_model
 
     rs = RunStore(store, create=False)
     out = {}
     for name in rs.products():
         obj = rs.read(name)
         prov = obj.attrs.get("provenance", [])
-        entry = {"stages": [p.get("stage") for p in prov]}
+        entry = {"stages": [p.get("stage") for p in prov], "current": is_current(rs, name)}
         if hasattr(obj, "dims") and "tilt" in obj.dims:
             entry.update(shape=list(obj.shape), pixel_size=obj.attrs.get("pixel_size"),
                          units=obj.attrs.get("units"), dose=obj.attrs.get("dose"),
@@ -457,13 +458,17 @@ def info(store, as_json):
             entry.update(shape=list(obj.shape), voxel_size=obj.attrs.get("voxel_size"))
         out[name] = entry
     metrics = rs.read_json("metrics.json")
+    result = result_model(rs)
     if as_json:
-        click.echo(json.dumps({"store": str(rs.path), "products": out, "metrics": metrics}))
+        click.echo(json.dumps({"store": str(rs.path), "products": out, "result": result, "metrics": metrics}))
         return
     click.echo(f"{rs.path}")
     for name, e in out.items():
-        details = ", ".join(f"{k} {v}" for k, v in e.items() if k != "stages")
-        click.echo(f"  {name:13} {details}\n  {'':13} made by: {' → '.join(e['stages'])}")
+        details = ", ".join(f"{k} {v}" for k, v in e.items() if k not in ("stages", "current"))
+        stale = "" if e["current"] else " (stale: made from an earlier product before it in the chain; rerun it)"
+        click.echo(f"  {name:13} {details}{stale}\n  {'':13} made by: {' → '.join(e['stages'])}")
+    if result:
+        click.echo(f"  result: {result}")
     if metrics:
         o = metrics["overall"]
         click.echo(f"  metrics.json  identification {o['identification_pct']}%, precision {o['precision_pm']} pm")
@@ -622,34 +627,45 @@ def run(tilts, angles, pixel_size, species, out, refine_angles, scanning, modali
         click.echo(json.dumps(summary))
 
 
-def _stage(store, name, species=(), describe=None):
-    """Run one stage of the chain on a run store (its record as ``aetdask run`` writes it) and say what it wrote."""
+def _stage(store, name, species=(), describe=None, as_json: bool = False):
+    """Run one stage of the chain on a run store (its record as ``aetdask run`` writes it) and say what it wrote:
+    a line, or with ``as_json`` one JSON object (product, note, the stage's figures, seconds)."""
+    import time
+
     from aetdask.pipeline import run_stage
     from aetdask.stages import BY_NAME
 
-    result = run_stage(store, name, species, progress=True, echo=click.echo)
-    click.echo(f"wrote {pathlib.Path(store)}/{BY_NAME[name].product}: {describe(result) if describe else result.note}")
+    t0 = time.perf_counter()
+    result = run_stage(store, name, species, progress=not as_json, echo=(lambda *a: None) if as_json else click.echo)
+    product = BY_NAME[name].product
+    if as_json:
+        click.echo(json.dumps({"store": str(store), "product": product, "note": result.note, "values": result.values,
+                               "seconds": time.perf_counter() - t0}, default=str))
+    else:
+        click.echo(f"wrote {pathlib.Path(store)}/{product}: {describe(result) if describe else result.note}")
     return result
 
 
 @main.command()
 @click.argument("store", type=click.Path(exists=True, file_okay=False))
 @click.option("--species", required=True, help="Comma-separated elements in the sample.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @_handle_errors
 @_computing
-def trace(store, species):
+def trace(store, species, as_json):
     """Trace atom candidates in the volume of a run store (`candidates`)."""
     _stage(store, "trace", _species(species, required=False),
-           lambda r: f"{r.values['candidates']} candidates")
+           lambda r: f"{r.values['candidates']} candidates", as_json)
 
 
 @main.command()
 @click.argument("store", type=click.Path(exists=True, file_okay=False))
 @click.option("--species", default=None,
               help="Comma-separated elements in the sample (default: those the candidates were traced for).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @_handle_errors
 @_computing
-def classify(store, species):
+def classify(store, species, as_json):
     """Classify the candidates of a run store by K-means (`atoms`)."""
     from aetdask.io import RunStore
 
@@ -659,16 +675,17 @@ def classify(store, species):
             raise StoreError(f"{rs.path}: product 'candidates' is missing (it has {rs.products()}); run `aetdask trace`")
         species = ",".join(rs.read("candidates").attrs.get("species") or [])
     _stage(store, "classify", _species(species, required=False),
-           lambda r: ", ".join(f"{n} {s}" for s, n in r.values["counts"].items()))
+           lambda r: ", ".join(f"{n} {s}" for s, n in r.values["counts"].items()), as_json)
 
 
 @main.command()
 @click.argument("store", type=click.Path(exists=True, file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @_handle_errors
 @_computing
-def refine(store):
+def refine(store, as_json):
     """Refine the atoms of a run store against its raw counts (`refined`)."""
-    _stage(store, "refine")
+    _stage(store, "refine", as_json=as_json)
 
 
 @main.command()
@@ -695,17 +712,17 @@ def report(store, truth, cutoff, overwrite):
 @click.option("--atoms", "atoms_file", required=True, type=click.Path(dir_okay=False),
               help="Output atom file (.xyz extended XYZ, or .csv).")
 @click.option("--product", type=click.Choice(["refined", "atoms", "candidates", "truth"]), default=None,
-              help="Which model (default: the most refined one in the store).")
+              help="Which model (default: the store's result, its most refined current model; else its truth).")
 @click.option("--overwrite", is_flag=True, help="Replace the atom file if it exists.")
 @_handle_errors
 def export(store, atoms_file, product, overwrite):
     """Write the atomic model of a run store to an atom file (never over an existing file without --overwrite,
     never inside a run store)."""
-    from aetdask.evaluate import TRACED_PRODUCTS
     from aetdask.io import RunStore
+    from aetdask.stages import result_model
 
     rs = RunStore(store, create=False)
-    name = product or next((p for p in TRACED_PRODUCTS if p in rs), None)
+    name = product or result_model(rs) or ("truth" if "truth" in rs else None)
     if name is None or name not in rs:
         raise StoreError(f"{rs.path}: no atomic model {'(' + product + ') ' if product else ''}in this store "
                          f"(it has {rs.products()})")
@@ -765,7 +782,9 @@ def _write_new_file(target: pathlib.Path, overwrite: bool, write) -> pathlib.Pat
 @click.argument("model", type=click.Path(exists=True))
 @click.option("--out", default=None, type=click.Path(file_okay=False),
               help="Directory for structure.png/.json/.zarr (default: STORE/analysis or MODEL.analysis).")
-@click.option("--product", default=None, help="Atomic model of a run store to analyse (default: the most refined).")
+@click.option("--product", default=None,
+              help="Atomic model of a run store to analyse (default: the store's result, its most refined current "
+                   "model; else its truth).")
 @click.option("--species", default=None, help="Comma-separated elements of type codes 1, 2, ... in the file.")
 @click.option("--cutoff", type=POSITIVE, default=None,
               help="First-shell cutoff in Å (default: the RDF's first valley).")
@@ -797,9 +816,7 @@ def analyze(model, out, product, species, cutoff, r_max, ring_max, block, overwr
         if product is not None:
             atoms = rs.read(product)
         else:
-            atoms = next((rs.read(p) for p in ("refined", "atoms", "truth") if p in rs), None)
-            if atoms is None:
-                atoms = load_model(path)
+            atoms = load_model(path)  # the store's result, else its truth
         target = pathlib.Path(out) if out else path / "analysis"
     else:
         atoms = read_atoms(path, species=_species(species, required=False) or None)

@@ -15,24 +15,26 @@ from aetdask.kernels.metrics import paper_match, strict_match
 from aetdask.plausibility import PlausibilityWarning, check_atom_distances
 from aetdask.schema import validate_atoms
 
-#: Products of a run store that hold a traced model, best first.
-TRACED_PRODUCTS = ("refined", "atoms", "candidates", "truth")
-
-
-def load_model(model, products=TRACED_PRODUCTS) -> xr.Dataset:
-    """An atomic model from a Dataset, an atom file, or a run store (the first of ``products`` in it:
-    by default its most refined model; ``("truth",)`` for the ground truth it was simulated from)."""
+def load_model(model, products=None) -> xr.Dataset:
+    """An atomic model from a Dataset, an atom file, or a run store: by default the store's result
+    (:func:`aetdask.stages.result_model`: its most refined current model), else its truth; with ``products``
+    the first of them it holds (``("truth",)`` for the ground truth it was simulated from)."""
     if isinstance(model, xr.Dataset):
         return model
     from aetdask.io import RunStore, read_atoms
 
     path = pathlib.Path(model)
     if path.is_dir():
+        from aetdask.stages import result_model
+
         store = RunStore(path, create=False)
-        for name in products:
-            if name in store:
-                return store.read(name)
-        raise InputError(f"{path}: the run store holds no atomic model yet (it has {store.products()})")
+        if products is None:
+            name = result_model(store) or ("truth" if "truth" in store else None)
+        else:
+            name = next((p for p in products if p in store), None)
+        if name is None:
+            raise InputError(f"{path}: the run store holds no atomic model yet (it has {store.products()})")
+        return store.read(name)
     return read_atoms(path)
 
 

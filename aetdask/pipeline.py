@@ -217,7 +217,7 @@ def run(
                 redo = True
                 echo(step)
                 t0 = time.perf_counter()
-                result = _run_stage(st, ctx, params, fp, log)
+                result = _run_stage(st, ctx, params, fp, log, upstream if i == 1 else planned[i - 2][1])
                 seconds = time.perf_counter() - t0
                 echo(f"      {result.note + '; ' if result.note else ''}{seconds:.1f} s")
                 summary["stages"][st.product] = {"stage": st.name, "seconds": seconds, "resumed": False,
@@ -240,10 +240,12 @@ def run(
     return summary
 
 
-def _run_stage(st, ctx, params: dict, fp: str, log: dict):
-    """Run one stage with its record; log its time and note in ``run.json``."""
+def _run_stage(st, ctx, params: dict, fp: str, log: dict, upstream: str):
+    """Run one stage with its record; log its time and note in ``run.json``. The record holds the fingerprint
+    it was made from (``upstream``: the input's digest, or the record of the product before it in the chain),
+    so that :func:`aetdask.stages.is_current` can tell a product made from what the store holds now."""
     t0 = time.perf_counter()
-    record = {"stage": st.name, "fingerprint": fp, "params": params, "version": __version__,
+    record = {"stage": st.name, "fingerprint": fp, "upstream": upstream, "params": params, "version": __version__,
               "stage_version": st.version}
     # the stage writes its product with this record in one commit; its time and summary follow in run.json
     # (a log for people: what decides a resume is the record inside the product)
@@ -278,7 +280,7 @@ def run_stage(store, name: str, species=(), *, progress: bool = True, echo=print
         log = rs.read_json("run.json") or {}
         log = {"stages": {}} if not isinstance(log.get("stages"), dict) else log
         return _run_stage(st, Context(rs, names, None, progress, echo), params, fingerprint(st, params, upstream),
-                          log)
+                          log, upstream)
 
 
 def plan(stages, upstream: str, species=()) -> list[tuple[dict, str]]:

@@ -57,7 +57,10 @@ def write_report(store, truth=None, cutoff: float | None = None, overwrite: bool
     raw = store.read("raw")
     pre = store.read("preprocessed") if "preprocessed" in store else None
     volume = store.read("volume")
-    model = next((store.read(p) for p in ("refined", "atoms") if p in store), None)
+    from aetdask.stages import result_model
+
+    name = result_model(store)
+    model = store.read(name) if name else None
     k = int(np.argmin(np.abs(raw.theta.values)))
     metrics = None
     if truth is not None and model is not None:

@@ -306,6 +306,39 @@ MODALITIES = ("adf", "ptycho")
 #: ``name → Stage``
 BY_NAME = {st.name: st for st in STAGES}
 
+#: Products that hold an atomic model made by the chain, the most refined first.
+MODEL_PRODUCTS = ("refined", "atoms", "candidates")
+
+
+def is_current(store: RunStore, product: str) -> bool:
+    """Whether ``product`` was made from what ``store`` holds now: the fingerprint its record was made from
+    (``upstream``) is that of the product its stage read last, and so on up the chain.
+
+    A product run alone (``aetdask classify``) leaves the products after it in the chain stale: e.g. a
+    ``refined`` model of the atoms before they were classified again. A product without a record (written
+    by a simulation or by hand) or with a record from before ``upstream`` was recorded counts as current.
+    """
+    seen = set()
+    while product not in seen:
+        seen.add(product)
+        record = store.record(product) if product in store else None
+        stage = BY_NAME.get((record or {}).get("stage"))
+        if record is None or stage is None or not stage.reads or "upstream" not in record:
+            return True
+        before = stage.reads[-1]
+        if before not in store:
+            return False
+        if (store.record(before) or {}).get("fingerprint", f"unrecorded {before}") != record["upstream"]:
+            return False
+        product = before
+    return True
+
+
+def result_model(store: RunStore, products=MODEL_PRODUCTS) -> str | None:
+    """The product that is the store's result: the first of ``products`` (by default the most refined model)
+    that the store holds and that is current (:func:`is_current`); None when there is none."""
+    return next((p for p in products if p in store and is_current(store, p)), None)
+
 
 def chain(modality: str = "adf", *, refine_angles: bool = False, scanning: bool = False) -> tuple[Stage, ...]:
     """The stages a modality runs, in order; :class:`~aetdask.errors.InputError` for a combination that has none.

@@ -113,6 +113,29 @@ def test_reconstruct_command_writes_the_volume(tmp_path):
     assert vol.shape == (32, 32, 32) and vol.attrs["voxel_size"] == 0.3
 
 
+def test_each_stage_by_its_own_command_prints_one_json_object_and_info_names_the_result(tmp_path):
+    cmd = [sys.executable, "-m", "aetdask.cli"]
+    store = str(tmp_path / "r.zarr")
+    r = subprocess.run(cmd + ["simulate", "--n-atoms", "20", "--shape", "48", "--dose", "1e5", "--out", store],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    (tmp_path / "fast.yaml").write_text("refine_atoms:\n  iterations: 5\n")
+    for command, product in (["preprocess", "--denoiser", "none"], None), (["reconstruct", "--iterations", "60"], None), \
+            (["trace", "--species", "Si"], "candidates"), (["classify"], "atoms"), \
+            (["refine", "--config", str(tmp_path / "fast.yaml")], "refined"):
+        r = subprocess.run(cmd + [command[0], store, *command[1:], "--json"], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        lines = r.stdout.strip().splitlines()
+        assert len(lines) == 1, r.stdout  # nothing but the object
+        out = json.loads(lines[0])
+        if product:
+            assert out["product"] == product and out["seconds"] > 0 and isinstance(out["values"], dict)
+    assert 14 <= out["values"]["atoms"] <= 30  # of the 20 simulated
+    r = subprocess.run(cmd + ["info", store, "--json"], capture_output=True, text=True, timeout=300)
+    info = json.loads(r.stdout.strip().splitlines()[-1])
+    assert info["result"] == "refined" and all(e["current"] for e in info["products"].values())
+
+
 def test_preprocess_command(tmp_path):
     cmd = [sys.executable, "-m", "aetdask.cli"]
     store = str(tmp_path / "p.zarr")

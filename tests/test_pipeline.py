@@ -52,6 +52,27 @@ def test_report_files_are_written(two_species):
     assert "data:image/png;base64," in text and "preprocessed" in text
 
 
+def test_each_product_records_what_it_was_made_from_and_a_stage_run_alone_leaves_later_ones_stale(two_species,
+                                                                                                   tmp_path):
+    import shutil
+
+    from aetdask.stages import MODEL_PRODUCTS, chain, is_current, result_model
+
+    _, _, out, _, _ = two_species
+    store = RunStore(shutil.copytree(out, tmp_path / "run.zarr"), create=False, writable=True)
+    records = [store.record(st.product) for st in chain()]
+    for before, after in zip(records, records[1:]):
+        assert after["upstream"] == before["fingerprint"]
+    assert result_model(store) == "refined" and all(is_current(store, p) for p in MODEL_PRODUCTS)
+    with config.set({"classify.seed": 7}):
+        pipeline.run_stage(store, "classify", ["Si", "Ge"], progress=False, echo=lambda *a: None)
+    assert not is_current(store, "refined") and is_current(store, "atoms")
+    assert result_model(store) == "atoms"  # the refined model is of the atoms before
+    from aetdask.evaluate import load_model
+
+    assert load_model(store.path).identical(store.read("atoms"))
+
+
 def test_rerun_resumes_and_a_changed_parameter_redoes_only_what_it_affects(two_species, monkeypatch):
     _, ts, out, _, _ = two_species
     calls = []
