@@ -60,12 +60,19 @@ def _handle_errors(func):
     ``OSError`` of a named file (a name too long, no space, no permission: the user's file system, not a bug).
     Anything else is a bug, and its traceback is shown."""
 
+    from distributed.scheduler import KilledWorker
+
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
         except AetdaskError as exc:
             _fail(str(exc))
+        except KilledWorker as exc:  # a task that ended every worker that ran it: memory, almost always
+            _fail(_killed_message(exc))
+        except MemoryError:
+            _fail("this process ran out of memory; expected a machine with more memory, or a smaller problem "
+                  "(`aetdask parameters` lists the sizes of the pieces of work)")
         except OSError as exc:
             if exc.filename is None:
                 raise
@@ -75,6 +82,19 @@ def _handle_errors(func):
                   f"{_OS_EXPECTED.get(exc.errno, 'expected a file or folder that can be used')}")
 
     return wrapper
+
+
+def _killed_message(exc) -> str:
+    """What a :class:`distributed.KilledWorker` means for the user, in one line."""
+    key = exc.args[0] if exc.args else "?"
+    name = key[0] if isinstance(key, tuple) and key else key
+    name = str(name).rsplit("-", 1)[0] if "-" in str(name) else str(name)  # the task's kind, without its hash
+    tries = exc.args[2] + 1 if len(exc.args) > 2 and isinstance(exc.args[2], int) else "several"
+    worker = getattr(exc.args[1], "address", None) if len(exc.args) > 1 else None
+    return (f"a task ({name}) ended each of the {tries} Dask workers that ran it{' (last ' + worker + ')' if worker else ''}: "
+            "most likely it needs more memory than a worker has; expected workers with more memory (`aetdask cluster "
+            "--memory-limit`, or fewer workers per node) or smaller pieces of work (`aetdask parameters` lists their "
+            "sizes)")
 
 
 POSITIVE = click.FloatRange(min=0, min_open=True)

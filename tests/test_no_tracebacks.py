@@ -458,6 +458,31 @@ def test_cluster_options_are_checked_before_anything_starts(options, words):
     run_checked(["cluster", "--workers", "1", "--port", "0", *options], words=words, exit_code=2)
 
 
+# ---------------------------------------------------------------------------------------------- workers that die
+def test_a_task_that_kills_its_workers_is_one_line(capsys):
+    """A task that ends every worker process that runs it (out of memory, almost always) raises Dask's
+    KilledWorker in the client: one line saying what to change, exit 2."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    from aetdask.cli import _handle_errors
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
+            LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+
+        @_handle_errors
+        def command():
+            client.submit(os._exit, 1, key="resire-0123456789abcdef").result()
+
+        with pytest.raises(SystemExit) as stop:
+            command()
+    assert stop.value.code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: a task (resire) ended each of the 1 Dask workers"), lines
+    assert "more memory" in lines[0] and "Traceback" not in lines[0]
+
+
 # ---------------------------------------------------------------------------------------------- a real process
 def test_a_task_that_fails_in_a_worker_process_is_one_line_without_the_workers_dump(finished_store, tmp_path):
     """A local cluster of worker processes (no --scheduler): a damaged chunk is found inside a task, the worker
