@@ -496,20 +496,18 @@ async def _join(address, n_workers, threads_per_worker, memory_limit, host, gpu,
 
 
 def compute(collections, progress: bool = False, label: str | None = None, on_done=None) -> list:
-    """``dask.compute(*collections)`` as a list, with a progress bar when asked.
+    """``dask.compute(*collections)`` as a list, with a progress line (:mod:`aetdask.progress`) when asked.
 
-    On the active distributed client the bar is distributed's (the work shows
-    on the dashboard), and ``on_done(future)`` is called as each result is in
-    (or failed), in a thread of the client; otherwise dask's local ``ProgressBar``.
+    On the active distributed client the line counts the scheduler's tasks (the work shows on the
+    dashboard), and ``on_done(future)`` is called as each result is in (or failed), in a thread of the
+    client; otherwise the line counts the local scheduler's tasks.
     """
     collections = list(collections)
-    if progress and label:
-        print(label)
     client = active_client()
     if client is None and progress:
-        from dask.diagnostics import ProgressBar
+        from aetdask.progress import dask_bar
 
-        with ProgressBar():
+        with dask_bar(label or "computing"):
             return list(dask.compute(*collections))
     if client is None or (not progress and on_done is None):
         return list(dask.compute(*collections))
@@ -518,8 +516,8 @@ def compute(collections, progress: bool = False, label: str | None = None, on_do
         for future in futures:
             future.add_done_callback(on_done)
     if progress:
-        from distributed import progress as dist_progress
+        from aetdask.progress import dask_bar
 
-        dist_progress(futures)
-        print()
+        with dask_bar(label or "computing", futures):
+            pass  # the bar returns when every future is done or failed
     return client.gather(futures)

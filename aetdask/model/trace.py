@@ -160,7 +160,7 @@ def trace(volume: xr.DataArray, species, *, chunk: int | None = None, progress: 
         tasks.append(dask.delayed(_trace_block)(block, elo, lo, hi, params))
     if progress:
         print(f"tracing: {len(tasks)} sub-volume(s) of ≤{chunk}³ voxels with a {halo}-voxel halo")
-    parts = compute(tasks, progress)
+    parts = compute(tasks, progress, "tracing sub-volumes")
     found = np.concatenate(parts) if parts else np.empty((0, 5))
     n_fitted = len(found)
     keep = trace_k.merge(found[:, :3], found[:, 4], d / pixel)

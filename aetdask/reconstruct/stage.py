@@ -10,6 +10,7 @@ import xarray as xr
 from aetdask import config
 from aetdask.errors import InputError
 from aetdask.plausibility import check_reconstruction_memory
+from aetdask.progress import Line
 from aetdask.kernels.shift import fourier_shift
 from aetdask.reconstruct.projectors import is_single_axis
 from aetdask.reconstruct.runner import run_euler, run_single_axis
@@ -126,7 +127,9 @@ def reconstruct(
             raise InputError(f"initial: expected shape {(dy, dy, dx)}, got {initial.shape}")
     euler = euler_angles(tilts)
     single = is_single_axis(euler)
-    report, monitor = _progress_reporter(method, params["iterations"] if method != "fbp" else 1, (dy, dy, dx), progress)
+    total = params["iterations"] if method != "fbp" else 1
+    line = Line(f"{method.upper()} iterations", total) if progress else None
+    report, monitor = _progress_reporter(method, total, (dy, dy, dx), line)
     t0 = time.perf_counter()
     common = dict(method=method, iterations=params["iterations"], step=params["step"], support=support, initial=initial,
                   slabs=params["slabs"], plateau=params["plateau"], progress=report, device=config.get("device"))
@@ -136,8 +139,8 @@ def reconstruct(
     else:
         vol, r = run_euler(b, euler, subsamples=params["subsamples"], **common)
     seconds = time.perf_counter() - t0
-    if progress:
-        print()
+    if line is not None:
+        line.close(f"R = {r[-1]:.4f}, {seconds:.1f} s" if r else f"{seconds:.1f} s")
     if monitor is not None:
         monitor.finish(r)
     record = provenance_record(
@@ -149,10 +152,10 @@ def reconstruct(
     return make_volume(vol, tilts.attrs["pixel_size"], provenance=list(tilts.attrs.get("provenance", [])) + [record])
 
 
-def _progress_reporter(method, total, shape, console):
-    """``(progress, monitor)``: the runner's ``progress(done, r, central)`` — a console bar if
-    ``console``, and the aetdask dashboard page whenever a distributed client is active
-    (``monitor``, else None) — or ``(None, None)`` when nobody watches."""
+def _progress_reporter(method, total, shape, line):
+    """``(progress, monitor)``: the runner's ``progress(done, r, central)`` — the progress ``line``
+    (:class:`aetdask.progress.Line`) if given, and the aetdask dashboard page whenever a distributed client is
+    active (``monitor``, else None) — or ``(None, None)`` when nobody watches."""
     from aetdask.cluster import active_client
 
     monitor = None
@@ -160,7 +163,7 @@ def _progress_reporter(method, total, shape, console):
         from aetdask.dashboard import ReconstructionMonitor
 
         monitor = ReconstructionMonitor(method, total, shape)
-    printer = _progress_printer(total) if console else None
+    printer = (lambda done, r, central=None: line.update(done, f"R = {r:.4f}")) if line is not None else None
     if monitor is None or printer is None:
         return printer or monitor, monitor
 
@@ -169,15 +172,6 @@ def _progress_reporter(method, total, shape, console):
         monitor(done, r, central)
 
     return report, monitor
-
-
-def _progress_printer(total):
-    def report(done, r, central=None):
-        width = 30
-        fill = int(width * min(done, total) / max(total, 1))
-        print(f"\r[{'#' * fill}{' ' * (width - fill)}] {done}/{total} iterations  R = {r:.4f}", end="", flush=True)
-
-    return report
 
 
 def resire(tilts, iterations=None, step=None, **kwargs) -> xr.DataArray:
