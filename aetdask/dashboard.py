@@ -47,8 +47,9 @@ NAMESPACE = "aetdask"
 REFRESH_S = 2
 
 
-def publish(topic: str, payload: dict) -> bool:
-    """Store ``payload`` (plain JSON-like data) as the scheduler's state of ``topic``.
+def publish(topic, payload: dict) -> bool:
+    """Store ``payload`` (plain JSON-like data) as the scheduler's state of ``topic`` (a name, or a list of
+    names: ``["runs", store]``).
 
     Works from a client process and from inside a task. Without a distributed
     client it does nothing (and costs next to nothing). A scheduler that cannot be
@@ -59,7 +60,7 @@ def publish(topic: str, payload: dict) -> bool:
     if client is None or client.asynchronous or client.status != "running":
         return False
     try:
-        client.set_metadata([NAMESPACE, topic], payload)
+        client.set_metadata([NAMESPACE, *([topic] if isinstance(topic, str) else topic)], payload)
     except Exception:  # a client or scheduler going away mid-update (it raises all sorts): the work goes on
         return False
     return True
@@ -134,10 +135,10 @@ class ReconstructionMonitor:
     publishes the whole R history (the runner reports R once per round).
     """
 
-    def __init__(self, method: str, iterations: int, shape=None, interval: float = 1.0):
+    def __init__(self, method: str, iterations: int, shape=None, interval: float = 1.0, voxel_size: float | None = None):
         self.state = {"method": method, "iterations": int(iterations), "done": 0, "r_factor": [], "r_iterations": [],
                       "shape": list(shape) if shape is not None else None, "slice": None, "finished": False,
-                      "started": time.time()}
+                      "started": time.time(), "run": RunMonitor.current, "voxel_size": voxel_size}
         self._central = None
         self._throttle = Throttle("reconstruction", interval)
 
@@ -152,8 +153,13 @@ class ReconstructionMonitor:
         self._throttle(self._payload, force=done >= s["iterations"])
 
     def finish(self, r_history) -> None:
+        """The reconstruction ended: its last R (the curve keeps the sampling it was drawn with, so it does not
+        change shape at the end)."""
         r = [float(v) for v in r_history]
-        self.state.update(r_factor=r, r_iterations=list(range(1, len(r) + 1)), done=len(r), finished=True)
+        if r and (not self.state["r_iterations"] or self.state["r_iterations"][-1] < len(r)):
+            self.state["r_iterations"].append(len(r))
+            self.state["r_factor"].append(r[-1])
+        self.state.update(done=len(r), finished=True)
         self._throttle(self._payload, force=True)
 
     def _payload(self) -> dict:
@@ -165,6 +171,79 @@ class ReconstructionMonitor:
 
 
 # ---------------------------------------------------------------- served by the scheduler
+class RunMonitor:
+    """A chain of stages running on a store, on the aetdask page (topic ``runs``, one entry per store).
+
+    Shows the chain, each stage's state (to do, kept, running, done, failed) and time, the current stage and
+    the elapsed time; the run's end as finished, failed (with the error) or stopped (Ctrl-C). While the run
+    goes on it says so every :attr:`heartbeat` seconds, so that a run killed outright (its process gone)
+    shows on the page as silent, not as running forever. Use it as a context manager around the run.
+    """
+
+    #: The store of the run this process is running now (labels the reconstruction it makes), or None.
+    current: str | None = None
+
+    def __init__(self, store, labels, heartbeat: float = 10.0):
+        import os
+        import socket
+
+        self.key = str(store)
+        self.heartbeat = float(heartbeat)
+        self.state = {"store": self.key, "stages": [{"label": str(x), "state": "to do", "seconds": None} for x in labels],
+                      "current": None, "state": "running", "started": time.time(), "error": None,
+                      "host": socket.gethostname(), "pid": os.getpid(), "heartbeat": self.heartbeat}
+        self._stage_started = None
+        self._throttle = Throttle(["runs", self.key])
+        self._stop = threading.Event()
+        self._beat = None
+
+    def stage(self, index: int, state: str, seconds: float | None = None) -> None:
+        """Stage ``index`` (0-based) is now ``state``; ``seconds`` when it ended."""
+        entry = self.state["stages"][index]
+        entry["state"] = state
+        if state == "running":
+            self.state["current"] = index
+            self._stage_started = time.time()
+        if seconds is not None:
+            entry["seconds"] = float(seconds)
+        self._throttle(self._payload, force=True)
+
+    def _payload(self) -> dict:
+        now = time.time()
+        stages = [dict(e) for e in self.state["stages"]]
+        current = self.state["current"]
+        if current is not None and stages[current]["state"] == "running" and self._stage_started:
+            stages[current]["seconds"] = now - self._stage_started
+        return {**self.state, "stages": stages, "elapsed": now - self.state["started"], "updated": now}
+
+    def _beating(self) -> None:
+        while not self._stop.wait(self.heartbeat):
+            self._throttle(self._payload, force=True)
+
+    def __enter__(self):
+        RunMonitor.current = self.key
+        self._throttle(self._payload, force=True)
+        self._beat = threading.Thread(target=self._beating, daemon=True, name="aetdask-run-heartbeat")
+        self._beat.start()
+        return self
+
+    def __exit__(self, kind, value, tb):
+        self._stop.set()
+        RunMonitor.current = None
+        if kind is None:
+            self.state["state"] = "finished"
+        elif issubclass(kind, KeyboardInterrupt):
+            self.state["state"] = "stopped"
+        else:
+            self.state["state"] = "failed"
+            self.state["error"] = " ".join(str(value).split())[:500]
+        current = self.state["current"]
+        if kind is not None and current is not None and self.state["stages"][current]["state"] == "running":
+            self.state["stages"][current]["state"] = self.state["state"]
+        self._throttle(self._payload, force=True)
+        return False
+
+
 def _running(keys, tasks) -> int:
     """How many of ``keys`` are being computed: the task itself or one of its inputs is processing."""
     n = 0
@@ -180,6 +259,9 @@ def current_state(scheduler) -> dict:
     published = scheduler.get_metadata([NAMESPACE], default=None)
     published = published if isinstance(published, dict) else {}
     state = {}
+    runs = published.get("runs")
+    if isinstance(runs, dict):
+        state["runs"] = sorted((r for r in runs.values() if isinstance(r, dict)), key=lambda r: -float(r.get("started", 0)))
     if isinstance(published.get("reconstruction"), dict):
         state["reconstruction"] = published["reconstruction"]
     campaign = published.get("campaign")
@@ -245,12 +327,56 @@ def _ago(t) -> str:
     return f", updated {max(0.0, time.time() - float(t)):.0f} s ago" if t else ""
 
 
+def _duration(seconds) -> str:
+    if seconds is None:
+        return ""
+    seconds = float(seconds)
+    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+def _run_html(run: dict, now: float | None = None) -> str:
+    now = time.time() if now is None else now
+    state = str(run.get("state", "?"))
+    silent = now - float(run.get("updated", now))
+    if state == "running" and silent > 3 * float(run.get("heartbeat", 10.0)):
+        state = (f"silent for {_duration(silent)}: stopped? (its process, {html.escape(str(run.get('host', '?')))} pid "
+                 f"{run.get('pid', '?')}, no longer reports: killed, or cut off from the scheduler)")
+    elapsed = _duration(run.get("elapsed"))
+    rows = []
+    for i, st in enumerate(run.get("stages", [])):
+        mark = " ◀" if i == run.get("current") and st.get("state") == "running" else ""
+        rows.append(f'<tr class="{html.escape(str(st.get("state", "")).replace(" ", "-"))}"><td>{i + 1}</td>'
+                    f"<td>{html.escape(str(st.get('label', '')))}{mark}</td><td>{html.escape(str(st.get('state', '')))}</td>"
+                    f"<td>{_duration(st.get('seconds'))}</td></tr>")
+    current = run.get("current")
+    stages = run.get("stages", [])
+    now_doing = (f" · stage {current + 1}/{len(stages)}: {html.escape(str(stages[current].get('label', '')))}"
+                 if isinstance(current, int) and 0 <= current < len(stages) and run.get("state") == "running" else "")
+    error = f'<p class="err">{html.escape(str(run["error"]))}</p>' if run.get("error") else ""
+    return (f"<h2>Run: {html.escape(str(run.get('store', '?')))}</h2>"
+            f"<p><b>{state}</b>{now_doing} · elapsed {elapsed}{_ago(run.get('updated'))}</p>{error}"
+            f"<table><tr><th>#</th><th>stage</th><th>state</th><th>time</th></tr>{''.join(rows)}</table>")
+
+
+def _scale(rec: dict, width_px: int, columns: int) -> str:
+    """A 1 nm scale bar under the slice (when the voxel size is known) and the grey scale."""
+    voxel = rec.get("voxel_size")
+    bar = ""
+    if voxel:
+        px = 10.0 / float(voxel) * width_px / max(columns, 1)
+        if px <= width_px:
+            bar = (f'<div class="scale"><span style="width:{px:.0f}px"></span> 1 nm</div>')
+    grey = '<div class="grey"><span></span> lowest → highest value of the slice</div>'
+    return bar + grey
+
+
 def _reconstruction_html(rec: dict) -> str:
     r = rec.get("r_factor") or []
     status = "finished" if rec.get("finished") else "running"
     current = f" · R = {r[-1]:.4f}" if r else ""
     shape = f" · volume {' × '.join(str(n) for n in rec['shape'])}" if rec.get("shape") else ""
-    head = (f"<h2>Reconstruction: {html.escape(str(rec.get('method', '?')))}</h2>"
+    run = f" of {html.escape(str(rec['run']))}" if rec.get("run") else ""
+    head = (f"<h2>Reconstruction{run}: {html.escape(str(rec.get('method', '?')))}</h2>"
             f"<p>iteration {rec.get('done', 0)}/{rec.get('iterations', '?')}{current}{shape} · "
             f"{status}{_ago(rec.get('updated'))}</p>")
     img = ""
@@ -258,8 +384,12 @@ def _reconstruction_html(rec: dict) -> str:
     if isinstance(sl, dict) and sl.get("png"):
         h, w = sl["shape"]
         zoom = max(1, 256 // max(h, w))
+        columns = (rec.get("shape") or [w, h, w])[-1]
+        voxel = f" voxels of {float(rec['voxel_size']):.3g} Å" if rec.get("voxel_size") else ""
         img = (f'<figure><img class="slice" src="data:image/png;base64,{sl["png"]}" width="{w * zoom}" '
-               f'height="{h * zoom}" alt="central slice"><figcaption>central slice ({h} × {w})</figcaption></figure>')
+               f'height="{h * zoom}" alt="central slice"><figcaption>central slice: the y–x plane at the middle z '
+               f"({h} × {w} px{', ' + str(columns) + ' ×' + voxel if voxel else ''})</figcaption>"
+               f"{_scale(rec, w * zoom, columns)}</figure>")
     chart = f'<figure>{r_factor_svg(r, rec.get("r_iterations"), rec.get("iterations"))}' \
             f"<figcaption>R-factor per iteration</figcaption></figure>"
     return f'{head}<div class="row">{chart}{img}</div>'
@@ -296,22 +426,27 @@ _STYLE = """body{font-family:sans-serif;margin:1em 2em;color:#222}
 img.slice{image-rendering:pixelated;border:1px solid #999}
 table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}
 td:nth-child(-n+2){text-align:left}.bar{display:flex;width:160px;height:12px;background:#eee}
-.bar .done{background:#2ca02c}.bar .run{background:#1f77b4}.bar .fail{background:#d62728}.err{color:#d62728}"""
+.bar .done{background:#2ca02c}.bar .run{background:#1f77b4}.bar .fail{background:#d62728}.err{color:#d62728}
+.scale span{display:inline-block;height:4px;background:#222;vertical-align:middle}
+.grey span{display:inline-block;width:120px;height:10px;background:linear-gradient(90deg,#000,#fff);border:1px solid #999}
+tr.running td{background:#e8f1fb}tr.failed td,tr.stopped td{background:#fbe8e8}tr.done td,tr.kept td{color:#555}"""
 
 
-def render_page(state: dict) -> str:
-    """The ``/aetdask`` page for a :func:`current_state`."""
-    parts = []
+def render_page(state: dict, base: str = "") -> str:
+    """The ``/aetdask`` page for a :func:`current_state`; ``base`` leads its links back to the dashboard's root
+    (``"../"`` for the page at ``/aetdask/``)."""
+    parts = [_run_html(run) for run in state.get("runs", [])]
     if state.get("reconstruction"):
         parts.append(_reconstruction_html(state["reconstruction"]))
     if state.get("campaign"):
         parts.append(_campaign_html(state["campaign"]))
     if not parts:
-        parts.append("<p>Nothing has reported here yet: reconstructions and campaigns run on this cluster "
+        parts.append("<p>Nothing has reported here yet: runs, reconstructions and campaigns on this cluster "
                      "(<code>--scheduler ADDRESS</code>) show up as they go.</p>")
     return (f'<!DOCTYPE html><html><head><meta charset="utf-8"><meta http-equiv="refresh" content="{REFRESH_S}">'
             f"<title>aetdask</title><style>{_STYLE}</style></head><body>"
-            f'<p><b>aetdask</b> · <a href="status">Dask dashboard</a> · <a href="aetdask/state.json">state.json</a></p>'
+            f'<p><b>aetdask</b> · <a href="{base}status">Dask dashboard</a> · '
+            f'<a href="{base}aetdask/state.json">state.json</a></p>'
             f"{''.join(parts)}</body></html>")
 
 
@@ -324,7 +459,7 @@ class PageHandler(_Handler):
     def get(self):
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
-        self.write(render_page(current_state(self.server)))
+        self.write(render_page(current_state(self.server), "../" if self.request.path.endswith("/") else ""))
 
 
 class StateHandler(_Handler):
@@ -334,4 +469,5 @@ class StateHandler(_Handler):
         self.write(json.dumps(current_state(self.server)))
 
 
-routes: list[tuple] = [("/aetdask", PageHandler, {}), ("/aetdask/state.json", StateHandler, {})]
+routes: list[tuple] = [("/aetdask", PageHandler, {}), ("/aetdask/", PageHandler, {}),
+                       ("/aetdask/state.json", StateHandler, {})]

@@ -24,6 +24,7 @@ import numpy as np
 from aetdask import config
 from aetdask._version import __version__
 from aetdask.errors import InputError
+from aetdask.dashboard import RunMonitor
 from aetdask.io import RunStore, read_tilt_series
 from aetdask.io.store import check_writable
 from aetdask.schema import normalize_species, validate_tilt_series
@@ -201,7 +202,7 @@ def run(
     log = store.read_json("run.json") or {}
     log = {"stages": {}} if not isinstance(log.get("stages"), dict) else log
     t_run = time.perf_counter()
-    with store.lock("aetdask run"):
+    with store.lock("aetdask run"), RunMonitor(store.path, [st.label for st in stages]) as monitor:
         if new_input:  # everything the store holds is of other data
             store.clear_for_new_input(keep=("raw",), overwrite=overwrite)
             log = {"stages": {}}
@@ -211,14 +212,17 @@ def run(
             step = f"[{i}/{len(stages)}] {st.label}"
             if not redo and done is not None and done.get("fingerprint") == fp:
                 echo(f"{step}: done before, kept ({done.get('seconds', 0):.1f} s then)")
+                monitor.stage(i - 1, "kept")
                 summary["stages"][st.product] = {"stage": st.name, "seconds": 0.0, "resumed": True,
                                                  "note": done.get("note", ""), "values": done.get("values", {})}
             else:
                 redo = True
                 echo(step)
+                monitor.stage(i - 1, "running")
                 t0 = time.perf_counter()
                 result = _run_stage(st, ctx, params, fp, log, upstream if i == 1 else planned[i - 2][1])
                 seconds = time.perf_counter() - t0
+                monitor.stage(i - 1, "done", seconds)
                 echo(f"      {result.note + '; ' if result.note else ''}{seconds:.1f} s")
                 summary["stages"][st.product] = {"stage": st.name, "seconds": seconds, "resumed": False,
                                                  "note": result.note, "values": result.values}
@@ -279,8 +283,13 @@ def run_stage(store, name: str, species=(), *, progress: bool = True, echo=print
         params = st.values(names)
         log = rs.read_json("run.json") or {}
         log = {"stages": {}} if not isinstance(log.get("stages"), dict) else log
-        return _run_stage(st, Context(rs, names, None, progress, echo), params, fingerprint(st, params, upstream),
-                          log, upstream)
+        with RunMonitor(rs.path, [st.label]) as monitor:
+            monitor.stage(0, "running")
+            t0 = time.perf_counter()
+            result = _run_stage(st, Context(rs, names, None, progress, echo), params, fingerprint(st, params, upstream),
+                                log, upstream)
+            monitor.stage(0, "done", time.perf_counter() - t0)
+        return result
 
 
 def plan(stages, upstream: str, species=()) -> list[tuple[dict, str]]:

@@ -22,7 +22,7 @@ from PIL import Image
 
 from aetdask.cli import main
 from aetdask.cluster import cluster, page_link
-from aetdask.dashboard import Throttle, current_state, publish, render_page
+from aetdask.dashboard import RunMonitor, Throttle, current_state, publish, render_page
 from aetdask.reconstruct import resire
 from aetdask.schema import atoms
 from aetdask.simulate import linear
@@ -65,16 +65,53 @@ def test_reconstruction_is_on_the_page(client):
     base = page_link(client.dashboard_link)
     rec = json.loads(get(base + "/state.json"))["reconstruction"]
     assert rec["method"] == "resire" and rec["done"] == rec["iterations"] == 20 and rec["finished"]
-    assert rec["r_factor"] == r and rec["r_iterations"] == list(range(1, 21))
+    its = rec["r_iterations"]  # as reported while it ran (per round), never resampled at the end
+    assert its[-1] == 20 and its == sorted(set(its)) and rec["r_factor"] == [r[i - 1] for i in its]
+    assert rec["voxel_size"] == 0.4
     image = np.asarray(Image.open(io.BytesIO(base64.b64decode(rec["slice"]["png"]))))
     assert image.shape == (32, 32) == tuple(rec["slice"]["shape"]) and image.dtype == np.uint8
     assert image.max() == 255 and image.min() == 0  # not blank: atoms in the central slice
 
     page = get(base)
-    assert "<svg" in page and points(page) == 20
+    assert "<svg" in page and points(page) == len(its)
+    assert "1 nm" in page and "y–x plane at the middle z" in page and "0.4 Å" in page
     assert f'<img class="slice" src="data:image/png;base64,{rec["slice"]["png"]}"' in page
     assert "iteration 20/20" in page and f"R = {r[-1]:.4f}" in page and 'href="status"' in page
     assert '<meta http-equiv="refresh" content="2">' in page and "<script" not in page
+
+
+def test_a_run_shows_its_stages_and_how_it_ended(client):
+    base = page_link(client.dashboard_link)
+    with RunMonitor("/data/first.zarr", ["import", "reconstruction", "tracing"]) as run:
+        run.stage(0, "kept")
+        run.stage(1, "running")
+        page = get(base)
+        assert "Run: /data/first.zarr" in page and "stage 2/3: reconstruction" in page and "running" in page
+        run.stage(1, "done", 12.5)
+    state = json.loads(get(base + "/state.json"))
+    first = next(r for r in state["runs"] if r["store"] == "/data/first.zarr")
+    assert first["state"] == "finished" and [s["state"] for s in first["stages"]] == ["kept", "done", "to do"]
+    assert first["stages"][1]["seconds"] == 12.5
+
+    with pytest.raises(KeyboardInterrupt), RunMonitor("/data/second.zarr", ["import", "tracing"]) as run:
+        run.stage(0, "running")
+        raise KeyboardInterrupt
+    with pytest.raises(ValueError), RunMonitor("/data/third.zarr", ["import"]) as run:
+        run.stage(0, "running")
+        raise ValueError("no vacuum")
+    runs = {r["store"]: r for r in json.loads(get(base + "/state.json"))["runs"]}
+    assert runs["/data/second.zarr"]["state"] == "stopped" and runs["/data/second.zarr"]["stages"][0]["state"] == "stopped"
+    assert runs["/data/third.zarr"]["state"] == "failed" and runs["/data/third.zarr"]["error"] == "no vacuum"
+    page = get(base + "/")  # the page also answers at /aetdask/, its links leading back to the root
+    assert "Run: /data/second.zarr" in page and "<b>stopped</b>" in page and "no vacuum" in page
+    assert 'href="../status"' in page
+
+
+def test_a_run_that_went_silent_is_not_shown_as_running():
+    run = {"store": "gone.zarr", "state": "running", "stages": [{"label": "tracing", "state": "running"}],
+           "current": 0, "heartbeat": 10.0, "updated": time.time() - 300, "host": "node1", "pid": 42}
+    page = render_page({"runs": [run]})
+    assert "silent for" in page and "stopped?" in page and "node1 pid 42" in page
 
 
 def wait_for_event(name):
@@ -102,6 +139,7 @@ def test_campaign_table_counts(client):
     assert [(r["done"], r["running"], r["failed"], r["total"]) for r in state["rows"]] == [(5, 1, 1, 8), (8, 0, 0, 8)]
     assert all("keys" not in r for r in state["rows"])  # the scheduler counts the running ones
     page = get(base)
+    page = page[page.index("<h2>Campaign"):]  # (runs of other tests come first)
     table = page[page.index("<table>"):page.index("</table>")]
     assert "<td>pt12</td><td>focus</td><td>5</td><td>1</td><td>1</td><td>8</td>" in table
     assert "<td>si&lt;film&gt;</td><td>defocus-3nm</td><td>8</td><td>0</td><td>0</td><td>8</td>" in table

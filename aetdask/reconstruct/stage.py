@@ -129,7 +129,7 @@ def reconstruct(
     single = is_single_axis(euler)
     total = params["iterations"] if method != "fbp" else 1
     line = Line(f"{method.upper()} iterations", total) if progress else None
-    report, monitor = _progress_reporter(method, total, (dy, dy, dx), line)
+    report, monitor = _progress_reporter(method, total, (dy, dy, dx), line, float(tilts.attrs["pixel_size"]))
     t0 = time.perf_counter()
     common = dict(method=method, iterations=params["iterations"], step=params["step"], support=support, initial=initial,
                   slabs=params["slabs"], plateau=params["plateau"], progress=report, device=config.get("device"))
@@ -152,7 +152,7 @@ def reconstruct(
     return make_volume(vol, tilts.attrs["pixel_size"], provenance=list(tilts.attrs.get("provenance", [])) + [record])
 
 
-def _progress_reporter(method, total, shape, line):
+def _progress_reporter(method, total, shape, line, voxel_size=None):
     """``(progress, monitor)``: the runner's ``progress(done, r, central)`` — the progress ``line``
     (:class:`aetdask.progress.Line`) if given, and the aetdask dashboard page whenever a distributed client is
     active (``monitor``, else None) — or ``(None, None)`` when nobody watches."""
@@ -162,7 +162,7 @@ def _progress_reporter(method, total, shape, line):
     if active_client() is not None:
         from aetdask.dashboard import ReconstructionMonitor
 
-        monitor = ReconstructionMonitor(method, total, shape)
+        monitor = ReconstructionMonitor(method, total, shape, voxel_size=voxel_size)
     printer = (lambda done, r, central=None: line.update(done, f"R = {r:.4f}")) if line is not None else None
     if monitor is None or printer is None:
         return printer or monitor, monitor
