@@ -191,7 +191,7 @@ def strain_basis(angles) -> tuple[np.ndarray, np.ndarray]:
     of ``(x_det, y_det)``. So angle errors along ``δ`` look much like a deformed
     object: only the magnification (and terms of higher order) tells them apart,
     and a reconstruction made with them deforms to follow. These are the slowest
-    directions of angle refinement (:func:`aetdask.reconstruct.refine.refine`).
+    directions of angle refinement (:func:`aetdask.reconstruct.refine.refine_geometry`).
     Isotropic strain changes no angle.
 
     Returns

@@ -132,7 +132,7 @@ def run(
         The elements in the sample.
     refine_angles : bool
         Refine angles, shifts and scales while reconstructing
-        (:func:`aetdask.reconstruct.refine.refine`).
+        (:func:`aetdask.reconstruct.refine.refine_geometry`).
     scanning : bool
         Scanning AET for a film wider than the field of view
         (:func:`aetdask.reconstruct.scanning.scanning_reconstruct`): film

@@ -217,11 +217,11 @@ def _as_preprocessed(pre):
 
 
 def _reconstruct_angles(ctx: Context, record: dict) -> Summary:
-    from aetdask.reconstruct.refine import refine
+    from aetdask.reconstruct.refine import refine_geometry
     from aetdask.reconstruct.stage import reconstruction_record
 
     pre = _as_preprocessed(ctx.store.read("preprocessed").compute())
-    volume, refined = refine(pre, progress=ctx.progress)
+    volume, refined = refine_geometry(pre, progress=ctx.progress)
     # the refined geometry replaces the preprocessed series' angles, shifts and scales, with what preprocessing
     # gave kept beside it; the preprocessing's own record stays with it (what made the projections is the same)
     n = pre.sizes["tilt"]

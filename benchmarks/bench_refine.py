@@ -107,7 +107,7 @@ def main():
                                   strain_basis, strain_matrix)
     from aetdask.io import read_angles, read_atoms
     from aetdask.kernels.shift import fourier_shift
-    from aetdask.reconstruct.refine import refine
+    from aetdask.reconstruct.refine import refine_geometry as refine
     from aetdask.simulate import amorphous_particle, linear
 
     rng = np.random.default_rng(a.seed)

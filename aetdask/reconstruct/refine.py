@@ -170,7 +170,7 @@ def _scale(measured, reprojected) -> float:
     return float((m * reprojected).sum()) / denom if denom > 0 else 1.0
 
 
-def refine(
+def refine_geometry(
     tilts: xr.DataArray,
     *,
     rounds: int | None = None,
