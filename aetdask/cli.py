@@ -261,11 +261,14 @@ def _outside_run_stores_parent(out) -> None:
 
 @main.command("import")
 @click.argument("tilts", type=click.Path(exists=True, dir_okay=False))
-@click.option("--angles", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="Angle file: one θ per projection or (φ, θ, ψ) rows, degrees (.mat, .npy, text).")
-@click.option("--pixel-size", required=True, type=POSITIVE, help="Pixel size in Å.")
+@click.option("--angles", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="Angle file: one θ per projection or (φ, θ, ψ) rows, degrees (.mat, .npy, text, IMOD .tlt/.rawtlt); "
+                   "needed unless TILTS's metadata hold the angles, and wins over them.")
+@click.option("--pixel-size", default=None, type=POSITIVE,
+              help="Pixel size in Å; needed unless TILTS's metadata hold it (.dm3/.dm4, .emd, .mrc, .tif), and wins "
+                   "over them.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run store to write.")
-@click.option("--var", default=None, help="Variable name inside a .mat holding several arrays.")
+@click.option("--var", default=None, help="Variable name inside a .mat holding several arrays (or an EMD image's title).")
 @click.option("--units", type=click.Choice(["counts", "a.u."]), default="counts", show_default=True)
 @click.option("--dose", type=POSITIVE, default=None, help="Dose per projection (e⁻/Å²), if known.")
 @click.option("--overwrite", is_flag=True,
@@ -274,8 +277,10 @@ def _outside_run_stores_parent(out) -> None:
 def import_(tilts, angles, pixel_size, out, var, units, dose, overwrite):
     """Read a tilt series and write it as the `raw` product of a run store.
 
-    A store that already holds products is refused (new raw data would be mixed with
-    results of the old) unless --overwrite, which removes them all.
+    TILTS is a .mat, .npy, or a microscope file (.dm3/.dm4, .emd, .mrc/.mrcs/.st/.ali,
+    .tif) whose pixel size and tilt angles are taken from its metadata when it holds
+    them. A store that already holds products is refused (new raw data would be mixed
+    with results of the old) unless --overwrite, which removes them all.
     """
     from aetdask.io import read_tilt_series
 
@@ -418,7 +423,7 @@ def ptycho(store, multislice, slices, thickness, iterations, as_json):
 @main.command()
 @click.argument("traced", type=click.Path(exists=True))
 @click.option("--truth", required=True, type=click.Path(exists=True), help="Ground-truth atom file (or run store).")
-@click.option("--cutoff", required=True, type=float, help="Matching distance in Å.")
+@click.option("--cutoff", type=POSITIVE, default=None, help="Matching distance in Å (default: evaluate.cutoff, 0.9).")
 @click.option("--no-center", is_flag=True, help="Do not start from coinciding centroids.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @_handle_errors
@@ -432,6 +437,7 @@ def evaluate(traced, truth, cutoff, no_center, as_json):
     from aetdask.evaluate import scanned_region
 
     region = scanned_region(traced) if pathlib.Path(traced).is_dir() else None  # a film: score its band
+    cutoff = cutoff if cutoff is not None else config.get("evaluate.cutoff")
     result = _evaluate(traced, truth, cutoff, center=not no_center, region=region)
     by_species = result["species"]
     have = {k: ", ".join(s for s, r in by_species.items() if r[k]) for k in ("traced", "truth")}
@@ -590,8 +596,11 @@ def reconstruct(store, method, iterations, step, refine_angles, as_json):
 @main.command()
 @click.argument("tilts", type=click.Path(exists=True))
 @click.option("--angles", default=None, type=click.Path(exists=True, dir_okay=False),
-              help="Angle file: one θ per projection or (φ, θ, ψ) rows, degrees (.mat, .npy, text).")
-@click.option("--pixel-size", default=None, type=POSITIVE, help="Pixel size in Å.")
+              help="Angle file: one θ per projection or (φ, θ, ψ) rows, degrees (.mat, .npy, text, IMOD .tlt/.rawtlt); "
+                   "needed unless TILTS's metadata hold the angles, and wins over them.")
+@click.option("--pixel-size", default=None, type=POSITIVE,
+              help="Pixel size in Å; needed unless TILTS's metadata hold it (.dm3/.dm4, .emd, .mrc, .tif), and wins "
+                   "over them.")
 @click.option("--species", required=True, help="Comma-separated elements in the sample, e.g. Si or Co,Pd,Pt.")
 @click.option("--out", default=None, type=click.Path(file_okay=False),
               help="Run store (resumed if it exists); default TILTS when that is a run store.")
@@ -610,11 +619,11 @@ def reconstruct(store, method, iterations, step, refine_angles, as_json):
 def run(tilts, angles, pixel_size, species, out, refine_angles, scanning, modality, as_json, overwrite):
     """Raw counts to atomic model: import → preprocess → reconstruct → trace → classify → refine.
 
-    TILTS is a file of raw counts (then --angles, --pixel-size and --out are needed) or a
-    run store that holds `raw` (e.g. one dose of a simulation campaign), whose own angles
-    and pixel size are used. Every product goes into the run store as it finishes; the
-    same command again resumes after the last finished stage. A report (PNG + HTML) is
-    written next to the store.
+    TILTS is a file of raw counts (then --out is needed, and --angles and --pixel-size
+    unless a microscope file's metadata hold them) or a run store that holds `raw` (e.g.
+    one dose of a simulation campaign), whose own angles and pixel size are used. Every
+    product goes into the run store as it finishes; the same command again resumes after
+    the last finished stage. A report (PNG + HTML) is written next to the store.
     """
     from aetdask.io import RunStore
     from aetdask.pipeline import check_species
@@ -636,8 +645,11 @@ def run(tilts, angles, pixel_size, species, out, refine_angles, scanning, modali
         check_species(_species(species, required=False), source)
         out = out or tilts
         tilts = source.read("raw").compute()
-    elif angles is None or pixel_size is None or out is None:
-        raise InputError("run: a tilt-series file needs --angles, --pixel-size and --out")
+    elif out is None:
+        raise InputError(f"run {tilts}: a tilt-series file needs --out (the run store to write); expected e.g. "
+                         "--out run.zarr")
+    elif pathlib.Path(tilts).suffix.lower() in (".mat", ".npy") and (angles is None or pixel_size is None):
+        raise InputError(f"run {tilts}: a .mat or .npy tilt series needs --angles and --pixel-size (it holds neither)")
 
     summary = _run(tilts, out, _species(species, required=False), angles=angles,
                    pixel_size=pixel_size, refine_angles=refine_angles, scanning=scanning, modality=modality,
@@ -711,12 +723,14 @@ def refine(store, as_json):
 @main.command()
 @click.argument("store", type=click.Path(exists=True, file_okay=False))
 @click.option("--truth", type=click.Path(exists=True), default=None, help="Ground-truth atom file (or run store).")
-@click.option("--cutoff", type=float, default=None, help="Matching distance in Å (with --truth; default 1.0).")
+@click.option("--cutoff", type=POSITIVE, default=None,
+              help="Matching distance in Å (default: evaluate.cutoff, 0.9), when scored: with --truth, or the store's own.")
 @click.option("--overwrite", is_flag=True,
               help="Replace STORE-report.png / .html even if aetdask did not write them for this store.")
 @_handle_errors
 def report(store, truth, cutoff, overwrite):
-    """Write the report (PNG + HTML) of a run store; with --truth, scored against the ground truth."""
+    """Write the report (PNG + HTML) of a run store, scored against --truth or, without it, the store's own truth
+    when it holds one (a simulation's)."""
     from aetdask.io import RunStore
     from aetdask.io.store import check_writable
     from aetdask.report import write_report
@@ -729,31 +743,60 @@ def report(store, truth, cutoff, overwrite):
 
 @main.command()
 @click.argument("store", type=click.Path(exists=True, file_okay=False))
-@click.option("--atoms", "atoms_file", required=True, type=click.Path(dir_okay=False),
+@click.option("--atoms", "atoms_file", default=None, type=click.Path(dir_okay=False),
               help="Output atom file (.xyz extended XYZ, or .csv).")
+@click.option("--volume", "volume_file", default=None, type=click.Path(),
+              help="Output volume: NAME.ome.zarr (OME-Zarr, NGFF 0.5, multiscale; napari) or NAME.mrc (MRC2014, float32; "
+                   "ChimeraX, IMOD), voxel size in Å.")
 @click.option("--product", type=click.Choice(["refined", "atoms", "candidates", "truth"]), default=None,
               help="Which model (default: the store's result, its most refined current model; else its truth).")
-@click.option("--overwrite", is_flag=True, help="Replace the atom file if it exists.")
+@click.option("--overwrite", is_flag=True, help="Replace the atom file or volume if it exists.")
 @_handle_errors
-def export(store, atoms_file, product, overwrite):
-    """Write the atomic model of a run store to an atom file (never over an existing file without --overwrite,
-    never inside a run store)."""
+def export(store, atoms_file, volume_file, product, overwrite):
+    """Write the atomic model (--atoms) and/or the volume (--volume) of a run store to files (never over an existing
+    file without --overwrite, never inside a run store)."""
     from aetdask.io import RunStore
     from aetdask.stages import result_model
 
+    if atoms_file is None and volume_file is None:
+        raise InputError("export: nothing to write; expected --atoms FILE and/or --volume FILE")
     rs = RunStore(store, create=False)
-    name = product or result_model(rs) or ("truth" if "truth" in rs else None)
-    if name is None or name not in rs:
-        raise StoreError(f"{rs.path}: no atomic model {'(' + product + ') ' if product else ''}in this store "
-                         f"(it has {rs.products()})")
-    _outside_run_stores(atoms_file, "--atoms")
-    target = pathlib.Path(atoms_file)
-    if _exists(target) and not overwrite:
-        raise InputError(f"--atoms {atoms_file}: already exists; expected a new file (pass --overwrite to replace "
-                         "it, or choose another name)")
-    model = rs.read(name)
-    path = _write_new_file(target, overwrite, lambda tmp: _write_atoms_as(model, tmp))
-    click.echo(f"wrote {path}: {model.sizes['atom']} atoms from {rs.path}/{name}")
+    targets = []
+    if atoms_file is not None:
+        name = product or result_model(rs) or ("truth" if "truth" in rs else None)
+        if name is None or name not in rs:
+            raise StoreError(f"{rs.path}: no atomic model {'(' + product + ') ' if product else ''}in this store "
+                             f"(it has {rs.products()})")
+        targets.append(("--atoms", atoms_file, name))
+    if volume_file is not None:
+        from aetdask.io.volumes import volume_format
+
+        volume_format(volume_file)  # a name it knows, before anything is read
+        if "volume" not in rs:
+            raise StoreError(f"{rs.path}: no volume in this store (it has {rs.products()}); expected a store "
+                             "after `aetdask reconstruct` or `aetdask run`")
+        targets.append(("--volume", volume_file, "volume"))
+    for option, file, _ in targets:
+        _outside_run_stores(file, option)
+        target = pathlib.Path(file)
+        if _exists(target) and not overwrite:
+            raise InputError(f"{option} {file}: already exists; expected a new file (pass --overwrite to replace "
+                             "it, or choose another name)")
+        if option == "--volume" and target.is_dir() and not (target / "zarr.json").is_file():
+            raise InputError(f"{option} {file}: an existing folder that is not a Zarr store; expected a new name (with "
+                             "--overwrite aetdask replaces a file or an OME-Zarr store, never another folder)")
+    for option, file, name in targets:
+        if option == "--atoms":
+            model = rs.read(name)
+            path = _write_new_file(pathlib.Path(file), overwrite, lambda tmp: _write_atoms_as(model, tmp))
+            click.echo(f"wrote {path}: {model.sizes['atom']} atoms from {rs.path}/{name}")
+        else:
+            from aetdask.io.volumes import write_volume
+
+            vol = rs.read("volume")
+            path = _write_new_file(pathlib.Path(file), overwrite, lambda tmp: write_volume(vol, tmp))
+            click.echo(f"wrote {path}: volume {'×'.join(str(n) for n in vol.shape)} voxels of "
+                       f"{vol.attrs['voxel_size']:g} Å from {rs.path}/volume")
 
 
 def _write_atoms_as(model, path):
@@ -780,7 +823,14 @@ def _write_new_file(target: pathlib.Path, overwrite: bool, write) -> pathlib.Pat
             write(tmp)
         except AetdaskError as exc:  # name the file asked for, not the private one
             raise type(exc)(str(exc).replace(str(tmp), str(target))) from None
-        if overwrite:
+        if tmp.is_dir():  # a folder (OME-Zarr) cannot be hard-linked: renamed, an old one moved aside first
+            if _exists(target):
+                if not overwrite:
+                    raise InputError(f"{target}: appeared while it was written; expected a new file (pass "
+                                     "--overwrite to replace it, or choose another name)")
+                os.rename(target, private / "replaced")
+            os.rename(tmp, target)
+        elif overwrite:
             os.replace(tmp, target)
         else:
             try:

@@ -174,7 +174,7 @@ def run_demo(out="aetdask-demo", *, overwrite: bool = False, echo=print) -> dict
     store.write_json(MARKER, mark)  # first: a demo killed from here on can be started afresh
     store.write("truth", truth)
     run(tilts, path, species, echo=echo)
-    cutoff = config.get("demo.cutoff")
+    cutoff = config.get("evaluate.cutoff")
     write_report(store, truth=truth, cutoff=cutoff)  # scores the refined model and writes metrics.json
     store.write_json(MARKER, {**mark, "records": {p: store.record(p) for p in store.products()}})
     result = store.read_json("metrics.json")  # strict JSON: a figure that could not be computed is None

@@ -210,6 +210,9 @@ _ALL = [
        "concentric Gaussians per atom profile (2: a core on broad probe tails); null: 2 with angles, else 1",
        ["refine"], nullable=True, low=1, high=4),
     # evaluation and analysis
+    _p("evaluate.cutoff", 0.9, float,
+       "Å, matching distance of every evaluation against a truth (evaluate, report, run, demo; the seed paper's for its "
+       "208-atom Si)", ["evaluate", "demo"], low=0, open_low=True),
     _p("evaluate.tolerance", 1.0e-4, float, "translation convergence of the paper's metric (Å)", ["evaluate"],
        low=0, open_low=True),
     _p("evaluate.max_iterations", 100, int, "most translation updates of the paper's metric", ["evaluate"], low=1),
@@ -244,8 +247,6 @@ _ALL = [
     _p("demo.dose", 100000.0, float, "e⁻ per Å² per projection (within the seed paper's 8e3–1.6e5)", ["demo"], low=0,
        open_low=True),
     _p("demo.seed", 0, int, "random seed of the demo", ["demo"], low=0),
-    _p("demo.cutoff", 0.9, float, "Å, matching distance of the evaluation (the seed paper's for its 208-atom Si)",
-       ["demo"], low=0, open_low=True),
     # ptychography
     _p("ptycho.iterations", 10, int, "passes over all probe positions (abTEM r-PIE / MS-PIE)", ["ptycho"], low=1),
     _p("ptycho.multislice", False, bool, "multislice ptychography (MS-PIE) instead of a single slice", ["ptycho"]),

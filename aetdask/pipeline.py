@@ -234,12 +234,21 @@ def run(
         from aetdask.report import write_report
 
         summary["report"] = [str(p) for p in write_report(store, overwrite=overwrite)]
+        if "truth" in store:  # the report scored the model against the store's truth
+            scores = store.read_json("metrics.json") or {}
+            o = scores.get("overall", {})
+            summary["metrics"] = {"identification_pct": o.get("identification_pct"),
+                                  "precision_pm": o.get("precision_pm"), "cutoff": scores.get("cutoff")}
     if stages[-1].product != "refined":
         why = ("phase projections (its forward model is ADF-STEM counts)" if modality == "ptycho" else
                "scanning AET (each projection also sees film outside the reconstructed band, which the model does "
                "not hold)")
         echo(f"      coordinate refinement against the counts: not for {why}; the model is the classified atoms")
-    echo(f"model: {final.sizes['atom']} atoms ({', '.join(f'{v} {k}' for k, v in summary['atoms'].items())}); "
+    scored = summary.get("metrics")
+    score = "" if not scored or scored["identification_pct"] is None else (
+        f"; against the store's truth: {scored['identification_pct']:.1f} % identified at "
+        f"{scored['precision_pm'] if scored['precision_pm'] is not None else float('nan'):.1f} pm (within {scored['cutoff']} Å)")
+    echo(f"model: {final.sizes['atom']} atoms ({', '.join(f'{v} {k}' for k, v in summary['atoms'].items())}){score}; "
          f"report {summary['report'][1]}; {summary['seconds']:.1f} s in all")
     return summary
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import pathlib
 
 import numpy as np
@@ -35,6 +34,32 @@ def model_projection(refined, tilts, k: int) -> np.ndarray:
 REPORT_FILES = ("-report.png", "-report.html")
 
 
+def metrics_table(m: dict) -> str:
+    """An evaluation (:func:`aetdask.evaluate.to_json`) as an HTML table: the seed paper's metric and the strict
+    one-to-one match, overall and per species."""
+
+    def pct(v):
+        return "–" if v is None else f"{v:.1f} %"
+
+    def pm(v):
+        return "–" if v is None else f"{v:.1f} pm"
+
+    strict = m.get("strict", {})
+    rows = [("all", m.get("overall", {}), strict)]
+    rows += [(sym, r, strict.get("species", {}).get(sym, {})) for sym, r in m.get("species", {}).items()]
+    cells = "".join(
+        f"<tr><td>{html.escape(str(name))}</td><td>{pct(o.get('identification_pct'))}</td>"
+        f"<td>{o.get('matched', '–')} / {o.get('truth', '–')}</td><td>{o.get('traced', '–')}</td>"
+        f"<td>{pm(o.get('precision_pm'))}</td><td>{s.get('true_positives', '–')}</td>"
+        f"<td>{s.get('false_positives', '–')}</td><td>{s.get('false_negatives', '–')}</td>"
+        f"<td>{pm(s.get('rmsd_pm'))}</td></tr>" for name, o, s in rows)
+    return (f"<h2>Evaluation against the truth (matching distance {m.get('cutoff', '?')} Å)</h2>"
+            "<table border=1 cellpadding=4><tr><th rowspan=2>species</th><th colspan=4>the seed paper's metric</th>"
+            "<th colspan=4>strict one-to-one</th></tr><tr><th>identified</th><th>matched / truth</th><th>traced</th>"
+            "<th>precision</th><th>true positives</th><th>false positives</th><th>false negatives</th><th>RMSD</th></tr>"
+            f"{cells}</table>")
+
+
 def write_report(store, truth=None, cutoff: float | None = None, overwrite: bool = False
                  ) -> tuple[pathlib.Path, pathlib.Path]:
     """Write ``STORE-report.png`` and ``STORE-report.html`` next to the run store; return their paths.
@@ -45,8 +70,10 @@ def write_report(store, truth=None, cutoff: float | None = None, overwrite: bool
     Panels: a projection raw / preprocessed / as the refined model predicts it;
     the volume's central slices; the traced-intensity histogram with the
     classes; the R-factor per iteration; and, with ``truth`` (an atom file or
-    Dataset) and ``cutoff`` (Å), the identification and precision with a
-    histogram of position errors (else the refinement's displacements).
+    Dataset; by default the store's own truth when it holds one) and ``cutoff``
+    (Å; default ``evaluate.cutoff``), the identification and precision with a
+    histogram of position errors (else the refinement's displacements), and a
+    table of the scores in the HTML page (``metrics.json`` in the store).
     """
     store = store if isinstance(store, RunStore) else RunStore(store, create=False)
     missing = [p for p in ("raw", "volume") if p not in store]
@@ -63,8 +90,13 @@ def write_report(store, truth=None, cutoff: float | None = None, overwrite: bool
     model = store.read(name) if name else None
     k = int(np.argmin(np.abs(raw.theta.values)))
     metrics = None
+    if truth is None and "truth" in store:  # a simulation's store: scored against the particle it came from
+        truth = store.read("truth")
     if truth is not None and model is not None:
-        metrics = evaluate(model, truth, cutoff or 1.0, region=scanned_region(store))
+        from aetdask import config
+
+        metrics = evaluate(model, truth, cutoff if cutoff is not None else config.get("evaluate.cutoff"),
+                           region=scanned_region(store))
         store.write_json("metrics.json", to_json(metrics))
 
     fig = plt.figure(figsize=(13, 12.5), layout="constrained")
@@ -141,7 +173,7 @@ def write_report(store, truth=None, cutoff: float | None = None, overwrite: bool
     body = (f"<h1>aetdask run {html.escape(store.path.name)}</h1>"
             f"<table border=1 cellpadding=4><tr><th>stage</th><th>seconds</th><th>result</th></tr>{rows}</table>")
     if metrics is not None:
-        body += f"<h2>evaluation against the truth</h2><pre>{html.escape(json.dumps(metrics, indent=1)[:20000])}</pre>"
+        body += metrics_table(to_json(metrics))
     body += f'<p><img src="data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()}" width="100%"></p>'
     text = (f"<!doctype html><html><head><meta charset='utf-8'><title>aetdask report</title></head>"
             f"<body style='font-family:sans-serif'>{body}</body></html>")

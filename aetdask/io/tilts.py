@@ -9,10 +9,11 @@ import xarray as xr
 
 from aetdask.errors import InputError
 from aetdask.io._mat import pick, read_mat
+from aetdask.io.microscope import MICROSCOPE_SUFFIXES, compare_angles, read_microscope, resolve_pixel_size
 from aetdask.plausibility import check_tilt_series
 from aetdask.schema import as_euler, provenance_record, tilt_series, validate_tilt_series
 
-TILT_SUFFIXES = (".mat", ".npy", ".tif", ".tiff")
+TILT_SUFFIXES = (".mat", ".npy", *MICROSCOPE_SUFFIXES)
 
 
 def read_tilt_series(path, angles=None, pixel_size=None, var=None, *, units="counts", dose=None) -> xr.DataArray:
@@ -22,15 +23,25 @@ def read_tilt_series(path, angles=None, pixel_size=None, var=None, *, units="cou
     ----------
     path : str or Path
         ``.mat`` (MATLAB v5 or v7.3; stored as MATLAB ``(dim1, dim2, angle)``, read
-        as ``y = dim1``, ``x = dim2``), ``.npy`` (already ``(tilt, y, x)``) or a
-        multi-page TIFF (one page per tilt).
-    angles : str, Path or array
-        A file (see :func:`read_angles`) or an array of one θ per projection or
-        (φ, θ, ψ) rows, in degrees.
-    pixel_size : float
-        Å per pixel.
+        as ``y = dim1``, ``x = dim2``), ``.npy`` (already ``(tilt, y, x)``), or a
+        microscope file read with its metadata (:mod:`aetdask.io.microscope`):
+        DigitalMicrograph ``.dm3``/``.dm4``, EMD (Velox or Berkeley) ``.emd``, an MRC
+        stack ``.mrc``/``.mrcs``/``.st``/``.ali``, or a multi-page TIFF (one page per
+        tilt); a microscope file's stack may hold several frames per tilt
+        ``(tilt, frame, y, x)``, summed after drift correction
+        (:func:`aetdask.io.microscope.sum_frames`).
+    angles : str, Path or array, optional
+        A file (see :func:`read_angles`; IMOD ``.tlt``/``.rawtlt`` among them) or an
+        array of one θ per projection or (φ, θ, ψ) rows, in degrees. Needed unless a
+        microscope file's metadata hold the angles; given, it wins over them (with a
+        :class:`~aetdask.io.microscope.MetadataWarning` where they differ).
+    pixel_size : float, optional
+        Å per pixel. Needed unless a microscope file's metadata hold it; given, it wins
+        (with a :class:`~aetdask.io.microscope.MetadataWarning` where the file's differs
+        by more than 1 %).
     var : str, optional
-        Variable name inside a ``.mat`` holding several 3-D arrays.
+        Variable name inside a ``.mat`` holding several 3-D arrays, or the title of the
+        image to read from an EMD holding several (default: the HAADF one).
     units : {"counts", "a.u."}
         ``"counts"`` (raw detector counts, must be ≥ 0) or ``"a.u."``.
     dose : float, optional
@@ -47,25 +58,49 @@ def read_tilt_series(path, angles=None, pixel_size=None, var=None, *, units="cou
         float32. Messages about the angles name the angle file.
     """
     path = pathlib.Path(path)
-    if angles is None:
-        raise InputError(f"{path}: the tilt angles are needed (angles=FILE or an array)")
-    if pixel_size is None:
-        raise InputError(f"{path}: the pixel size in Å is needed (pixel_size=...)")
-    data = _read_stack(path, var)
+    angle_file = isinstance(angles, (str, pathlib.Path))
+    microscope = path.suffix.lower() in MICROSCOPE_SUFFIXES
+    if not microscope:
+        if angles is None:
+            raise InputError(f"{path}: the tilt angles are needed (angles=FILE or an array)")
+        if pixel_size is None:
+            raise InputError(f"{path}: the pixel size in Å is needed (pixel_size=...)")
+        data, metadata = _read_stack(path, var), None
+    else:
+        metadata = read_microscope(path, var)
+        data = metadata.data
+        pixel_size, pixel_from = resolve_pixel_size(metadata, pixel_size, path)
     if data.size == 0:
         raise InputError(f"{path}: empty tilt series (shape {data.shape} as (tilt, y, x)); expected at least "
                          "one projection with pixels in it")
-    euler = read_angles(angles) if isinstance(angles, (str, pathlib.Path)) else as_euler(angles, name="angles")
+    if angles is None and metadata is not None:
+        if metadata.theta is None:
+            raise InputError(f"{path}: the tilt angles are needed and this file's metadata do not hold them; expected "
+                             "--angles FILE (angles=... in Python): one θ per projection in degrees (IMOD .tlt or "
+                             ".rawtlt, text, .npy or .mat)")
+        euler = as_euler(metadata.theta, name=str(path))
+        angle_source = metadata.angle_file or str(path)
+    else:
+        euler = read_angles(angles) if angle_file else as_euler(angles, name="angles")
+        angle_source = str(angles) if angle_file else None
     if len(euler) != data.shape[0]:
         raise InputError(
             f"{path}: {data.shape[0]} projections but {len(euler)} angles"
-            + (f" in {angles}" if isinstance(angles, (str, pathlib.Path)) else "")
+            + (f" in {angles}" if angle_file else "")
             + "; expected one θ (or one φ, θ, ψ row) per projection"
         )
+    params = {"pixel_size": pixel_size, "var": var, "units": units, "dose": dose}
+    if metadata is not None:
+        if angles is not None:
+            compare_angles(metadata, euler, str(angles) if angle_file else "the angles given", path)
+        params.update(reader=metadata.reader, pixel_size_from=pixel_from,
+                      angles_from=metadata.angles_from if angles is None else
+                      "given" + (f" (the file: {metadata.angles_from})" if metadata.angles_from else ""),
+                      frames=metadata.frames)
     record = provenance_record(
         "io.read_tilt_series",
-        {"pixel_size": pixel_size, "var": var, "units": units, "dose": dose},
-        inputs=[str(path)] + ([str(angles)] if isinstance(angles, (str, pathlib.Path)) else []),
+        params,
+        inputs=[str(path)] + ([angle_source] if angle_source and angle_source != str(path) else []),
     )
     if data.dtype.kind in "biu":
         data = data.astype(np.float32)
@@ -74,8 +109,7 @@ def read_tilt_series(path, angles=None, pixel_size=None, var=None, *, units="cou
     except InputError as exc:
         raise InputError(f"{path}: {exc}") from None
     validate_tilt_series(ts, source=str(path), plausible=False)
-    check_tilt_series(ts, source=str(path), angle_source=str(angles) if isinstance(angles, (str, pathlib.Path))
-                      else None)
+    check_tilt_series(ts, source=str(path), angle_source=angle_source)
     return ts
 
 
@@ -90,13 +124,6 @@ def _read_stack(path: pathlib.Path, var) -> np.ndarray:
         return np.ascontiguousarray(np.moveaxis(arr, 2, 0))  # (dim1, dim2, angle) -> (tilt, y, x)
     if suffix == ".npy":
         arr = _load_npy(path)
-    elif suffix in (".tif", ".tiff"):
-        import tifffile
-
-        try:
-            arr = tifffile.imread(path)
-        except Exception as exc:
-            raise InputError(f"{path}: cannot read this TIFF file; is it truncated? ({exc})") from None
     else:
         raise InputError(f"{path}: unknown tilt-series format {suffix!r}; expected one of {TILT_SUFFIXES}")
     if arr.ndim != 3:
@@ -119,8 +146,9 @@ def read_angles(path, var=None) -> np.ndarray:
 
     ``.mat`` (v5 or v7.3: the variable ``var``, else the single (φ, θ, ψ) table
     or the single numeric array inside), ``.npy``, or a text
-    file (whitespace or comma separated; ``#`` and ``%`` start comments), each
-    holding one θ per projection or rows of (φ, θ, ψ).
+    file (whitespace or comma separated; ``#`` and ``%`` start comments; IMOD's
+    ``.tlt`` and ``.rawtlt``, one θ per line, among them), each holding one θ per
+    projection or rows of (φ, θ, ψ).
     """
     path = pathlib.Path(path)
     if not path.exists():
