@@ -259,14 +259,19 @@ def _outside_run_stores_parent(out) -> None:
                          "other")
 
 
+def _geometry_options(func):
+    """``--angles`` and ``--pixel-size`` of a tilt-series file, both optional where its metadata hold them."""
+    func = click.option("--pixel-size", default=None, type=POSITIVE,
+                        help="Pixel size in Å; needed unless TILTS's metadata hold it (.dm3/.dm4, .emd, .mrc, .tif), "
+                             "and wins over them.")(func)
+    return click.option("--angles", default=None, type=click.Path(exists=True, dir_okay=False),
+                        help="Angle file: one θ per projection or (φ, θ, ψ) rows, degrees (.mat, .npy, text, IMOD "
+                             ".tlt/.rawtlt); needed unless TILTS's metadata hold the angles, and wins over them.")(func)
+
+
 @main.command("import")
 @click.argument("tilts", type=click.Path(exists=True, dir_okay=False))
-@click.option("--angles", default=None, type=click.Path(exists=True, dir_okay=False),
-              help="Angle file: one θ per projection or (φ, θ, ψ) rows, degrees (.mat, .npy, text, IMOD .tlt/.rawtlt); "
-                   "needed unless TILTS's metadata hold the angles, and wins over them.")
-@click.option("--pixel-size", default=None, type=POSITIVE,
-              help="Pixel size in Å; needed unless TILTS's metadata hold it (.dm3/.dm4, .emd, .mrc, .tif), and wins "
-                   "over them.")
+@_geometry_options
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run store to write.")
 @click.option("--var", default=None, help="Variable name inside a .mat holding several arrays (or an EMD image's title).")
 @click.option("--units", type=click.Choice(["counts", "a.u."]), default="counts", show_default=True)
@@ -595,12 +600,7 @@ def reconstruct(store, method, iterations, step, refine_angles, as_json):
 
 @main.command()
 @click.argument("tilts", type=click.Path(exists=True))
-@click.option("--angles", default=None, type=click.Path(exists=True, dir_okay=False),
-              help="Angle file: one θ per projection or (φ, θ, ψ) rows, degrees (.mat, .npy, text, IMOD .tlt/.rawtlt); "
-                   "needed unless TILTS's metadata hold the angles, and wins over them.")
-@click.option("--pixel-size", default=None, type=POSITIVE,
-              help="Pixel size in Å; needed unless TILTS's metadata hold it (.dm3/.dm4, .emd, .mrc, .tif), and wins "
-                   "over them.")
+@_geometry_options
 @click.option("--species", required=True, help="Comma-separated elements in the sample, e.g. Si or Co,Pd,Pt.")
 @click.option("--out", default=None, type=click.Path(file_okay=False),
               help="Run store (resumed if it exists); default TILTS when that is a run store.")
