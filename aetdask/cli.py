@@ -495,14 +495,31 @@ def info(store, as_json):
         return
     click.echo(f"{rs.path}")
     for name, e in out.items():
-        details = ", ".join(f"{k} {v}" for k, v in e.items() if k not in ("stages", "current"))
         stale = "" if e["current"] else " (stale: made from an earlier product before it in the chain; rerun it)"
-        click.echo(f"  {name:13} {details}{stale}\n  {'':13} made by: {' → '.join(e['stages'])}")
+        click.echo(f"  {name:13} {_described(e)}{stale}\n  {'':13} made by: {' → '.join(e['stages'])}")
     if result:
         click.echo(f"  result: {result}")
     if metrics:
-        o = metrics["overall"]
-        click.echo(f"  metrics.json  identification {o['identification_pct']}%, precision {o['precision_pm']} pm")
+        o = metrics.get("overall", {})
+        pct, pm = o.get("identification_pct"), o.get("precision_pm")
+        click.echo(f"  metrics.json  {'–' if pct is None else f'{pct:.1f} %'} identified, precision "
+                   f"{'–' if pm is None else f'{pm:.1f} pm'} (matching distance {metrics.get('cutoff', '?')} Å)")
+
+
+def _described(e: dict) -> str:
+    """A product's entry of ``aetdask info`` in words, with units and rounded figures."""
+    if "atoms" in e:
+        return f"{e['atoms']} atoms: " + ", ".join(f"{n} {s}" for s, n in e["species"].items())
+    def num(v, spec):
+        return format(v, spec) if isinstance(v, (int, float)) else str(v)
+
+    if "theta" in e:
+        dose = f", {num(e['dose'], '.3g')} e⁻/Å² per projection" if e.get("dose") else ""
+        frames = "×".join(str(n) for n in e["shape"][1:])
+        return (f"{e['shape'][0]} projections of {frames} px at {num(e.get('pixel_size'), '.4g')} Å, units "
+                f"{e.get('units')}{dose}, θ {num(e['theta'][0], '.1f')}° to {num(e['theta'][1], '.1f')}°")
+    voxel = f" of {num(e['voxel_size'], '.4g')} Å" if e.get("voxel_size") else ""
+    return f"{' × '.join(str(n) for n in e['shape'])} voxels{voxel}"
 
 
 @main.command()
