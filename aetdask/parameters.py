@@ -150,11 +150,6 @@ _ALL = [
        "none | bm3d (non-commercial licence) | nlm (free); none: the atom fit uses the raw counts, and BM3D blurs "
        "the atoms of a dense particle's projections together (benchmarks/bench_large.py, BENCHMARKS.md)", _PRE,
        choices=("bm3d", "nlm", "none")),
-    _p("preprocess.tilt_axis", None, float,
-       "in-plane direction of the tilt axis in the raw images (degrees from x towards +y): the projections are "
-       "turned by it to put it along x (not with the refinement against the counts); null = estimated from the "
-       "common lines and recorded, the projections left as they are", _PRE,
-       nullable=True),
     _p("preprocess.panel_tilts", 3, int, "projections shown in the preprocessing figure", low=1,
        role="presentation"),
     # reconstruction

@@ -97,11 +97,6 @@ def refine_store(store: RunStore, progress: bool = False):
     from aetdask.model import refine
 
     raw, pre = store.read("raw"), store.read("preprocessed")
-    if "tilt_axis_rotated" in pre.coords and bool(pre.tilt_axis_rotated):
-        raise InputError(f"preprocess.tilt_axis: the projections were turned by {float(pre.tilt_axis):.2f}°, and the "
-                         "coordinate refinement fits the raw counts as recorded, unturned; expected preprocess.tilt_axis "
-                         "null or 0 for a run that refines against the counts (the turned series serves `aetdask "
-                         "reconstruct`, `trace` and `classify`)")
     if raw.attrs.get("units") == "counts":
         data = raw.load().assign_coords(
             {k: ("tilt", pre.coords[k].values) for k in ("noise_alpha", "noise_sigma", "shift_y", "shift_x")

@@ -5,19 +5,13 @@ the series' others, which share the detector, is replaced by theirs) → general
 Anscombe VST → rescale to [0.15, 0.85] → denoise (none by default; BM3D or NLM) → exact
 unbiased inverse VST → least-squares rescale to the counts → background
 subtraction. Then the global steps, small reductions over the series:
-the direction of the tilt axis (estimated from the common lines and recorded; the
-projections are rotated to put it along x only by the user's ``preprocess.tilt_axis``),
-centre of mass across the tilt axis, common-line alignment along it,
-and equal integrated intensity. The shifts are kept as measured (unbiased) where they
-scatter beyond their photon noise, and reduced to what all projections share (the
-sinusoid of a centre of mass off the axis; a constant along it) where they do not, so
-noise is not mistaken for misalignment; the scales are shrunk towards their mean by
-their photon-noise error. The alignment is recorded, not applied: the
+centre of mass across the tilt axis, common-line alignment along it, and
+equal integrated intensity, each estimate shrunk towards "no correction" by
+its photon-noise error (so noise is not mistaken for misalignment). The
+alignment is recorded, not applied: the
 product carries ``shift_y``, ``shift_x`` (pixels) and ``scale`` coords on
 ``tilt`` (applied by :func:`aligned` and by the reconstruction), together with
-the noise parameters ``noise_alpha`` and ``noise_sigma``, and the 0-d coords ``tilt_axis``
-(degrees, x towards +y: the axis's direction in the input), ``tilt_axis_se`` and
-``tilt_axis_rotated`` (whether the projections were turned by it).
+the noise parameters ``noise_alpha`` and ``noise_sigma``.
 """
 
 from __future__ import annotations
@@ -31,7 +25,6 @@ from aetdask.errors import InputError
 from aetdask.kernels import align as align_k
 from aetdask.kernels import background as background_k
 from aetdask.kernels import noise as noise_k
-from aetdask.kernels import tilt_axis as axis_k
 from aetdask.kernels.denoise import DENOISERS, denoise
 from aetdask.kernels.shift import fourier_shift
 from aetdask.schema import add_provenance, validate_tilt_series
@@ -150,22 +143,9 @@ def _vacuum_and_background(raw, alpha, sigma, fade):
     return second, fit(second)
 
 
-#: Pixels (px) the window of the centre of mass and common lines reaches beyond the particle's support.
-WINDOW_MARGIN = 2
-
-
-def _window(vacuum):
-    """The particle's region grown by :data:`WINDOW_MARGIN` px: where its centre of mass and common
-    line are measured. The vacuum beyond holds no signal, only noise with a long lever arm (a
-    pixel at the field's edge moves the centre of mass ny/2 times more than one at its centre),
-    and what it holds changes with every shift of the field of view."""
-    return ndimage.binary_dilation(~vacuum, iterations=WINDOW_MARGIN)
-
-
 def _clean(block, params, method, subtract, fade):
     """(n, 2, ny, nx): the product (background removed, zero outside the particle's support) and
-    the same without the soft support mask, in the support's window (:func:`_window`), whose
-    centre of mass and common line are not cut by the mask.
+    the same without the support mask, whose centre of mass and common line are not cut by it.
 
     The vacuum is found on the raw counts (:func:`aetdask.kernels.noise.vacuum_mask`: the
     particle grown out to where its tails are no longer detectable, at most a fade length
@@ -181,7 +161,7 @@ def _clean(block, params, method, subtract, fade):
         den = denoise_image(raw, alpha, sigma, method)
         if subtract:
             vacuum, bg = _vacuum_and_background(raw, alpha, sigma, fade)
-            out[k, 1] = (den - bg) * _window(vacuum)
+            out[k, 1] = den - bg
             out[k, 0] = _soft(~vacuum) * out[k, 1]
         else:
             out[k, 0] = out[k, 1] = den
@@ -223,17 +203,16 @@ def _projection_stats(raw, signal, clean, params):
         applied = delta if abs(delta) > 3 * se else 0.0  # a correction within its noise is noise
         out[k, 0] = align_k.center_of_mass_shifts(w[None], background=None)[0] - applied
         out[k, 1:3] = delta, se
-        errors = align_k.photon_uncertainty(np.where(w != 0, r, 0.0), w, alpha, sigma)
+        errors = align_k.photon_uncertainty(r, w, alpha, sigma)
         # the background, a mean over the vacuum, is uncertain by its noise over √(vacuum pixels):
         # the whole field's total and centre of mass carry that error too
         vacuum = np.asarray(c) == 0
-        window = w != 0  # where the centre of mass and the total are taken (the whole field without a mask)
         n_vac, total = int(vacuum.sum()), float(w.sum())
         if n_vac and total > 0:
             bg_se = float(np.sqrt(np.mean(variance[vacuum]) / n_vac))
             rows = np.arange(w.shape[0], dtype=float)
-            lever = float(np.sum(window.sum(axis=1) * (rows - np.sum(w.sum(axis=1) * rows) / total)))
-            errors = np.sqrt(errors**2 + (bg_se * np.array([lever, 0.0, window.sum()]) / total) ** 2)
+            lever = float(np.sum(w.shape[1] * (rows - np.sum(w.sum(axis=1) * rows) / total)))
+            errors = np.sqrt(errors**2 + (bg_se * np.array([lever, 0.0, w.size]) / total) ** 2)
         errors[0] = np.hypot(errors[0], se if applied else 0.0)
         out[k, 3:6] = errors
     return out
@@ -249,36 +228,20 @@ def edge_cut(delta, se):
     return ~(np.abs(delta) <= np.maximum(3 * se, EDGE_TOLERANCE))
 
 
-def _kept(values, errors, design):
-    """The estimates as measured where they scatter about ``design``'s trend beyond their noise
-    (:func:`aetdask.kernels.align.beyond_noise`), else the trend alone.
-
-    No estimate is pulled part of the way: a pull towards "no correction" that shrinks noise
-    shrinks real shifts too (by ``e²/(s² + e²)``: a few tenths of a pixel on shifts of a few
-    pixels measured to about half a pixel), and would record a shifted series' shifts short
-    of what was applied."""
-    trend, real, _, _ = align_k.beyond_noise(values, errors, design)
-    return np.asarray(values, dtype=float) if real else trend
-
-
-def _sinusoid(theta):
-    t = np.deg2rad(np.asarray(theta, float))
-    return np.c_[np.cos(t), np.sin(t), np.ones(len(t))]
-
-
 def _across_axis(com_dy, errors, cut, theta):
-    """Shifts across the tilt axis: the centres of mass (:func:`_kept`: beyond their photon noise
-    about the sinusoid ``a·cos θ + b·sin θ + c`` a centre of mass off the axis follows, or that
-    sinusoid); those of projections cut by the field's edges are predicted from the others by
-    the sinusoid. With too few uncut projections (fewer than 6 or a quarter) none is shifted."""
+    """Shifts across the tilt axis: the centres of mass, shrunk by their photon-noise errors;
+    those of projections cut by the field's edges are predicted from the others by the
+    sinusoid ``a·cos θ + b·sin θ + c`` a centre of mass off the axis follows. With too few
+    uncut projections (fewer than 6 or a quarter) none is shifted."""
     n = len(com_dy)
     out = np.zeros(n)
     good = ~cut
     if good.sum() < max(6, n / 4):
         return out
-    design = _sinusoid(theta)
-    out[good] = _kept(com_dy[good], errors[good], design[good])
+    out[good] = align_k.shrink(com_dy[good], errors[good])
     if cut.any():
+        t = np.deg2rad(np.asarray(theta, float))
+        design = np.c_[np.cos(t), np.sin(t), np.ones(n)]
         coef = np.linalg.lstsq(design[good], out[good], rcond=None)[0]
         out[cut] = design[cut] @ coef
     return out
@@ -286,10 +249,8 @@ def _across_axis(com_dy, errors, cut, theta):
 
 def _global_steps(stats, alignment, normalize, theta, path=None):
     """From per-projection statistics [CoM shift, edge correction, its error | errors (y, x, total) | common
-    line] to (shift_y, shift_x, scale, cut) columns: the shifts as measured where they scatter
-    beyond their photon noise, else what every projection shares (:func:`_kept`); the scales
-    shrunk towards their mean by their photon-noise error (:func:`aetdask.kernels.align.shrink`);
-    ``cut`` (1.0 or 0.0) marks a centre of mass cut by the field's edges.
+    line] to (shift_y, shift_x, scale, cut) columns, each shrunk by its photon-noise error
+    (:func:`shrink`); ``cut`` (1.0 or 0.0) marks a centre of mass cut by the field's edges.
 
     ``path`` (n,): the relative path length through the sample at each tilt
     (1/cos θ for a film wider than the field of view; None = 1, an isolated particle):
@@ -303,33 +264,11 @@ def _global_steps(stats, alignment, normalize, theta, path=None):
         out[:, 0] = _across_axis(com_dy, errors[:, 0], cut, theta)
         out[:, 3] = cut
     if alignment in ("center", "film"):
-        out[:, 1] = _kept(align_k.common_line_shifts(lines), errors[:, 1], np.ones((n, 1)))
+        out[:, 1] = align_k.shrink(align_k.common_line_shifts(lines), errors[:, 1])
     if normalize:
         scales = align_k.common_line_scales(lines if path is None else lines / np.asarray(path)[:, None, None])
         out[:, 2] = align_k.shrink(scales, errors[:, 2] * scales, center=float(np.mean(scales)))
     return out
-
-
-def _axis(block, user):
-    """[angle, standard error, turned (1/0)] of the tilt axis: the user's angle (turned unless 0) or
-    the estimate from the background-free projections (:func:`aetdask.kernels.tilt_axis.estimate_tilt_axis`),
-    recorded and never acted on: inside the stage the estimate is biased by up to 1.5° on the seed series
-    turned by a known angle (benchmarks/bench_tilt_axis.py), more than the ≤ 0.2° a rotation needs, so a
-    series is turned only by the angle a user gives."""
-    if user is not None:
-        return np.array([float(user), 0.0, float(abs(float(user)) > 0)])
-    angle, se = axis_k.estimate_tilt_axis(np.asarray(block, dtype=np.float64))
-    return np.array([angle, se, 0.0])
-
-
-def _turned(block, axis, mode):
-    """The projections turned so that the tilt axis lies along x where ``axis`` says so, else as they are."""
-    angle, _, turn = axis
-    if turn < 0.5:
-        return block
-    flat = np.asarray(block).reshape(-1, *block.shape[-2:])
-    out = axis_k.rotate_to_x(flat, angle, mode=mode)
-    return out.reshape(block.shape).astype(block.dtype, copy=False)
 
 
 def _neighbour_shifts(stack, theta):
@@ -348,7 +287,6 @@ def preprocess(
     alignment: str | bool = "center",
     normalize: bool = True,
     extended: bool = False,
-    tilt_axis: float | None = None,
 ) -> xr.DataArray:
     """Preprocess a raw tilt series (lazy; one task per projection).
 
@@ -378,19 +316,12 @@ def preprocess(
         equalise total × cos θ rather than the total. Use with
         ``background=False`` (no vacuum to estimate a background from) and
         ``alignment="film"``.
-    tilt_axis : float, optional
-        Direction of the tilt axis in the raw images (degrees from x towards +y); the
-        projections are turned by it (unless 0) to put it along x. None =
-        ``aetdask.preprocess.tilt_axis``, and where that is null it is estimated from the
-        common lines (:func:`aetdask.kernels.tilt_axis.estimate_tilt_axis`) and recorded, the
-        projections left as they are (the estimate is not yet good to the ≤ 0.2° a rotation needs).
 
     Returns
     -------
     xr.DataArray
         The preprocessed tilt series (units ``"a.u."``, same geometry) with coords
-        ``noise_alpha``, ``noise_sigma``, ``shift_y``, ``shift_x``, ``scale``, ``edge_cut``
-        and the 0-d ``tilt_axis`` (degrees), ``tilt_axis_se`` and ``tilt_axis_rotated``.
+        ``noise_alpha``, ``noise_sigma``, ``shift_y``, ``shift_x``, ``scale``.
     """
     tilts = validate_tilt_series(tilts, values=False)
     alignment = {True: "center", False: "none"}.get(alignment, alignment)
@@ -409,14 +340,6 @@ def preprocess(
     both = da.blockwise(_clean, "tcyx", data, "tyx", params, "tp", method, None, background, None, fade, None,
                         new_axes={"c": 2}, concatenate=True, dtype=np.float32,
                         meta=np.empty((0, 0, 0, 0), np.float32))
-    user_axis = config.get("preprocess.tilt_axis", tilt_axis)
-    # the tilt axis, from the background-free projections of the whole series (one small task)
-    axis = both[:, 1].rechunk({0: -1}).map_blocks(_axis, user_axis, drop_axis=[1, 2], chunks=(3,),
-                                                   dtype=np.float64, meta=np.empty((0,)))
-    both = da.blockwise(_turned, "tcyx", both, "tcyx", axis, "a", "constant", None, concatenate=True,
-                        dtype=both.dtype, meta=np.empty((0, 0, 0, 0), np.float32))
-    data = da.blockwise(_turned, "tyx", data, "tyx", axis, "a", "nearest", None, concatenate=True,
-                        dtype=data.dtype, meta=np.empty((0, 0, 0), np.float32))
     clean, unmasked = both[:, 0], both[:, 1]
     # small per-projection statistics, gathered into one block for the global steps; kept as
     # dask arrays (not delayed calls) so the whole product is optimised, and computed, as one graph
@@ -437,17 +360,11 @@ def preprocess(
         noise_alpha=("tilt", params[:, 0]), noise_sigma=("tilt", params[:, 1]),
         shift_y=("tilt", shifts[:, 0]), shift_x=("tilt", shifts[:, 1]), scale=("tilt", scales),
         edge_cut=("tilt", cut),
-        tilt_axis=((), axis[0]), tilt_axis_se=((), axis[1]), tilt_axis_rotated=((), axis[2] > 0.5),
     )
     out.attrs["units"] = "a.u."
     return add_provenance(out, "preprocess", {"denoiser": method, "background": background,
                                               "alignment": alignment, "normalize": normalize,
-                                              "extended": extended, "tilt_axis": user_axis,
-                                              "tilt_axis_method": (
-                                                  "given: projections turned by it to put it along x" if user_axis
-                                                  is not None else "estimated from the common lines; projections "
-                                                  "turned to put it along x only beyond 3 standard errors and 1° (coords "
-                                                  "tilt_axis, tilt_axis_se, tilt_axis_rotated)")})
+                                              "extended": extended})
 
 
 def aligned(tilts: xr.DataArray) -> xr.DataArray:
