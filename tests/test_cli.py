@@ -69,6 +69,7 @@ def test_unreadable_atoms_file_is_a_clear_error(tmp_path, runner):
     assert r.exit_code == 2 and "gt.txt" in r.output and "Traceback" not in r.output
 
 
+@pytest.mark.slow
 def test_simulate_and_demo_end_to_end(tmp_path):
     """The real commands, on the embedded local cluster (worker processes)."""
     cmd = [sys.executable, "-m", "aetdask.cli"]

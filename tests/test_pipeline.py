@@ -107,6 +107,7 @@ def cli_run(tmp_path, angles, params, *flags):
     return truth, runner, store, r
 
 
+@pytest.mark.slow
 def test_cli_run_evaluate_export_report(tmp_path):
     truth, runner, store, r = cli_run(tmp_path, np.arange(0.0, 180.0, 6.0), "preprocess:\n  denoiser: none\n", "--json")
     from aetdask.io import write_atoms
