@@ -2,8 +2,9 @@
 
 Formats
 -------
-* Extended XYZ and anything else ASE reads (``.xyz``, ``.extxyz``, ``.cif``, ...).
-* CSV written by :func:`write_atoms` (header ``species,x,y,z[,intensity,flag]``).
+* Extended XYZ and anything else ASE reads (``.xyz``, ``.extxyz``, ``.cif``, ...); a
+  refined model's standard errors are the per-atom array ``position_sigma`` (x, y, z).
+* CSV written by :func:`write_atoms` (header ``species,x,y,z[,intensity,flag][,sigma_x,sigma_y,sigma_z]``).
 * The seed paper's layouts (Liao et al., Nature 2026):
 
   - text with ``%`` header lines and rows ``type x y z`` (type codes 1, 2, ...
@@ -81,7 +82,7 @@ def read_atoms(path, species=None, types=None) -> xr.Dataset:
         elif suffix in (".txt", ".dat"):
             pos, sp = _read_text(path, species)
         else:
-            pos, sp = _read_ase(path)
+            pos, sp, extra = _read_ase(path)
     except InputError:
         raise
     except Exception as exc:
@@ -89,7 +90,10 @@ def read_atoms(path, species=None, types=None) -> xr.Dataset:
     if len(pos) == 0:
         raise InputError(f"{path}: no atoms found")
     _check_coordinates(pos, path)
+    sigma = extra.pop("position_sigma", None)
     ds = make_atoms(pos, sp, frame="sample", provenance=[provenance_record("io.read_atoms", {}, [str(path)])], **extra)
+    if sigma is not None:
+        ds["position_sigma"] = (("atom", "xyz"), _checked_sigma(sigma, len(pos), path), {"units": "Å"})
     return validate_atoms(ds, source=str(path), plausible=True)
 
 
@@ -160,6 +164,22 @@ def _is_number(v: str) -> bool:
         return False
 
 
+#: Columns of a CSV atom file that hold each atom's standard error along x, y and z (Å).
+SIGMA_COLUMNS = ("sigma_x", "sigma_y", "sigma_z")
+
+
+def _checked_sigma(sigma, n, path) -> np.ndarray:
+    """Standard errors ``(n, 3)`` read from an atom file: numbers, not negative (infinite: not determined)."""
+    try:
+        s = np.asarray(sigma, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{path}: position_sigma must be numbers ({exc})") from None
+    if s.shape != (n, 3) or np.any(np.isnan(s)) or np.any(s < 0):
+        raise InputError(f"{path}: position_sigma must be {n} rows of three standard errors (Å, not negative), "
+                         f"got shape {s.shape}")
+    return s
+
+
 def _read_csv(path):
     lines = [line for line in path.read_text().splitlines() if line.strip()]
     if not lines:
@@ -174,6 +194,8 @@ def _read_csv(path):
     col = {h: i for i, h in enumerate(head)}
     xyz = np.array([[float(r[col[c]]) for c in "xyz"] for r in rows])
     extra = {k: np.array([float(r[col[k]]) for r in rows]) for k in ("intensity", "flag") if k in col}
+    if all(c in col for c in SIGMA_COLUMNS):
+        extra["position_sigma"] = np.array([[float(r[col[c]]) for c in SIGMA_COLUMNS] for r in rows])
     return xyz, normalize_species([r[col["species"]].strip() for r in rows], name=f"{path}: species"), extra
 
 
@@ -181,7 +203,8 @@ def _read_ase(path):
     import ase.io
 
     atoms = ase.io.read(path)
-    return atoms.get_positions(), np.array(atoms.get_chemical_symbols())
+    extra = {"position_sigma": atoms.arrays["position_sigma"]} if "position_sigma" in atoms.arrays else {}
+    return atoms.get_positions(), np.array(atoms.get_chemical_symbols()), extra
 
 
 def _read_mat_atoms(path, species, types):
@@ -226,24 +249,42 @@ def _find_types_file(path, types, n):
 def write_atoms(atoms: xr.Dataset, path, format: str | None = None) -> pathlib.Path:
     """Write an atomic model to extended XYZ, CSV, or any format ASE writes.
 
-    ``intensity`` and ``flag``, when present, are written as extra columns.
+    ``intensity`` and ``flag``, when present, are written as extra columns, and a refined model's
+    standard errors ``position_sigma`` (Å, along x, y, z): the CSV columns ``sigma_x, sigma_y,
+    sigma_z``, and in extended XYZ the per-atom array ``position_sigma`` (three columns,
+    ``Properties=...:position_sigma:R:3``, which ASE reads as ``atoms.arrays["position_sigma"]``).
+    :func:`read_atoms` reads them back.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from aetdask.schema import atoms
+    >>> m = atoms([[0.0, 0.0, 0.0], [2.3, 0.0, 0.0]], ["Si", "Si"])
+    >>> m["position_sigma"] = (("atom", "xyz"), [[0.05, 0.06, 0.07], [0.05, 0.05, 0.09]])
+    >>> f = write_atoms(m, pathlib.Path(tempfile.mkdtemp()) / "m.csv")
+    >>> f.read_text().splitlines()[0]
+    'species,x,y,z,sigma_x,sigma_y,sigma_z'
+    >>> read_atoms(f).position_sigma.values[1].tolist()
+    [0.05, 0.05, 0.09]
     """
     validate_atoms(atoms)
     path = pathlib.Path(path)
     pos = np.asarray(atoms.position.values, dtype=float)
     species = atoms.species.values.astype(str)
     extra = {k: np.asarray(atoms[k].values) for k in ("intensity", "flag") if k in atoms}
+    sigma = _sigma_xyz(atoms)
     fmt = format or ("csv" if path.suffix.lower() == ".csv" else None)
     if fmt is None and path.suffix.lower() not in (".xyz", ".extxyz"):
         _check_ase_format(path)
     check_writable(path.parent)
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "csv":
-        header = ",".join(["species", "x", "y", "z", *extra])
+        header = ",".join(["species", "x", "y", "z", *extra, *(SIGMA_COLUMNS if sigma is not None else ())])
         with open(path, "w") as f:
             f.write(header + "\n")
             for i in range(len(pos)):
-                fields = [species[i], *(f"{v:.6f}" for v in pos[i]), *(f"{extra[k][i]:.6g}" for k in extra)]
+                fields = [species[i], *(f"{v:.6f}" for v in pos[i]), *(f"{extra[k][i]:.6g}" for k in extra),
+                          *((f"{v:.6g}" for v in sigma[i]) if sigma is not None else ())]
                 f.write(",".join(fields) + "\n")
         return path
     import ase
@@ -252,8 +293,20 @@ def write_atoms(atoms: xr.Dataset, path, format: str | None = None) -> pathlib.P
     a = ase.Atoms(symbols=list(species), positions=pos)
     for k, v in extra.items():
         a.new_array(k, v)
+    if sigma is not None:
+        a.new_array("position_sigma", sigma)
     ase.io.write(path, a, format=fmt or ("extxyz" if path.suffix.lower() in (".xyz", ".extxyz") else None))
     return path
+
+
+def _sigma_xyz(atoms: xr.Dataset):
+    """The model's ``position_sigma`` as ``(n, 3)`` along x, y, z (the file's column order), else None."""
+    if "position_sigma" not in atoms:
+        return None
+    sigma = atoms["position_sigma"]
+    if "xyz" in sigma.dims and "xyz" in sigma.coords:
+        sigma = sigma.sel(xyz=["x", "y", "z"])
+    return np.asarray(sigma.transpose("atom", ...).values, dtype=float).reshape(-1, 3)
 
 
 def _check_ase_format(path: pathlib.Path) -> None:

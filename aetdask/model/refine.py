@@ -26,6 +26,8 @@ from aetdask.geometry import (deformation_directions, projection_matrices, remov
                               strain_matrix)
 from aetdask.kernels import gaussian_atoms
 from aetdask.kernels.trace import merge
+from aetdask.model.uncertainty import attach as attach_position_sigma
+from aetdask.model.uncertainty import position_covariance
 from aetdask.reconstruct.stage import euler_angles
 from aetdask.schema import add_provenance, validate_atoms, validate_tilt_series
 from aetdask.schema import atoms as make_atoms
@@ -387,9 +389,14 @@ def refine(
     -------
     xr.Dataset
         The refined model with ``displacement`` (Å) per atom from where tracing
-        put it and ``flag`` 1 for atoms the likelihood test added; the per-species
-        height / B-factor, per-projection background, scale and offset, and the
-        misfit before and after, in the last provenance record.
+        put it and ``flag`` 1 for atoms the likelihood test added; ``position_sigma``
+        (atom, xyz; Å) and ``position_covariance`` (atom, xyz, xyz2; Å²), each
+        atom's standard errors and covariance at the fit, the Cramér–Rao bound with
+        the atoms that share its counts (:func:`aetdask.model.uncertainty.position_covariance`);
+        the per-species height / B-factor, per-projection background, scale and
+        offset, the misfit before and after, and the precision the σ predict
+        (``predicted_precision_pm``, as the evaluation measures it) in the last
+        provenance record.
 
     Examples
     --------
@@ -566,6 +573,9 @@ def refine(
     out["displacement"] = ("atom", moved, {"units": "Å"})
     out.attrs = {**model.attrs, **out.attrs}
     model_images = problem.model(result.x)[0]
+    # each atom's position covariance at the fit (the Cramér–Rao bound, neighbours sharing its counts
+    # included); a translation of all atoms is the offsets' gauge above and changes none of it
+    out, sigma_record = attach_position_sigma(out, position_covariance(problem, result.x))
     params = {
         "iterations": iterations, "max_displacement": cap, "likelihood": "poisson-gaussian" if counts else "least-squares",
         "species": kinds.tolist(), "components": n_comp,
@@ -579,6 +589,7 @@ def refine(
             "deformation_search_strain": deformation.tolist()}
            if angles else {}),
         "r_factor": float(np.mean(np.abs(model_images - b).sum(axis=(1, 2)) / np.abs(b).sum(axis=(1, 2)))),
+        **sigma_record,
         "seconds": time.perf_counter() - t0,
     }
     return add_provenance(out, "refine", params, inputs=[f"atoms ({len(start)})", f"tilt series ({n_t}×{b.shape[1]}²)"])
