@@ -41,6 +41,56 @@ VOLUME_DIMS = ("z", "y", "x")
 ANGLE_NAMES = ("phi", "theta", "psi")
 UNITS = ("counts", "a.u.", "rad")  # rad: ptychographic phase projections
 
+#: Units and a one-line description of every per-tilt coordinate and per-atom variable aetdask writes
+#: (:func:`describe` attaches them where a product lacks them; a viewer or a reader of the Zarr store
+#: sees what each number is). ``preprocessed_*`` coordinates are described as their namesakes.
+DESCRIPTIONS = {
+    "phi": ("deg", "Euler angle φ of the projection, R = Rz(φ)·Ry(θ)·Rx(ψ) (aetdask.geometry)"),
+    "theta": ("deg", "tilt angle θ about the tilt axis (the sample x axis, the detector's x)"),
+    "psi": ("deg", "Euler angle ψ of the projection, R = Rz(φ)·Ry(θ)·Rx(ψ) (aetdask.geometry)"),
+    "shift_y": ("px", "alignment shift applied to the projection along y"),
+    "shift_x": ("px", "alignment shift applied to the projection along x"),
+    "scale": ("1", "intensity scale of the projection relative to the series (total-intensity normalisation)"),
+    "noise_alpha": ("1", "Poisson gain of the noise model: variance = alpha × signal + sigma²"),
+    "noise_sigma": ("counts", "standard deviation of the signal-independent (Gaussian) noise"),
+    "edge_cut": ("px", "width of the edge band cut from the projection before alignment"),
+    "defocus": ("Å", "probe defocus of the projection"),
+    "dose": ("e⁻/Å²", "electron dose of the projection"),
+    "position": ("Å", "atom position in the sample frame (x, y, z)"),
+    "species": ("", "element symbol"),
+    "intensity": ("a.u.", "integrated intensity of the atom in the reconstruction"),
+    "peak": ("a.u.", "peak value of the atom in the reconstruction"),
+    "flag": ("", "a per-atom flag set by the stage that made the model"),
+    "displacement": ("Å", "distance moved by the coordinate refinement from the traced position"),
+    "position_sigma": ("Å", "standard deviation of the position per axis (Cramér–Rao, at the fitted model)"),
+    "position_covariance": ("Å²", "3×3 covariance of the position (Cramér–Rao, at the fitted model)"),
+    "species_probability": ("1", "posterior probability of each class (non-atom and each species)"),
+}
+
+
+def describe(obj):
+    """``obj`` (a DataArray or Dataset) with ``units`` and ``description`` attrs on every coordinate and variable
+    named in :data:`DESCRIPTIONS` that lacks them (existing attrs are kept).
+
+    >>> import numpy as np
+    >>> ts = tilt_series(np.zeros((2, 4, 4)), angles=[0, 90], pixel_size=0.5)
+    >>> describe(ts.assign_coords(shift_y=("tilt", [0.0, 1.0]))).shift_y.attrs["units"]
+    'px'
+    """
+    out = obj.copy(deep=False)
+    names = list(out.coords) + (list(out.data_vars) if hasattr(out, "data_vars") else [])
+    for name in names:
+        key = name[len("preprocessed_"):] if name.startswith("preprocessed_") else name
+        if key not in DESCRIPTIONS:
+            continue
+        units, text = DESCRIPTIONS[key]
+        attrs = out[name].attrs
+        if "units" not in attrs and units:
+            attrs["units"] = units
+        if "description" not in attrs:
+            attrs["description"] = text if key == name else f"{text}, as preprocessing recorded it"
+    return out
+
 
 # ----------------------------------------------------------------------------- helpers
 def provenance_record(stage: str, params: dict | None = None, inputs: Sequence[str] = ()) -> dict:

@@ -94,7 +94,7 @@ def refine_store(store: RunStore, progress: bool = False):
     """
     from scipy.spatial import cKDTree
 
-    from aetdask.model import refine
+    from aetdask.model import refine_atoms
 
     raw, pre = store.read("raw"), store.read("preprocessed")
     if raw.attrs.get("units") == "counts":
@@ -111,7 +111,7 @@ def refine_store(store: RunStore, progress: bool = False):
     angles = None
     if config.get("refine_atoms.angles") is None:
         angles = any(r["stage"] == "reconstruct.refine" for r in pre.attrs.get("provenance", []))
-    return refine(found, data, candidates=cand.position.values[d > 1e-6], angles=angles, progress=progress)
+    return refine_atoms(found, data, candidates=cand.position.values[d > 1e-6], angles=angles, progress=progress)
 
 
 def angle_note(store: RunStore, refined) -> str:

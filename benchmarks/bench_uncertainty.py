@@ -73,7 +73,7 @@ def run(truth, angles, shape, dose, seed, components, perturb, work):
     refine_module.position_covariance = timed  # time the σ within the refinement
     try:
         t0 = time.perf_counter()
-        out = refine_module.refine(start, ts, None, select=False, components=components)
+        out = refine_module.refine_atoms(start, ts, None, select=False, components=components)
         wall = time.perf_counter() - t0
     finally:
         refine_module.position_covariance = covariance

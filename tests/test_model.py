@@ -3,7 +3,7 @@ import pytest
 
 from aetdask.errors import InputError
 from aetdask.kernels import gaussian_atoms
-from aetdask.model import classify, refine
+from aetdask.model import classify, refine_atoms
 from aetdask.schema import atoms
 from aetdask.simulate import linear
 
@@ -133,7 +133,7 @@ def test_refinement_on_counts_recovers_perturbed_positions_and_the_width():
     ts = _series(truth, 1e6)
     start = truth.copy(deep=True)
     start["position"] = start.position + np.random.default_rng(4).normal(0, 0.15, (4, 3))
-    out = refine(start, ts, 200, select=False)
+    out = refine_atoms(start, ts, 200, select=False)
     err = np.linalg.norm(out.position.values - truth.position.values, axis=1)
     assert err.max() < 0.03, err
     p = out.attrs["provenance"][-1]["params"]
@@ -153,7 +153,7 @@ def test_a_two_gaussian_profile_removes_the_bias_of_one_gaussian():
     start["position"] = start.position + rng.normal(0, 0.1, (6, 3))
     err, r = {}, {}
     for k in (1, 2):
-        out = refine(start, ts, 200, select=False, components=k)
+        out = refine_atoms(start, ts, 200, select=False, components=k)
         d = out.position.values - truth.position.values
         err[k] = np.sqrt(np.mean(np.sum((d - d.mean(axis=0)) ** 2, axis=1)))  # a common shift is the offsets' gauge
         p = out.attrs["provenance"][-1]["params"]
@@ -171,7 +171,7 @@ def test_likelihood_selection_drops_a_ghost_and_adds_a_missed_atom():
     ghost = [3.5, 3.5, -2.5]  # nothing there, > 4 Å from every atom
     start = atoms(np.vstack([truth.position.values[:3], ghost]), ["Pt"] * 4)
     # candidates: near the atom tracing missed, and in empty space
-    out = refine(start, ts, 100, candidates=np.vstack([truth.position.values[3:] + 0.2, [[-3.5, 3.5, 3.0]]]))
+    out = refine_atoms(start, ts, 100, candidates=np.vstack([truth.position.values[3:] + 0.2, [[-3.5, 3.5, 3.0]]]))
     sel = out.attrs["provenance"][-1]["params"]["selection"]
     assert sum(r["removed"] for r in sel) == 1 and sum(r["added"] for r in sel) == 1
     d = np.linalg.norm(out.position.values[:, None] - truth.position.values[None], axis=2)
@@ -202,7 +202,7 @@ def test_selection_at_low_dose_adds_atoms_no_candidate_shows_and_drops_ghosts():
             ghosts.append(p)
     kept = np.delete(pos, miss, axis=0)
     start = atoms(np.vstack([kept + rng.normal(0, 0.05, kept.shape), ghosts]), ["Si"] * (len(kept) + 6))
-    out = refine(start, ts, 100)
+    out = refine_atoms(start, ts, 100)
     sel = out.attrs["provenance"][-1]["params"]["selection"]
     assert sel[0]["searched"] >= 4 and sum(r["removed"] for r in sel) >= 5, sel
     found, _ = cKDTree(out.position.values).query(pos)
@@ -263,7 +263,7 @@ def test_angle_refinement_against_the_atomic_model():
     ts = ts.assign_coords(phi=("tilt", given[:, 0]), theta=("tilt", given[:, 1]), psi=("tilt", given[:, 2]))
     start = model.copy(deep=True)
     start["position"] = start.position + rng.normal(0, 0.05, (40, 3))
-    out = refine(start, ts, 500, angles=True, select=False)
+    out = refine_atoms(start, ts, 500, angles=True, select=False)
     p = out.attrs["provenance"][-1]["params"]
     rotation = rigid_motion_basis(truth)[0]
     before = np.sqrt((remove_rigid_motion(given - truth, rotation) ** 2).mean(axis=0))
@@ -289,7 +289,7 @@ def test_angle_refinement_travels_the_deformation_valley():
     ts = ts.assign_coords(phi=("tilt", given[:, 0]), theta=("tilt", given[:, 1]), psi=("tilt", given[:, 2]))
     start = model.copy(deep=True)
     start["position"] = start.position.copy(data=model.position.values @ (np.eye(3) - strain_matrix(eps)).T)
-    out = refine(start, ts, 200, angles=True, select=False)
+    out = refine_atoms(start, ts, 200, angles=True, select=False)
     p = out.attrs["provenance"][-1]["params"]
     refined = np.c_[p["phi"], p["theta"], p["psi"]]
 

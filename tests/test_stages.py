@@ -71,12 +71,12 @@ def test_the_elements_the_input_and_the_version_recompute_what_they_should(monke
 
 
 def test_angle_refinement_with_another_method_is_refused():
-    from aetdask.reconstruct.refine import refine_geometry as refine
+    from aetdask.reconstruct.refine import refine_geometry
     from aetdask.schema import tilt_series
 
     ts = tilt_series(np.ones((6, 16, 16)), np.arange(0.0, 180.0, 30.0), 0.5)
     with config.set({"reconstruct.method": "sirt"}), pytest.raises(InputError, match="reconstruct.method.*resire"):
-        refine(ts)
+        refine_geometry(ts)
 
 
 def test_a_second_writer_is_refused_while_a_run_holds_the_store(tmp_path):

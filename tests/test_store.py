@@ -111,6 +111,22 @@ def test_write_and_open_with_xarray_without_warnings(store, truth):
     assert leftovers(store) == []
 
 
+def test_every_per_tilt_coordinate_and_atom_variable_carries_units_and_a_description(store, truth):
+    ts = lazy_tilt_series().assign_coords(shift_y=("tilt", np.zeros(NT)), noise_alpha=("tilt", np.ones(NT)),
+                                          preprocessed_scale=("tilt", np.ones(NT)))
+    model = truth.assign(position_sigma=(("atom", "xyz"), np.full(truth.position.shape, 0.1)))
+    store.write("raw", ts)
+    store.write("truth", model)
+    raw = xr.open_zarr(store.path, group="raw")
+    gt = xr.open_zarr(store.path, group="truth")
+    assert raw.shift_y.attrs["units"] == "px" and "shift" in raw.shift_y.attrs["description"]
+    assert raw.noise_alpha.attrs["units"] == "1" and raw.theta.attrs["units"] == "deg"
+    assert "as preprocessing recorded it" in raw.preprocessed_scale.attrs["description"]
+    assert gt.position.attrs["units"] == "Å" and gt.position_sigma.attrs["units"] == "Å"
+    assert gt.species.attrs["description"] == "element symbol"
+    assert "units" not in ts.shift_y.attrs  # the caller's object is left as it was
+
+
 def test_read_round_trip(store, truth):
     ts = lazy_tilt_series()
     store.write("raw", ts)

@@ -8,7 +8,7 @@ import pytest
 
 from aetdask.io import read_atoms, write_atoms
 from aetdask.kernels.metrics import paper_match
-from aetdask.model import refine, uncertainty
+from aetdask.model import refine_atoms, uncertainty
 from aetdask.schema import atoms
 from aetdask.simulate import amorphous_particle, linear
 
@@ -92,7 +92,7 @@ def _pooled_z(truth, series, **kwargs):
     evaluation does), the refined models, and the errors."""
     z, models = [], []
     for ts in series:
-        out = refine(truth, ts, 100, select=False, **kwargs)
+        out = refine_atoms(truth, ts, 100, select=False, **kwargs)
         d = out.position.values - truth.position.values
         d -= d.mean(axis=0)
         z.append(d / out.position_sigma.values)

@@ -62,6 +62,7 @@ import zarr
 from aetdask._version import __version__
 from aetdask.cluster import compute
 from aetdask.errors import StoreError
+from aetdask.schema import describe
 
 STORE_VERSION = 1
 TILT_PRODUCTS = ("raw", "preprocessed")
@@ -324,7 +325,7 @@ class RunStore:
             published in the same rename as the product; :meth:`record` returns it. Without
             it the product has no record (a record the input carried is never copied).
         """
-        ds = _as_dataset(name, obj)
+        ds = describe(_as_dataset(name, obj))
         record = _checked_record(name, record)
         ds = ds.drop_encoding()  # chunking follows the data as it is now, not the store it was read from
         ds.attrs = {**{k: v for k, v in ds.attrs.items() if k != RECORD_KEY},

@@ -2,7 +2,7 @@
 
 from aetdask.model.bound import orientation_bound
 from aetdask.model.classify import classify
-from aetdask.model.refine import refine
+from aetdask.model.refine import refine_atoms
 from aetdask.model.trace import merge_distance, trace
 
-__all__ = ["trace", "classify", "refine", "merge_distance", "orientation_bound"]
+__all__ = ["trace", "classify", "refine_atoms", "merge_distance", "orientation_bound"]

@@ -26,6 +26,7 @@ from aetdask.geometry import (deformation_directions, projection_matrices, remov
                               strain_matrix)
 from aetdask.kernels import gaussian_atoms
 from aetdask.kernels.trace import merge
+from aetdask.progress import Line
 from aetdask.model.uncertainty import attach as attach_position_sigma
 from aetdask.model.uncertainty import position_covariance
 from aetdask.reconstruct.stage import euler_angles
@@ -318,7 +319,7 @@ class _Problem:
         return slice(edges[i], edges[i + 1])
 
 
-def refine(
+def refine_atoms(
     model: xr.Dataset,
     tilts: xr.DataArray,
     iterations: int | None = None,
@@ -405,7 +406,7 @@ def refine(
     >>> truth = atoms([[0.0, 0.0, 0.0], [2.5, 0.5, -1.0]], ["Pt", "Pt"])
     >>> ts = linear(truth, angles=range(0, 180, 15), pixel_size=0.3, shape=24, background=0.0)
     >>> start = truth.copy(deep=True); start["position"] = start.position + [[0.15, -0.1, 0.1]]
-    >>> out = refine(start, ts, 100)
+    >>> out = refine_atoms(start, ts, 100)
     >>> bool(np.abs(out.position.values - truth.position.values).max() < 0.03)
     True
     """
@@ -441,14 +442,14 @@ def refine(
     radius = float(np.sqrt(np.mean(np.sum((start - start.mean(axis=0)) ** 2, axis=1))))
     t0 = time.perf_counter()
     calls = [0]
-    shown = [0.0]  # when the progress line was last rewritten: at most twice a second
+
+    line = Line(f"refining {len(start)} atoms against {n_t} projections") if progress else None
 
     def report(problem):
         def callback(_):
-            if progress and time.perf_counter() - shown[0] >= 0.5:
-                shown[0] = time.perf_counter()
-                print(f"\rrefining {problem.n_at} atoms against {n_t} projections: evaluation "
-                      f"{calls[0] + problem.calls}, misfit {problem.last:.6g}", end="", flush=True)
+            if line is not None:
+                line.label = f"refining {problem.n_at} atoms against {n_t} projections"
+                line.update(text=f"evaluation {calls[0] + problem.calls}, misfit {problem.last:.6g}")
         return callback
 
     # starting values: border background, unit scale, recorded alignment, height from the total signal
@@ -498,8 +499,7 @@ def refine(
         # L-BFGS scales no atom by its own curvature: on 20,000 atoms it stops at its iteration cap short of the
         # optimum (scoring after it: 89.2 → 90.7 % identified, 48.4 → 46.5 pm at 1.6×10⁴ e⁻/Å², BENCHMARKS.md)
         lo, hi = np.array(bounds(True)[:3 * len(origin)]).T
-        show = (lambda m: print(f"\rrefining {problem.n_at} atoms against {n_t} projections: {m}", end="", flush=True)
-                ) if progress else None
+        show = (lambda m: line.update(text=m)) if line is not None else None
         value, x = _score_positions(problem, result.x, lo, hi, SCORING, log=show)
         result = scipy.optimize.OptimizeResult(x=x, fun=value)
         calls[0] += problem.calls
@@ -556,11 +556,11 @@ def refine(
         pos, h, s, bg, c, o, e = problem.unpack(result.x)
         e = remove_rigid_motion(e, rigid_motion_basis(euler + e)[0])
         problem, result, _ = fit(pos, kind_of, (h, s, bg, c, o, e), False, free_angles=False)
-        log = (lambda m: print("\n" + m, end="")) if progress else None
+        log = (lambda m: line.update(text=m)) if line is not None else None
         x, deformation = _deformation_search(problem, result.x, log=log)
         result = scipy.optimize.OptimizeResult(x=x, fun=problem(x)[0])
-    if progress:
-        print()
+    if line is not None:
+        line.close(f"{calls[0]} evaluations, {time.perf_counter() - t0:.0f} s")
     pos, h, s, bg, c, o, e = problem.unpack(result.x)
     # gauge: a translation of all atoms is the same as a pattern of offsets; keep the offsets smallest
     jac = problem.jacobian(e).reshape(-1, 3)
