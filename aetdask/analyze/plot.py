@@ -23,16 +23,21 @@ def _rdf(ax, ds, summary):
 def _q4q6(ax, ds):
     q4, q6 = ds.q4.values, ds.q6.values
     ok = np.isfinite(q4) & np.isfinite(q6)
+    # the axes hold every atom and the fcc reference (Si's tetrahedral order reaches Q4 ≈ 0.3)
+    q4_max = 1.05 * max(0.25, float(q4[ok].max()) if ok.any() else 0.0)
+    q6_max = 1.05 * max(0.65, float(q6[ok].max()) if ok.any() else 0.0)
     if ok.sum() > 2000:
-        ax.hist2d(q4[ok], q6[ok], bins=80, range=[[0, 0.25], [0, 0.65]], cmap="viridis", cmin=1)
+        *_, im = ax.hist2d(q4[ok], q6[ok], bins=80, range=[[0, q4_max], [0, q6_max]], cmap="viridis", cmin=1)
+        ax.figure.colorbar(im, ax=ax, label="atoms per bin")
     else:
-        ax.scatter(q4[ok], q6[ok], s=4, c=ds.bond_order.values[ok], cmap="viridis", vmin=0, vmax=1)
+        im = ax.scatter(q4[ok], q6[ok], s=6, c=ds.bond_order.values[ok], cmap="viridis", vmin=0, vmax=1)
+        ax.figure.colorbar(im, ax=ax, label="bond-orientational order parameter")
     ax.plot([Q4_FCC], [Q6_FCC], "r*", ms=10, label="fcc")
     t = np.linspace(0, np.pi / 2, 100)
     for level in (0.5,):  # crystal-like threshold: √(Q4²+Q6²) = level × fcc
         rad = level * np.hypot(Q4_FCC, Q6_FCC)
         ax.plot(rad * np.cos(t), rad * np.sin(t), "r:", lw=0.8, label=f"order {level}")
-    ax.set(xlim=(0, 0.25), ylim=(0, 0.65), xlabel="Q4 (averaged)", ylabel="Q6 (averaged)", title="Bond-orientational order")
+    ax.set(xlim=(0, q4_max), ylim=(0, q6_max), xlabel="Q4 (averaged)", ylabel="Q6 (averaged)", title="Bond-orientational order")
     ax.legend(fontsize=7, loc="lower right")
 
 
@@ -47,17 +52,30 @@ def _voronoi(ax, summary):
 
 
 def _motifs(ax, ds, summary):
-    for m in ds.motif.values:
-        ax.plot(ds.delta.values, 100 * ds.motif_fraction.sel(motif=m).values, "o-", ms=3, label=str(m))
+    fractions = 100 * ds.motif_fraction.values
+    if not np.any(fractions > 0):
+        _empty(ax, "no polytetrahedral motifs at any δ_max")
+        ax.set_xlim(float(ds.delta.min()), float(ds.delta.max()))
+    else:
+        for m in ds.motif.values:
+            ax.plot(ds.delta.values, 100 * ds.motif_fraction.sel(motif=m).values, "o-", ms=3, label=str(m))
+        ax.set_ylim(bottom=0)
+        ax.legend(fontsize=7)
     ax.axvline(summary["parameters"]["delta_max"], color="0.5", ls="--", lw=0.8)
     ax.set(xlabel="δ_max (e_max/e_avg − 1)", ylabel="% of atoms", title="Polytetrahedral motifs")
-    ax.legend(fontsize=7)
+
+
+def _empty(ax, text):
+    """A panel with nothing to draw: the reason in its middle, no meaningless ticks."""
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
+    ax.set_yticks([])
 
 
 def _networks(ax, ds):
     sizes = ds.network_size.values
     if len(sizes) == 0:
-        ax.text(0.5, 0.5, "no pentagonal bipyramids", ha="center", transform=ax.transAxes)
+        _empty(ax, "no pentagonal bipyramids")
+        ax.set_xticks([])
     else:
         bins = np.unique(np.round(np.logspace(0, np.log10(sizes.max() + 1), 25)).astype(int))
         ax.hist(sizes, bins=bins, color="C2")
@@ -72,9 +90,12 @@ def _rings(ax, ds, summary):
     unit = f"{rs['network_former']} atoms" if "ring_count_former" in ds else "atoms"
     k = np.flatnonzero(count)
     if len(k) == 0:
-        ax.text(0.5, 0.5, "no rings", ha="center", transform=ax.transAxes)
+        _empty(ax, "no rings")
     else:
+        from matplotlib.ticker import MaxNLocator
+
         ax.bar(ds.ring_size.values[k], count[k], color="C4")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # ring sizes are whole numbers of atoms
     alt = rs["alternating_fraction"]
     title = "Shortest-path rings" + (f" ({100 * alt:.0f}% alternating)" if alt is not None and rs["network_former"] else "")
     ax.set(xlabel=f"ring size ({unit})", ylabel="rings", title=title)
