@@ -74,6 +74,13 @@ def write_report(store, truth=None, cutoff: float | None = None, overwrite: bool
     (Å; default ``evaluate.cutoff``), the identification and precision with a
     histogram of position errors (else the refinement's displacements), and a
     table of the scores in the HTML page (``metrics.json`` in the store).
+
+    The HTML page also holds the atomic model: an interactive 3-D view drawn by
+    the page itself (:mod:`aetdask.report_view`; coloured or sized by each
+    atom's σ and, with a truth, its error), the model's predicted precision,
+    slabs through the volume with the atoms overlaid
+    (:func:`aetdask.plot.model_slices`) and the uncertainty figures
+    (:func:`aetdask.plot.uncertainty_panel`).
     """
     store = store if isinstance(store, RunStore) else RunStore(store, create=False)
     missing = [p for p in ("raw", "volume") if p not in store]
@@ -165,20 +172,121 @@ def write_report(store, truth=None, cutoff: float | None = None, overwrite: bool
     fig.suptitle(f"aetdask run {store.path.name}", fontsize=12)
     png = store.write_beside(REPORT_FILES[0], lambda tmp: plot._save(fig, tmp), overwrite, "aetdask report")
 
+    view, figures = model_sections(store, model, volume, truth, metrics)
     run = store.read_json("run.json") or {}
     rows = "".join(
         f"<tr><td>{html.escape(name)}</td><td>{info.get('seconds', 0):.1f}</td>"
         f"<td>{html.escape(str(info.get('note', '')))}</td></tr>"
         for name, info in run.get("stages", {}).items())
-    body = (f"<h1>aetdask run {html.escape(store.path.name)}</h1>"
-            f"<table border=1 cellpadding=4><tr><th>stage</th><th>seconds</th><th>result</th></tr>{rows}</table>")
+    body = f"<h1>aetdask run {html.escape(store.path.name)}</h1>" + view
     if metrics is not None:
         body += metrics_table(to_json(metrics))
-    body += f'<p><img src="data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()}" width="100%"></p>'
+    body += ("<h2>Stages</h2><table border=1 cellpadding=4><tr><th>stage</th><th>seconds</th><th>result</th></tr>"
+             f"{rows}</table>") + figures
+    body += _img(png.read_bytes(), "the run's key figures")
     text = (f"<!doctype html><html><head><meta charset='utf-8'><title>aetdask report</title></head>"
             f"<body style='font-family:sans-serif'>{body}</body></html>")
     page = store.write_beside(REPORT_FILES[1], lambda tmp: tmp.write_text(text), overwrite, "aetdask report")
     return png, page
+
+
+def atom_errors(model, truth, cutoff: float, region=None) -> np.ndarray:
+    """Each model atom's error against the truth, ``truth − (model + shift)`` (n, 3; Å), matched as the
+    evaluation matches (:func:`aetdask.evaluate.evaluate`, the seed paper's rule); NaN for atoms not matched
+    (or outside ``region``)."""
+    from aetdask import config
+    from aetdask.kernels.metrics import paper_match
+
+    q, t = model.position.values, truth.position.values
+    inside, tin = np.ones(len(q), bool), np.ones(len(t), bool)
+    if region is not None:
+        lo, hi = (np.asarray(v, dtype=float) for v in region)
+        inside, tin = np.all((q >= lo) & (q <= hi), axis=1), np.all((t >= lo) & (t <= hi), axis=1)
+    out = np.full((len(q), 3), np.nan)
+    if inside.any() and tin.any():
+        m = paper_match(q[inside], t[tin], model.species.values[inside].astype(str),
+                        truth.species.values[tin].astype(str), float(cutoff), center=region is None,
+                        tolerance=config.get("evaluate.tolerance"), max_iterations=config.get("evaluate.max_iterations"))
+        out[inside] = m["diff"]
+    return out
+
+
+def _support(store, volume):
+    """Points on the surface of the reconstruction's support, when the store holds one (a ``support`` product
+    or a ``support`` mask on the volume's grid); else None."""
+    from aetdask.report_view import support_outline
+
+    mask = None
+    if "support" in store:
+        mask = store.read("support")
+    elif "support" in getattr(volume, "coords", {}):
+        mask = volume.coords["support"]
+    if mask is None or getattr(mask, "ndim", 0) != 3:
+        return None
+    return support_outline(np.asarray(mask), [np.asarray(mask[d].values if d in mask.coords else volume[d].values)
+                                              for d in ("z", "y", "x")])
+
+
+def model_summary(model, metrics=None) -> str:
+    """The model's atoms per species and its predicted precision (no truth needed; the refinement's
+    Cramér–Rao bound, :func:`aetdask.model.uncertainty.predicted_precision_pm`) as an HTML table, with the
+    measured precision beside it when the model was scored."""
+    sp = model.species.values.astype(str)
+    counts = ", ".join(f"{int((sp == s).sum())} {html.escape(s)}" for s in dict.fromkeys(sp))
+    rows = [("atoms", f"{len(sp)} ({counts})")]
+    rec = last_record(model, "refine") or {}
+    if "position_sigma" in model:
+        from aetdask.model.uncertainty import predicted_precision_pm
+
+        sigma = model.position_sigma.values
+        pred = rec.get("predicted_precision_pm", predicted_precision_pm(sigma))
+        ok = np.all(np.isfinite(sigma), axis=1)
+        axes = rec.get("position_sigma_pm") or [float(100 * np.sqrt(np.mean(sigma[ok, a] ** 2))) for a in range(3)]
+        rows.append(("predicted precision (no truth needed)",
+                     "–" if pred is None or not np.isfinite(pred) else f"{pred:.1f} pm"))
+        rows.append(("σ per axis (RMS over the atoms)",
+                     " / ".join("–" if v is None else f"{v:.1f}" for v in axes) + " pm (x / y / z)"))
+        for s in dict.fromkeys(sp):
+            rows.append((f"predicted precision, {html.escape(s)}", f"{predicted_precision_pm(sigma[sp == s]):.1f} pm"))
+        if rec.get("position_sigma_method"):
+            rows.append(("how σ was found", html.escape(str(rec["position_sigma_method"]))
+                         + (f", neighbours within {rec['position_sigma_radius']} Å" if rec.get("position_sigma_radius")
+                            else "")))
+    if metrics is not None and metrics.get("overall", {}).get("precision_pm") is not None:
+        rows.append(("measured precision against the truth", f"{metrics['overall']['precision_pm']:.1f} pm"))
+    cells = "".join(f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in rows)
+    return f"<h2>Model</h2><table border=1 cellpadding=4>{cells}</table>"
+
+
+def _img(png: bytes, alt: str) -> str:
+    return f'<p><img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}" width="100%"></p>'
+
+
+def model_sections(store, model, volume, truth=None, metrics=None) -> tuple[str, str]:
+    """The report's HTML about the atomic model, in two parts: the interactive 3-D view
+    (:mod:`aetdask.report_view`) with the model's summary and predicted precision; and the figures: slabs
+    through the volume with the atoms overlaid and the uncertainty across the particle (with a truth, the
+    errors over σ against a unit normal). Both empty without a model."""
+    from aetdask.report_view import species_colours, viewer_data, viewer_html
+
+    if model is None or model.sizes.get("atom", 0) == 0:
+        return "", ""
+    q, sp = model.position.values, model.species.values.astype(str)
+    colours = species_colours(dict.fromkeys(sp))
+    sigma = model.position_sigma.values if "position_sigma" in model else None
+    diff = None
+    if truth is not None and metrics is not None:
+        from aetdask.evaluate import load_model
+
+        diff = atom_errors(model, load_model(truth, products=("truth",)), metrics["cutoff"], scanned_region(store))
+    s3 = None if sigma is None else np.sqrt(np.sum(sigma ** 2, axis=1))
+    data = viewer_data(q, sp, sigma=s3, error=None if diff is None else np.linalg.norm(diff, axis=1),
+                       outline=_support(store, volume))
+    figures = _img(plot.png_bytes(plot.model_slices(volume, q, sp, colours)), "slabs through the volume")
+    if sigma is not None and np.isfinite(sigma).any():
+        ratio = None if diff is None else diff / sigma
+        figures += _img(plot.png_bytes(plot.uncertainty_panel(q, sp, sigma, colours, ratio)), "position uncertainty")
+    return viewer_html(data) + model_summary(model, metrics), figures
 
 
 #: The preprocessing figure's file next to the run store.
