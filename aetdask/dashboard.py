@@ -193,6 +193,7 @@ class RunMonitor:
                       "current": None, "state": "running", "started": time.time(), "error": None,
                       "host": socket.gethostname(), "pid": os.getpid(), "heartbeat": self.heartbeat}
         self._stage_started = None
+        self._unlisten = None
         self._throttle = Throttle(["runs", self.key])
         self._stop = threading.Event()
         self._beat = None
@@ -208,20 +209,32 @@ class RunMonitor:
             entry["seconds"] = float(seconds)
         self._throttle(self._payload, force=True)
 
+    def _step(self, step: dict) -> None:
+        """A step of the current stage reported progress (:func:`aetdask.progress.listen`)."""
+        self.state["step"] = {**step, "at": time.time()}
+        self._throttle(self._payload)
+
     def _payload(self) -> dict:
         now = time.time()
         stages = [dict(e) for e in self.state["stages"]]
         current = self.state["current"]
         if current is not None and stages[current]["state"] == "running" and self._stage_started:
             stages[current]["seconds"] = now - self._stage_started
-        return {**self.state, "stages": stages, "elapsed": now - self.state["started"], "updated": now}
+        step = self.state.get("step")
+        if step is not None:
+            step = dict(step)
+            step["left"] = remaining(step, now)
+        return {**self.state, "stages": stages, "step": step, "elapsed": now - self.state["started"], "updated": now}
 
     def _beating(self) -> None:
         while not self._stop.wait(self.heartbeat):
             self._throttle(self._payload, force=True)
 
     def __enter__(self):
+        from aetdask.progress import listen
+
         RunMonitor.current = self.key
+        self._unlisten = listen(self._step)
         self._throttle(self._payload, force=True)
         self._beat = threading.Thread(target=self._beating, daemon=True, name="aetdask-run-heartbeat")
         self._beat.start()
@@ -229,6 +242,9 @@ class RunMonitor:
 
     def __exit__(self, kind, value, tb):
         self._stop.set()
+        if self._unlisten is not None:
+            self._unlisten()
+        self.state["step"] = None
         RunMonitor.current = None
         if kind is None:
             self.state["state"] = "finished"
@@ -323,6 +339,33 @@ def r_factor_svg(r, iterations=None, total=None, width: int = 480, height: int =
             f'text-anchor="middle">R</text></svg>')
 
 
+def remaining(step: dict, now: float | None = None) -> float | None:
+    """Seconds a running step still needs at the rate it has gone so far (None when its size is unknown, it has
+    done nothing yet, or it has ended).
+
+    >>> remaining({"done": 30, "total": 120, "seconds": 60.0, "ended": False, "at": 0.0}, now=0.0)
+    180.0
+    """
+    total, done = step.get("total"), step.get("done") or 0
+    if step.get("ended") or not total or done <= 0 or done >= total:
+        return None
+    now = step.get("at", 0.0) if now is None else now
+    seconds = float(step.get("seconds", 0.0)) + max(0.0, now - float(step.get("at", now)))
+    return seconds * (total - done) / done
+
+
+def _step_html(step) -> str:
+    if not step or step.get("ended"):
+        return ""
+    total, done = step.get("total"), step.get("done") or 0
+    count = f" {done}/{total} ({100 * done / total:.0f} %)" if total else ""
+    text = f" · {html.escape(str(step.get('text')))}" if step.get("text") else ""
+    left = step.get("left")
+    eta = (f" · ≈ {_duration(left)} left in this step (at its rate so far; later stages are not estimated)"
+           if left is not None else "")
+    return f"<p>{html.escape(str(step.get('label', '')))}:{count}{text}{eta}</p>"
+
+
 def _ago(t) -> str:
     return f", updated {max(0.0, time.time() - float(t)):.0f} s ago" if t else ""
 
@@ -354,7 +397,8 @@ def _run_html(run: dict, now: float | None = None) -> str:
                  if isinstance(current, int) and 0 <= current < len(stages) and run.get("state") == "running" else "")
     error = f'<p class="err">{html.escape(str(run["error"]))}</p>' if run.get("error") else ""
     return (f"<h2>Run: {html.escape(str(run.get('store', '?')))}</h2>"
-            f"<p><b>{state}</b>{now_doing} · elapsed {elapsed}{_ago(run.get('updated'))}</p>{error}"
+            f"<p><b>{state}</b>{now_doing} · elapsed {elapsed}{_ago(run.get('updated'))}</p>"
+            f"{_step_html(run.get('step')) if run.get('state') == 'running' else ''}{error}"
             f"<table><tr><th>#</th><th>stage</th><th>state</th><th>time</th></tr>{''.join(rows)}</table>")
 
 

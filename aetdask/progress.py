@@ -29,6 +29,28 @@ LOG_INTERVAL = 30.0
 #: Seconds between two redraws on a terminal.
 TTY_INTERVAL = 0.1
 _WIDTH = 30
+#: Functions called with every step's progress (:func:`listen`): the dashboard's run monitor is one.
+_LISTENERS: list = []
+
+
+def listen(fn):
+    """Call ``fn(step)`` on every update and end of every :class:`Line` from now on (``step`` is a dict: ``label``,
+    ``done``, ``total``, ``text``, ``seconds`` since the step began, ``ended``); returns a function that stops it.
+    A listener's own failure never stops the step.
+
+    >>> import io
+    >>> seen = []
+    >>> stop = listen(seen.append)
+    >>> Line("tracing", total=2, stream=io.StringIO()).close("done")
+    >>> stop(); seen[-1]["label"], seen[-1]["ended"]
+    ('tracing', True)
+    """
+    _LISTENERS.append(fn)
+
+    def stop():
+        if fn in _LISTENERS:
+            _LISTENERS.remove(fn)
+    return stop
 
 
 def is_terminal(stream) -> bool:
@@ -80,6 +102,10 @@ class Line:
 
     def update(self, done: int | None = None, text: str | None = None) -> None:
         """Record progress; written now if the last line is old enough (see the class)."""
+        self._update(done, text)
+        self._tell(False)
+
+    def _update(self, done, text) -> None:
         with self._lock:
             if done is not None:
                 self.done = done
@@ -96,12 +122,24 @@ class Line:
             self._shown = now
             self._write(self._render(), final=False, tty=tty)
 
+    def _tell(self, ended: bool) -> None:
+        if not _LISTENERS:
+            return
+        step = {"label": self.label, "done": self.done, "total": self.total, "text": self.text,
+                "seconds": time.perf_counter() - self.started, "ended": ended}
+        for fn in list(_LISTENERS):
+            try:
+                fn(step)
+            except Exception:  # noqa: BLE001 - a watcher never stops the work it watches
+                pass
+
     def close(self, text: str | None = None) -> None:
         """End the step: its last line, complete (a terminal's line ends; a log gets one line)."""
         with self._lock:
             if text is not None:
                 self.text = text
             self._write(self._render(), final=True, tty=is_terminal(self.stream))
+        self._tell(True)
 
     def _write(self, line: str, final: bool, tty: bool) -> None:
         try:

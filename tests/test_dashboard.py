@@ -107,6 +107,27 @@ def test_a_run_shows_its_stages_and_how_it_ended(client):
     assert 'href="../status"' in page
 
 
+def test_a_running_step_shows_its_progress_and_the_time_it_still_needs(client):
+    from aetdask.progress import Line
+
+    base = page_link(client.dashboard_link)
+    with RunMonitor("/data/steps.zarr", ["import", "refinement"]) as run:
+        run.stage(1, "running")
+        step = Line("refining 500 atoms", total=40, stream=io.StringIO())
+        step.started -= 30.0  # as if it began 30 s ago
+        step.update(10, "misfit 1.5")
+        run._throttle(run._payload, force=True)
+        page = get(base)
+        assert "refining 500 atoms: 10/40 (25 %) · misfit 1.5" in page
+        left = json.loads(get(base + "/state.json"))
+        left = next(r for r in left["runs"] if r["store"] == "/data/steps.zarr")["step"]["left"]
+        assert 85.0 <= left <= 100.0  # 30 s for a quarter: about 90 s for the rest
+        step.close()
+    runs = {r["store"]: r for r in json.loads(get(base + "/state.json"))["runs"]}
+    assert runs["/data/steps.zarr"]["state"] == "finished" and runs["/data/steps.zarr"]["step"] is None
+    Line("after the run", total=1, stream=io.StringIO()).close()  # no longer listened to: nothing to fail
+
+
 def test_a_run_that_went_silent_is_not_shown_as_running():
     run = {"store": "gone.zarr", "state": "running", "stages": [{"label": "tracing", "state": "running"}],
            "current": 0, "heartbeat": 10.0, "updated": time.time() - 300, "host": "node1", "pid": 42}
