@@ -32,7 +32,7 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-from scipy import ndimage, optimize, special, stats
+from scipy import ndimage, optimize, special
 
 __all__ = [
     "background_mask",
@@ -466,15 +466,23 @@ def _lattice_refine(image, mask, alpha0, alpha_se, sigma0, smoothing=4.0, per_gr
     k_lo = max(0, int(np.floor(lam_lo - 12 * np.sqrt(lam_lo) - 12)))
     k_hi = int(np.ceil(lam_hi + 12 * np.sqrt(lam_hi) + 12))
     ks = np.arange(k_lo, k_hi + 1, dtype=float)
+    log_k_factorial = special.gammaln(ks + 1)[:, None]
+    # only the bins that hold a pixel enter the likelihood, and only their two edges: near-integer counts
+    # (σ ≪ α) fill a few dozen of the thousands of fine bins, so the CDF is evaluated at those edges alone
+    # (the same sums; 80 % of a 290² series' preprocessing time went into the empty bins)
+    bins = np.flatnonzero((counts > 0).any(axis=1))
+    need = np.unique(np.concatenate([bins, bins + 1]))
+    lower, upper = np.searchsorted(need, bins), np.searchsorted(need, bins + 1)
+    edges, counts = edges[need], counts[bins]
     used = counts > 0
     scale = np.array([alpha0, max(sigma0, 0.05 * alpha0)])
 
     def nll(theta):
         alpha, sigma = scale * np.exp(theta)
         lam = np.maximum(means / alpha, 1e-9)
-        pmf = stats.poisson.pmf(ks[:, None], lam[None, :])                 # (K, G)
+        pmf = np.exp(ks[:, None] * np.log(lam)[None, :] - lam[None, :] - log_k_factorial)  # Poisson, (K, G)
         cdf = special.ndtr((edges[:, None] - alpha * ks[None, :]) / sigma) @ pmf
-        p = np.diff(cdf, axis=0)[used]
+        p = (cdf[upper] - cdf[lower])[used]
         penalty = 0.5 * ((alpha - alpha0) / alpha_se) ** 2
         return -float(np.sum(counts[used] * np.log(np.maximum(p, 1e-300)))) + penalty
 
