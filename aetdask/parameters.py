@@ -194,10 +194,20 @@ _ALL = [
        "merge distance = this × the shortest bond of the species (2 × smallest covalent radius)",
        ["trace", "refine"], low=0, open_low=True, high=2.0),
     _p("trace.chunk", 64, int, "voxels per side of the sub-volumes traced in parallel", ["trace"], low=8),
-    _p("classify.seed", 0, int, "K-means seed", ["classify"], low=0),
+    _p("classify.method", "kmeans", str, "kmeans: the paper's hard K-means classes; mixture: posterior probabilities "
+       "of a mixture whose species means follow the ADF cross-sections", ["classify"], choices=("kmeans", "mixture")),
+    _p("classify.seed", 0, int, "K-means seed (the mixture starts from the K-means classes)", ["classify"], low=0),
     _p("classify.passes", 1, int, "K-means passes over the atom classes (3 species: 2)", ["classify"], low=1),
     _p("classify.noise_classes", 2, int,
        "K-means classes given to non-atoms (their intensities are heavy-tailed); 1 = the paper", ["classify"], low=1),
+    _p("classify.noise_model", "lognormal", str, "shape of the mixture's non-atom components (classify.noise_classes "
+       "of them)", ["classify"], choices=("lognormal", "gaussian")),
+    _p("classify.energy", 200000.0, float, "beam energy (eV) of the species' cross-sections, when the data do not "
+       "record it", ["classify"], low=0, open_low=True),
+    _p("classify.detector", [40.0, 190.0], list, "ADF detector inner and outer angle (mrad) of the species' "
+       "cross-sections, when the data do not record them", ["classify"]),
+    _p("classify.tied_means", False, bool, "mixture species means = one fitted scale × the species' relative ADF "
+       "cross-sections (false: free means when the information criterion prefers them)", ["classify"]),
     _p("refine_atoms.iterations", 200, int, "L-BFGS iterations of the Gaussian-atom fit", ["refine"], low=1),
     _p("refine_atoms.max_displacement", 1.0, float, "Å, along each axis, from the traced position", ["refine"],
        low=0, open_low=True),
