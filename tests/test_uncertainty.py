@@ -65,16 +65,65 @@ def test_neighbours_sharing_counts_raise_sigma_and_the_neighbourhood_converges_f
     problem, x = _cluster_problem(1)
     info = uncertainty.position_information(problem, x)
     exact = np.sqrt(np.diag(np.linalg.inv(info.matrix()))).reshape(-1, 3)
-    result = uncertainty.position_covariance(problem, x)
-    alone = uncertainty.position_covariance(problem, x, coupling=False)
+    result = uncertainty.position_covariance(problem, x, estimator="fisher")
+    alone = uncertainty.position_covariance(problem, x, coupling=False, estimator="fisher")
     np.testing.assert_allclose(alone.sigma, result.independent)
     assert np.all(result.independent < exact)
     assert result.coupling > 1.01, result.coupling
     assert np.all(result.sigma <= exact * (1 + 1e-9)) and np.all(result.sigma > 0.97 * exact)
-    small = uncertainty.position_covariance(problem, x, radius=2.5)
+    small = uncertainty.position_covariance(problem, x, radius=2.5, estimator="fisher")
     assert np.all(small.sigma <= result.sigma * (1 + 1e-9)) and np.mean(small.sigma) < np.mean(result.sigma)
     np.testing.assert_allclose(result.covariance, np.swapaxes(result.covariance, 1, 2), atol=1e-15)
     np.testing.assert_allclose(np.sqrt(np.diagonal(result.covariance, axis1=1, axis2=2)), result.sigma)
+
+
+def _with_counts(problem, x, rng, profile=1.0):
+    """``problem`` with Poisson counts drawn from its model at ``x``, the atoms' widths times ``profile``."""
+    pos, h, s, bg, c, o, e = problem.unpack(x)
+    mean = problem.model(problem.pack(pos, h / profile**2, s * profile, bg, c, o, e))[0]  # same integral
+    problem.zp = rng.poisson((mean + problem.offset) / problem.alpha).astype(float)
+    problem.rendered = None
+    return problem
+
+
+def test_the_sandwich_is_the_inverse_information_around_the_scores_outer_product():
+    """``M`` against ``Jᵀ diag((z − μ)²/μ²) J`` with the Jacobian by central differences; each atom's
+    sandwich block against ``(F⁻¹ M F⁻¹)_jj`` of the whole matrices; and counts drawn from the fitted model
+    itself: M ≈ F, the sandwich's σ about the bound's."""
+    problem, x = _cluster_problem(2)
+    problem = _with_counts(problem, x, np.random.default_rng(0))
+    sl = problem._slice("pos")
+    mean = np.maximum((problem.model(x)[0] + problem.offset) / problem.alpha, 1e-12)
+    cols = []
+    for i in range(sl.start, sl.stop):
+        d = np.zeros_like(x)
+        d[i] = 1e-3
+        cols.append(((problem.model(x + d)[0] - problem.model(x - d)[0]) / 2e-3 / problem.alpha).ravel())
+    jac = np.stack(cols, axis=1)
+    e2 = ((problem.zp - mean) ** 2 / mean**2).ravel()
+    want = jac.T @ (jac * e2[:, None])
+    score = uncertainty.position_information(problem, x, kind="score").matrix()
+    assert np.abs(score - want).max() < 1e-2 * np.abs(np.diag(want)).max()
+    f = uncertainty.position_information(problem, x).matrix()
+    inv = np.linalg.inv(f)
+    exact = np.sqrt(np.diag(inv @ score @ inv)).reshape(-1, 3)
+    result = uncertainty.position_covariance(problem, x)
+    assert result.estimator == "sandwich"
+    np.testing.assert_allclose(result.sigma, exact, rtol=0.03)  # the neighbourhood: 8 Å around each atom
+    bound = uncertainty.position_covariance(problem, x, estimator="fisher")
+    np.testing.assert_allclose(result.model, bound.sigma)
+    assert 0.85 < result.inflation < 1.15, result.inflation
+    np.testing.assert_allclose(result.covariance, np.swapaxes(result.covariance, 1, 2), atol=1e-12)
+
+
+def test_the_sandwich_grows_with_the_misfit_and_the_bound_does_not():
+    """Counts from atoms 1.4 times wider than the model's: the residuals exceed the noise, M > F, and the
+    sandwich's σ exceeds the bound's, which depends on the model alone."""
+    problem, x = _cluster_problem(3)
+    right = uncertainty.position_covariance(_with_counts(problem, x, np.random.default_rng(1)), x)
+    wrong = uncertainty.position_covariance(_with_counts(problem, x, np.random.default_rng(1), 1.4), x)
+    np.testing.assert_allclose(wrong.model, right.model)
+    assert wrong.inflation > 1.3 * right.inflation, (wrong.inflation, right.inflation)
 
 
 def test_an_atom_no_count_sees_has_no_finite_sigma():
@@ -117,7 +166,9 @@ def test_sigma_is_calibrated_against_the_errors_of_refinements_of_counts():
     assert out.position_covariance.dims == ("atom", "xyz", "xyz2")
     assert list(out.xyz2.values) == list(out.xyz.values) == ["x", "y", "z"]
     p = out.attrs["provenance"][-1]["params"]
-    assert p["position_sigma_method"] == "fisher-joint" and p["position_sigma_coupling"] > 1.0
+    assert p["position_sigma_method"] == "sandwich-joint" and p["position_sigma_coupling"] > 1.0
+    assert p["position_sigma_estimator"] == "sandwich" and out.position_sigma_model.dims == ("atom", "xyz")
+    assert 0.85 < p["position_sigma_inflation"] < 1.2, p["position_sigma_inflation"]  # the model fits: M ≈ I
     measured = paper_match(out.position.values, truth.position.values, out.species.values, truth.species.values,
                            1.0)["overall"]["precision_pm"]
     assert 0.75 < measured / p["predicted_precision_pm"] < 1.35, (measured, p["predicted_precision_pm"])

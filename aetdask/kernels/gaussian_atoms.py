@@ -310,7 +310,8 @@ def gain_map(counts, mean, weight, height, sigma, points, rows, cols, cutoff: fl
 
 
 @numba.njit(parallel=True, cache=True)
-def _fisher_blocks(mean, pos, height, sigma, weight, cutoff):
+def _fisher_blocks(mean, pos, height, sigma, weight, cutoff, given):
+    # given: ``mean`` holds each pixel's weight itself (the precision), not the mean it divides by
     nt, ny, nx = mean.shape
     na, nc = height.shape
     out = np.zeros((nt, na, 2, 2))
@@ -333,7 +334,10 @@ def _fisher_blocks(mean, pos, height, sigma, weight, cutoff):
                         s = sigma[j, c]
                         if d2 <= (cutoff * s) ** 2:
                             slope += height[j, c] * math.exp(-0.5 * d2 / (s * s)) / (s * s)
-                    f = weight[k] * weight[k] * slope * slope / max(mean[k, i, m], 1e-12)
+                    if given:
+                        f = weight[k] * weight[k] * slope * slope * mean[k, i, m]
+                    else:
+                        f = weight[k] * weight[k] * slope * slope / max(mean[k, i, m], 1e-12)
                     ayy += f * dy * dy
                     ayx += f * dy * dx
                     axx += f * dx * dx
@@ -344,7 +348,7 @@ def _fisher_blocks(mean, pos, height, sigma, weight, cutoff):
     return out
 
 
-def fisher_blocks(mean, positions, height, sigma, weight, cutoff: float = 4.0) -> np.ndarray:
+def fisher_blocks(mean, positions, height, sigma, weight, cutoff: float = 4.0, *, precision=None) -> np.ndarray:
     """Each atom's Fisher information about its detector position, per projection: ``(n_tilt, n_atom, 2, 2)``
     (row, column; per pixel²), for Poisson counts of mean ``mean`` ``(n_tilt, ny, nx)``.
 
@@ -358,16 +362,29 @@ def fisher_blocks(mean, positions, height, sigma, weight, cutoff: float = 4.0) -
     ...                   np.array([1.0]))
     >>> bool(np.isclose(f[0, 0, 0, 0], f[0, 0, 1, 1]) and abs(f[0, 0, 0, 1]) < 1e-9)  # round: the same along both
     True
+
+    ``precision`` ``(n_tilt, ny, nx)``, if given, replaces the weight ``1/m(u)`` of every pixel: with
+    ``(z − m)²/m²`` the sums are the empirical outer product of the score ``Σ_u ∇ℓ_u ∇ℓ_uᵀ`` (the middle
+    of the sandwich covariance, :func:`aetdask.model.uncertainty.position_covariance`); with ``z/m²``
+    the Gauss–Newton part of the observed information.
+
+    >>> z = np.random.default_rng(0).poisson(4.0, (1, 21, 21))
+    >>> g = fisher_blocks(None, np.array([[[10.0, 10.0]]]), np.array([8.0]), np.array([1.5]), np.array([1.0]),
+    ...                   precision=(z - 4.0) ** 2 / 16.0)
+    >>> bool(0.5 < g[0, 0, 0, 0] / f[0, 0, 0, 0] < 2.0)  # counts of the model itself: about the expected information
+    True
     """
     n = np.shape(positions)[1]
-    return _fisher_blocks(np.ascontiguousarray(mean, dtype=np.float64), np.ascontiguousarray(positions, dtype=np.float64),
+    given = precision is not None
+    return _fisher_blocks(np.ascontiguousarray(precision if given else mean, dtype=np.float64),
+                          np.ascontiguousarray(positions, dtype=np.float64),
                           np.ascontiguousarray(np.asarray(height, np.float64).reshape(n, -1)),
                           np.ascontiguousarray(np.asarray(sigma, np.float64).reshape(n, -1)),
-                          np.asarray(weight, np.float64), float(cutoff))
+                          np.asarray(weight, np.float64), float(cutoff), given)
 
 
 @numba.njit(parallel=True, cache=True)
-def _pair_blocks(mean, pos, height, sigma, weight, jac, first, second, cutoff):
+def _pair_blocks(mean, pos, height, sigma, weight, jac, first, second, cutoff, given):
     """``Σ_k J_kᵀ C_k J_k`` (pairs, 3, 3) for atom pairs (first, second): ``C_k`` the pixel sum
     ``Σ_u w_k² ∇a_j ∇a_lᵀ / m`` of projection k over the pixels both images reach, with the same
     cut-offs as :func:`aetdask.kernels.gaussian_atoms.fisher_blocks`. Each Gaussian is the product of
@@ -437,7 +454,10 @@ def _pair_blocks(mean, pos, height, sigma, weight, jac, first, second, cutoff):
                             sa += coef[0, c] * rows[0, c, i - i0] * cols[0, c, u - j0]
                         if d2b <= cut2[1, c]:
                             sb += coef[1, c] * rows[1, c, i - i0] * cols[1, c, u - j0]
-                    f = weight[k] * weight[k] * sa * sb / max(mean[k, i, u], 1e-12)
+                    if given:
+                        f = weight[k] * weight[k] * sa * sb * mean[k, i, u]
+                    else:
+                        f = weight[k] * weight[k] * sa * sb / max(mean[k, i, u], 1e-12)
                     a00 += f * dya * dyb
                     a01 += f * dya * dxb
                     a10 += f * dxa * dyb
@@ -450,14 +470,16 @@ def _pair_blocks(mean, pos, height, sigma, weight, jac, first, second, cutoff):
     return out
 
 
-def pair_information(mean, positions, height, sigma, weight, jacobian, pairs, cutoff: float = 4.0) -> np.ndarray:
+def pair_information(mean, positions, height, sigma, weight, jacobian, pairs, cutoff: float = 4.0, *,
+                     precision=None) -> np.ndarray:
     """The joint Fisher information of pairs of atoms about their 3-D positions, ``(pairs, 3, 3)``.
 
     Block ``(j, l)`` of ``F = Σ_k J_kᵀ [Σ_u w_k² ∇a_j ∇a_lᵀ / m_k(u)] J_k``, the off-diagonal
     companion of :func:`fisher_blocks` (whose pixel sums and cut-offs it repeats): ``mean``
     ``(t, ny, nx)`` the Poisson-scale mean, ``positions`` ``(t, n, 2)`` detector
     pixels (row, column), ``height`` and ``sigma`` ``(n, components)`` each atom's profile (px),
-    ``weight`` ``(t,)``, ``jacobian`` ``(t, 2, 3)`` detector pixels per Å, ``pairs`` ``(p, 2)``.
+    ``weight`` ``(t,)``, ``jacobian`` ``(t, 2, 3)`` detector pixels per Å, ``pairs`` ``(p, 2)``;
+    ``precision`` as in :func:`fisher_blocks` (a per-pixel weight in place of ``1/m``).
 
     Examples
     --------
@@ -472,8 +494,70 @@ def pair_information(mean, positions, height, sigma, weight, jacobian, pairs, cu
     """
     n = np.shape(positions)[1]
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
-    return _pair_blocks(np.ascontiguousarray(mean, dtype=np.float64), np.ascontiguousarray(positions, dtype=np.float64),
+    given = precision is not None
+    return _pair_blocks(np.ascontiguousarray(precision if given else mean, dtype=np.float64),
+                        np.ascontiguousarray(positions, dtype=np.float64),
                         np.ascontiguousarray(np.asarray(height, np.float64).reshape(n, -1)),
                         np.ascontiguousarray(np.asarray(sigma, np.float64).reshape(n, -1)),
                         np.asarray(weight, np.float64), np.ascontiguousarray(jacobian, dtype=np.float64),
-                        np.ascontiguousarray(pairs[:, 0]), np.ascontiguousarray(pairs[:, 1]), float(cutoff))
+                        np.ascontiguousarray(pairs[:, 0]), np.ascontiguousarray(pairs[:, 1]), float(cutoff), given)
+
+
+@numba.njit(parallel=True, cache=True)
+def _curvature_blocks(residual, pos, height, sigma, weight, cutoff):
+    nt, ny, nx = residual.shape
+    na, nc = height.shape
+    out = np.zeros((nt, na, 2, 2))
+    for k in numba.prange(nt):
+        for j in range(na):
+            py, px = pos[k, j, 0], pos[k, j, 1]
+            r, i0, i1, j0, j1 = _profile_window(py, px, sigma[j], cutoff, ny, nx)
+            ayy = 0.0
+            ayx = 0.0
+            axx = 0.0
+            for i in range(i0, i1 + 1):
+                dy = i - py
+                for m in range(j0, j1 + 1):
+                    dx = m - px
+                    d2 = dy * dy + dx * dx
+                    if d2 > r * r:
+                        continue
+                    first = 0.0  # Σ_c g_c / s_c²
+                    second = 0.0  # Σ_c g_c / s_c⁴
+                    for c in range(nc):
+                        s = sigma[j, c]
+                        if d2 <= (cutoff * s) ** 2:
+                            g = height[j, c] * math.exp(-0.5 * d2 / (s * s)) / (s * s)
+                            first += g
+                            second += g / (s * s)
+                    f = weight[k] * residual[k, i, m]
+                    ayy += f * (second * dy * dy - first)
+                    ayx += f * second * dy * dx
+                    axx += f * (second * dx * dx - first)
+            out[k, j, 0, 0] = ayy
+            out[k, j, 0, 1] = ayx
+            out[k, j, 1, 0] = ayx
+            out[k, j, 1, 1] = axx
+    return out
+
+
+def curvature_blocks(residual, positions, height, sigma, weight, cutoff: float = 4.0) -> np.ndarray:
+    """Each atom's residual-weighted second derivative of its image, per projection: ``(n_tilt, n_atom, 2, 2)``.
+
+    ``Σ_u w_k ε(u) ∇_p∇_pᵀ a(u − p)`` for an atom that adds ``w_k a`` to projection k (``height``, ``sigma``
+    as in :func:`likelihood_change`), ``residual`` ε ``(n_tilt, ny, nx)``. The observed information
+    (the negative log-likelihood's curvature) of a position is the Gauss–Newton part
+    (:func:`fisher_blocks` with ``precision = z/m²``) less this sum with ``ε = (z − m)/m``; for least
+    squares, ``JᵀJ`` plus it with ``ε = model − data``. Its expectation is zero where the model is right.
+
+    >>> c = curvature_blocks(np.ones((1, 41, 41)), np.array([[[20.0, 20.0]]]), np.array([1.0]), np.array([1.5]),
+    ...                      np.array([1.0]), cutoff=8.0)
+    >>> bool(np.abs(c).max() < 1e-9)  # a flat residual: a Gaussian's curvature sums to zero (the cut-off aside)
+    True
+    """
+    n = np.shape(positions)[1]
+    return _curvature_blocks(np.ascontiguousarray(residual, dtype=np.float64),
+                             np.ascontiguousarray(positions, dtype=np.float64),
+                             np.ascontiguousarray(np.asarray(height, np.float64).reshape(n, -1)),
+                             np.ascontiguousarray(np.asarray(sigma, np.float64).reshape(n, -1)),
+                             np.asarray(weight, np.float64), float(cutoff))

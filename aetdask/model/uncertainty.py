@@ -1,4 +1,4 @@
-"""How precisely the counts fix each refined atom's position: the Cramér–Rao bound at the fitted model.
+"""How precisely the counts fix each refined atom's position: the sandwich covariance around the Cramér–Rao bound.
 
 The coordinate refinement (:func:`aetdask.model.refine.refine`) maximises the
 likelihood of the projections given the atoms. At its optimum the Fisher
@@ -46,6 +46,19 @@ maximum-likelihood fit's own excess over the bound at low counts, which falls wi
 the dose. The rest is the profile's misfit (concentric Gaussians against the
 simulated atom images): the scatter of such a fit is ``H⁻¹ K H⁻¹``, not ``F⁻¹``,
 6 % larger on a 200-atom particle at 1.6×10⁴ e⁻/Å².
+
+The bound holds for a right model. :func:`position_covariance` therefore returns by default the
+sandwich (Huber–White) covariance ``F⁻¹ M F⁻¹``, each atom's block over its neighbourhood as above,
+with ``M`` the empirical outer product of the per-pixel score: the same pixel sums as ``F`` with the
+weight ``1/var`` replaced by ``(z − μ)²/var²`` (least squares: ``(z − μ)²`` around ``JᵀJ``),
+between neighbours too (:func:`position_information`, ``kind="score"``). Where the residuals are the
+noise, ``M ≈ F`` and σ is the bound's (``model``, stored as ``position_sigma_model``); where the model
+misses the counts, σ grows. Leaving M's blocks between neighbours out makes σ a few per cent larger
+on a dense cluster whose model is right (their scores share pixels). Variants for comparison: the
+observed information as the bread (``curvature="observed"``) and whole projections as M's units
+(``units="projection"``). A misfit the fit absorbs into the positions themselves (a coherent pull,
+the same in every projection, such as a neighbour's profile tail) leaves no residual for M to see:
+see BENCHMARKS.md for how much of the one-Gaussian profile's misfit at 10⁶ e⁻/Å² it covers.
 """
 
 from __future__ import annotations
@@ -58,7 +71,7 @@ import scipy.sparse
 from scipy.spatial import cKDTree
 from threadpoolctl import threadpool_limits
 
-from aetdask.kernels.gaussian_atoms import pair_information
+from aetdask.kernels.gaussian_atoms import curvature_blocks, fisher_blocks, gradients, pair_information
 
 
 #: The neighbourhood whose joint information is inverted for each atom (:func:`_local_inverse`), in
@@ -141,43 +154,100 @@ class PositionInformation:
         return self._map
 
 
-def position_information(problem, x, *, radius: float | None = None) -> PositionInformation:
-    """The Fisher information of the refinement's atom positions at its parameters ``x``.
-
-    ``problem`` is the refinement's misfit (``aetdask.model.refine._Problem``), ``x`` its packed
-    parameters. The diagonal blocks are the ones the refinement's Fisher scoring uses, taken from
-    the misfit's units (``problem.norm`` per count) back to counts; the pair blocks
-    (:func:`pair_information`) are computed for every two atoms closer than ``radius`` Å (None:
-    every two atoms, for small models and checks), over all the projections in which their images
-    overlap. Least squares (projections in arbitrary units): ``JᵀJ``, with ``scale`` the residual
-    variance (:func:`residual_variance`).
-    """
-    from aetdask.model.refine import _position_information
-
-    diagonal = _position_information(problem, x) / problem.norm
+def _pixels(problem, x):
+    """The pieces every block needs at the parameters ``x``: positions, the atoms' detector positions and
+    profiles (px), the gradient weight per projection, the Jacobians, and per pixel the mean ``m`` and the
+    data ``z`` on the likelihood's scale (counts: the shifted Poisson scale; least squares: the model and the
+    data, in the data's units)."""
     pos, h, s, bg, c, o, e = problem.unpack(x)
     det, hc, sc = problem.gaussians(pos, h, s, o, e)
     det = det[:, ::problem.k]
     hc, sc = hc.reshape(-1, problem.k), sc.reshape(-1, problem.k)
+    last = problem.rendered
+    m = last[1] if last is not None and np.array_equal(last[0], x) else problem.model(x)[0]
     if problem.counts:
-        last = problem.rendered
-        m = last[1] if last is not None and np.array_equal(last[0], x) else problem.model(x)[0]
         mean = np.maximum((m + problem.offset) / problem.alpha, 1e-12)
-        weight = c / problem.alpha[:, 0, 0]
-        scale = 1.0
+        weight, data = c / problem.alpha[:, 0, 0], problem.zp
     else:
-        mean = np.ones((problem.n_t, problem.n_px, problem.n_px))
-        weight = c
-        scale = residual_variance(problem, x)
+        mean, weight, data = m, c, problem.b
+    return pos, det, hc, sc, weight, problem.jacobian(e), mean, data
+
+
+#: The per-pixel weights of the information's kinds (:func:`position_information`): ``None`` the
+#: expected information (1/m for counts, 1 for least squares).
+KINDS = ("expected", "score", "observed", "projection-score")
+
+
+def projection_scores(problem, x) -> np.ndarray:
+    """Each atom's score (the log-likelihood's gradient by its position, per Å) from each projection alone,
+    ``(n_tilt, n_atom, 3)``, at the parameters ``x``: ``J_kᵀ Σ_u w_k ∇a(u − p_k) (z − m)/m`` (counts) or
+    ``J_kᵀ Σ_u w_k ∇a (z − m)`` (least squares). They sum to zero over the projections at the optimum."""
+    pos, h, s, bg, c, o, e = problem.unpack(x)
+    _, _, _, _, weight, jac, mean, data = _pixels(problem, x)
+    residual = (data - mean) / mean if problem.counts else data - mean
+    grad = gradients(residual * weight[:, None, None], *problem.gaussians(pos, h, s, o, e))[0]
+    grad = grad.reshape(problem.n_t, len(pos), problem.k, 2).sum(axis=2)
+    return np.einsum("tni,tij->tnj", grad, jac)
+
+
+def position_information(problem, x, *, radius: float | None = None, kind: str = "expected") -> PositionInformation:
+    """The Fisher information of the refinement's atom positions at its parameters ``x``.
+
+    ``problem`` is the refinement's misfit (``aetdask.model.refine._Problem``), ``x`` its packed
+    parameters. The diagonal blocks are the ones the refinement's Fisher scoring uses (in counts, not
+    the misfit's units); the pair blocks (:func:`pair_information`) are computed for every two atoms
+    closer than ``radius`` Å (None: every two atoms, for small models and checks), over all the
+    projections in which their images overlap. Least squares (projections in arbitrary units):
+    ``JᵀJ``, with ``scale`` the residual variance (:func:`residual_variance`).
+
+    ``kind`` — the same pixel sums with another weight per pixel:
+
+    * ``"expected"``: the expected information, ``Σ ∇m ∇mᵀ / m`` (counts) or ``JᵀJ``;
+    * ``"score"``: the empirical outer product of the per-pixel score, ``Σ ∇m ∇mᵀ (z − m)²/m²`` (counts)
+      or ``Σ ∇m ∇mᵀ (m − z)²`` (least squares): the middle of the sandwich ``I⁻¹ M I⁻¹``; ``scale`` 1;
+    * ``"observed"``: the curvature of the negative log-likelihood at ``x``,
+      ``Σ ∇m ∇mᵀ z/m² − Σ ∇²m (z − m)/m`` (counts) or ``JᵀJ + Σ ∇²m (m − z)``; the second sum only on
+      the diagonal blocks (an atom's image does not depend on another's position).
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
+    if kind == "projection-score":
+        score = projection_scores(problem, x)
+        pairs = _pairs(problem.unpack(x)[0], radius)
+        cross = np.einsum("tpi,tpj->pij", score[:, pairs[:, 0]], score[:, pairs[:, 1]])
+        return PositionInformation(np.einsum("tni,tnj->nij", score, score), pairs, cross.reshape(-1, 3, 3), 1.0,
+                                   np.inf if radius is None else float(radius))
+    pos, det, hc, sc, weight, jac, mean, data = _pixels(problem, x)
+    precision, residual = None, None
+    if problem.counts:
+        if kind == "score":
+            precision = (data - mean) ** 2 / (mean * mean)
+        elif kind == "observed":
+            precision, residual = data / (mean * mean), -(data - mean) / mean
+        expected = mean
+    else:
+        if kind == "score":
+            precision = (mean - data) ** 2
+        elif kind == "observed":
+            residual = mean - data
+        expected = np.ones_like(mean)
+    blocks = fisher_blocks(expected, det, hc, sc, weight, precision=precision)
+    if residual is not None:
+        blocks = blocks + curvature_blocks(residual, det, hc, sc, weight)
+    diagonal = np.einsum("tai,tnab,tbj->nij", jac, blocks, jac)
+    scale = 1.0 if problem.counts or kind == "score" else residual_variance(problem, x)
+    pairs = _pairs(pos, radius)
+    cross = pair_information(expected, det, hc, sc, weight, jac, pairs, precision=precision).reshape(-1, 3, 3)
+    return PositionInformation(diagonal, pairs, cross, scale, np.inf if radius is None else float(radius))
+
+
+def _pairs(pos, radius):
     n = len(pos)
     if n < 2:
-        pairs = np.empty((0, 2), dtype=np.int64)
-    elif radius is None:
-        pairs = np.column_stack(np.triu_indices(n, 1)).astype(np.int64)
-    else:
-        pairs = cKDTree(pos).query_pairs(float(radius), output_type="ndarray").astype(np.int64).reshape(-1, 2)
-    cross = pair_information(mean, det, hc, sc, weight, problem.jacobian(e), pairs).reshape(-1, 3, 3)
-    return PositionInformation(diagonal, pairs, cross, scale, np.inf if radius is None else float(radius))
+        return np.empty((0, 2), dtype=np.int64)
+    if radius is None:
+        return np.column_stack(np.triu_indices(n, 1)).astype(np.int64)
+    return cKDTree(pos).query_pairs(float(radius), output_type="ndarray").astype(np.int64).reshape(-1, 2)
 
 
 def free_parameters(problem) -> int:
@@ -232,13 +302,86 @@ def _local_inverse(info: PositionInformation, positions, radius: float) -> np.nd
     return out
 
 
+def _columns(matrix, at):
+    """The three columns ``X`` ``(3m, 3)`` of the inverse of a symmetric positive definite matrix of 3×3 blocks
+    that belong to block ``at``, and which of the atom's axes no count fixes (bool, 3) — then ``X`` is the
+    pseudo-inverse's and those axes get an infinite variance; None where the matrix is not positive
+    semi-definite enough to tell (an observed curvature at low counts)."""
+    sel = slice(3 * at, 3 * at + 3)
+    try:
+        rhs = np.zeros((len(matrix), 3))
+        rhs[sel] = np.eye(3)
+        sol = scipy.linalg.cho_solve(scipy.linalg.cho_factor(matrix, check_finite=False), rhs, check_finite=False)
+        if np.all(np.isfinite(sol)) and np.all(np.diag(sol[sel]) > 0):
+            return sol, np.zeros(3, dtype=bool)
+    except np.linalg.LinAlgError:
+        pass
+    w, v = np.linalg.eigh(matrix)
+    top = max(float(np.abs(w).max()), 1e-300)
+    if w.min() < -1e-8 * top:
+        return None
+    keep = w > 1e-10 * top
+    rows = v[sel]
+    return (v[:, keep] / w[keep]) @ rows[:, keep].T, np.linalg.norm(rows[:, ~keep], axis=1) > 1e-6
+
+
+def _sandwich_block(matrix, middle, at, fallback=None):
+    """Block ``at`` of ``A⁻¹`` and of ``A⁻¹ M A⁻¹`` (A ``matrix``, M ``middle``; ``middle`` None: the
+    block-diagonal M of ``(at, 3, 3)`` blocks is given as a ``(m, 3, 3)`` array instead); ``fallback`` the
+    matrix to invert where ``matrix`` is not positive definite."""
+    got = _columns(matrix, at)
+    if got is None:
+        got = _columns(fallback, at) if fallback is not None else None
+        if got is None:
+            return np.full((3, 3), np.inf), np.full((3, 3), np.inf)
+    x, unseen = got
+    sel = slice(3 * at, 3 * at + 3)
+    inv = 0.5 * (x[sel] + x[sel].T)
+    if middle.ndim == 3:  # block-diagonal M
+        xb = x.reshape(-1, 3, 3)
+        sand = np.einsum("lai,lab,lbj->ij", xb, middle, xb)
+    else:
+        sand = x.T @ middle @ x
+    sand = 0.5 * (sand + sand.T)
+    for out in (inv, sand):
+        out[unseen, :] = np.inf
+        out[:, unseen] = np.inf
+    return inv, sand
+
+
+def _local_sandwich(info, score, positions, radius, *, coupled=True, fallback=None):
+    """Each atom's block of ``A⁻¹`` and of the sandwich ``A⁻¹ M A⁻¹`` (A ``info``, M ``score``) over the atom
+    and its neighbours within ``radius`` Å (0: the atom alone), as :func:`_local_inverse` does for ``A⁻¹``.
+    ``coupled`` False: M's blocks between atoms left out (each atom's score taken as independent of its
+    neighbours'). ``fallback`` an information to invert where ``info`` is not positive definite."""
+    n = info.n
+    inv, sand = np.empty((n, 3, 3)), np.empty((n, 3, 3))
+    if n == 0:
+        return inv, sand
+    with threadpool_limits(1, user_api="blas"):
+        if radius <= 0 or len(info.pairs) == 0:
+            hoods = [np.array([j]) for j in range(n)]
+        else:
+            hoods = [np.sort(np.asarray(h, dtype=np.int64)) for h in cKDTree(positions).query_ball_point(positions, radius)]
+        for j, hood in enumerate(hoods):
+            at = int(np.searchsorted(hood, j))
+            a = info.local(hood) if len(hood) > 1 else info.diagonal[j]
+            m = (score.local(hood) if len(hood) > 1 else score.diagonal[j]) if coupled else score.diagonal[hood]
+            f = None if fallback is None else (fallback.local(hood) if len(hood) > 1 else fallback.diagonal[j])
+            inv[j], sand[j] = _sandwich_block(a, m, at, f)
+    return inv, sand
+
+
 @dataclass
 class PositionCovariance:
     """Each atom's position covariance and σ (Å), and how they were found.
 
     ``covariance`` ``(n, 3, 3)`` and ``sigma`` ``(n, 3)`` along x, y, z; ``independent`` ``(n, 3)``
     the σ of the diagonal blocks alone (every other atom known); ``radius`` (Å) the neighbourhood
-    inverted jointly (0: none); ``scale`` the residual variance of a least-squares fit (1 for counts).
+    inverted jointly (0: none); ``scale`` the residual variance of a least-squares fit (1 for counts);
+    ``estimator`` ``"fisher"`` (the inverse of the expected information) or ``"sandwich"`` (``I⁻¹ M I⁻¹``);
+    ``model`` ``(n, 3)`` the σ of the expected information (the Cramér–Rao bound of a right model), for
+    comparison with a sandwich's (None: not computed).
     """
 
     covariance: np.ndarray
@@ -247,6 +390,10 @@ class PositionCovariance:
     radius: float
     scale: float
     counts: bool
+    estimator: str = "fisher"
+    model: np.ndarray | None = None
+    curvature: str = "expected"
+    score_coupling: bool = True
 
     @property
     def precision_pm(self) -> float:
@@ -257,14 +404,30 @@ class PositionCovariance:
     def coupling(self) -> float:
         """How much the neighbours' share of the counts raises the 3-D RMS σ: the ratio of the joint
         σ's to the independent ones' (1: no effect)."""
-        ok = np.all(np.isfinite(self.sigma), axis=1) & np.all(np.isfinite(self.independent), axis=1)
-        if not ok.any():
-            return float("nan")
-        return float(np.sqrt(np.sum(self.sigma[ok] ** 2) / max(np.sum(self.independent[ok] ** 2), 1e-300)))
+        return _rms_ratio(self.sigma, self.independent)
+
+    @property
+    def inflation(self) -> float:
+        """How much the sandwich raises the 3-D RMS σ over the expected information's (1: the model fits
+        the counts as their noise allows; nan: no comparison)."""
+        return float("nan") if self.model is None else _rms_ratio(self.sigma, self.model)
 
 
-def position_covariance(problem, x, *, coupling: bool = True, radius: float | None = None) -> PositionCovariance:
-    """Each atom's 3×3 position covariance ``(F⁻¹)_jj`` (Å²) at the refinement's parameters ``x``.
+def _rms_ratio(a, b) -> float:
+    ok = np.all(np.isfinite(a), axis=1) & np.all(np.isfinite(b), axis=1)
+    if not ok.any():
+        return float("nan")
+    return float(np.sqrt(np.sum(a[ok] ** 2) / max(np.sum(b[ok] ** 2), 1e-300)))
+
+
+#: The covariance estimators of :func:`position_covariance`.
+ESTIMATORS = ("sandwich", "fisher")
+
+
+def position_covariance(problem, x, *, coupling: bool = True, radius: float | None = None,
+                        estimator: str = "sandwich", curvature: str = "expected",
+                        score_coupling: bool = True, units: str = "pixel") -> PositionCovariance:
+    """Each atom's 3×3 position covariance (Å²) at the refinement's parameters ``x``.
 
     Parameters
     ----------
@@ -278,26 +441,59 @@ def position_covariance(problem, x, *, coupling: bool = True, radius: float | No
     radius : float, optional
         The neighbourhood (Å); default :data:`NEIGHBOURHOOD` information widths of the widest
         species' profile (:func:`information_width`).
+    estimator : {"sandwich", "fisher"}
+        ``"fisher"``: ``(I⁻¹)_jj``, the inverse of the expected information (least squares: times the
+        residual variance) — the Cramér–Rao bound, right where the model is. ``"sandwich"`` (Huber–White):
+        ``(I⁻¹ M I⁻¹)_jj`` with M the empirical outer product of the per-pixel score
+        (:func:`position_information`, ``kind="score"``): M ≈ I where the residuals are the noise, and
+        larger where the model misses the data (the atom's profile, alignment, angles), so σ grows with
+        the misfit the bound ignores. The expected-information σ comes with it (``model``).
+    curvature : {"expected", "observed"}
+        The sandwich's bread: the expected information, or the observed one (the curvature at the fit,
+        the expected one where it is not positive definite).
+    score_coupling : bool
+        Keep M's blocks between neighbours (the scores of atoms that share pixels are correlated).
+    units : {"pixel", "projection"}
+        The independent units whose scores' outer products make M: each pixel, or each projection (the
+        score of an atom from one projection, :func:`projection_scores`: misfits correlated over an
+        image — a profile's shape, an image's shift — counted as they act).
 
     Returns
     -------
     PositionCovariance
         The covariances, the σ along x, y, z (square roots of their diagonals), and the σ of the
-        diagonal blocks alone. Least squares: scaled by the residual variance of the fit.
+        diagonal blocks alone.
     """
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {ESTIMATORS}, not {estimator!r}")
+    if curvature not in ("expected", "observed"):
+        raise ValueError(f"curvature must be 'expected' or 'observed', not {curvature!r}")
     pos, h, s = problem.unpack(x)[:3]
     if len(pos) == 0:
         empty = np.empty((0, 3))
-        return PositionCovariance(np.empty((0, 3, 3)), empty, empty, 0.0, 1.0, bool(problem.counts))
+        return PositionCovariance(np.empty((0, 3, 3)), empty, empty, 0.0, 1.0, bool(problem.counts), estimator,
+                                  empty if estimator == "sandwich" else None, curvature, score_coupling)
     if radius is None:
         h, s = np.reshape(h, (-1, problem.k)), np.reshape(s, (-1, problem.k))
         radius = NEIGHBOURHOOD * max(information_width(hh, ss) for hh, ss in zip(h, s))
     radius = float(radius) if coupling else 0.0
-    info = position_information(problem, x, radius=PAIR_SPAN * radius if radius > 0 else 0.0)
-    own = np.stack([_inverse_block(b, 0) for b in info.diagonal]) if info.n else np.empty((0, 3, 3))
-    cov = _local_inverse(info, pos, radius) if radius > 0 else own
-    cov, own = info.scale * cov, info.scale * own
-    return PositionCovariance(cov, _sigma(cov), _sigma(own), radius, info.scale, bool(problem.counts))
+    span = PAIR_SPAN * radius if radius > 0 else 0.0
+    info = position_information(problem, x, radius=span)
+    if estimator == "fisher":
+        own = np.stack([_inverse_block(b, 0) for b in info.diagonal])
+        cov = _local_inverse(info, pos, radius) if radius > 0 else own
+        cov, own = info.scale * cov, info.scale * own
+        return PositionCovariance(cov, _sigma(cov), _sigma(own), radius, info.scale, bool(problem.counts))
+    score = position_information(problem, x, radius=span if score_coupling else 0.0,
+                                 kind="score" if units == "pixel" else "projection-score")
+    bread = info if curvature == "expected" else position_information(problem, x, radius=span, kind="observed")
+    fallback = None if curvature == "expected" else info
+    inv, cov = _local_sandwich(bread, score, pos, radius, coupled=score_coupling, fallback=fallback)
+    if curvature == "observed":
+        inv = _local_inverse(info, pos, radius) if radius > 0 else np.stack([_inverse_block(b, 0) for b in info.diagonal])
+    own = _local_sandwich(bread, score, pos, 0.0, fallback=fallback)[1]
+    return PositionCovariance(cov, _sigma(cov), _sigma(own), radius, info.scale, bool(problem.counts), "sandwich",
+                              _sigma(info.scale * inv), curvature, score_coupling)
 
 
 def _sigma(cov):
@@ -324,27 +520,49 @@ def predicted_precision_pm(sigma) -> float:
 
 def attach(model, result: PositionCovariance):
     """``model`` with ``position_sigma`` (atom, xyz) and ``position_covariance`` (atom, xyz, xyz2) in Å
-    and Å², and the record's summary of them (a dict for the refinement's provenance)."""
-    how = ("Cramér–Rao bound at the fitted model: the inverse of the Fisher information of the atom "
-           "positions" + (", Poisson–Gaussian counts" if result.counts else
-                          f", least squares scaled by the residual variance {result.scale:.6g}")
-           + (f", each atom jointly with its neighbours within {result.radius:.2f} Å" if result.radius > 0
-              else ", each atom alone (every other atom known)")
-           + "; the other parameters of the fit held at their values")
+    and Å² (and, for a sandwich, ``position_sigma_model``: the expected information's σ), and the
+    record's summary of them (a dict for the refinement's provenance)."""
+    noise = (", Poisson–Gaussian counts" if result.counts else
+             f", least squares (residual variance {result.scale:.6g})")
+    hood = (f", each atom jointly with its neighbours within {result.radius:.2f} Å" if result.radius > 0
+            else ", each atom alone (every other atom known)")
+    bound = "Cramér–Rao bound at the fitted model: the inverse of the expected Fisher information of the atom positions"
+    if result.estimator == "sandwich":
+        how = ("sandwich (Huber–White) covariance I⁻¹ M I⁻¹ of the atom positions: I the "
+               + ("expected" if result.curvature == "expected" else "observed") + " information, M the empirical "
+               "outer product of the per-pixel score" + ("" if result.score_coupling else " (neighbours' scores independent)")
+               + noise + hood + "; the other parameters of the fit held at their values")
+    else:
+        how = bound + noise + hood + "; the other parameters of the fit held at their values"
     xyz = list(model.coords["xyz"].values) if "xyz" in model.coords else ["x", "y", "z"]
     out = model.assign_coords(xyz2=("xyz2", xyz))
     out["position_sigma"] = (("atom", "xyz"), result.sigma, {"units": "Å", "description": how})
     out["position_covariance"] = (("atom", "xyz", "xyz2"), result.covariance, {"units": "Å²", "description": how})
+    if result.model is not None:
+        out["position_sigma_model"] = (("atom", "xyz"), result.model,
+                                       {"units": "Å", "description": bound + noise + hood})
     finite = np.all(np.isfinite(result.sigma), axis=1)
     precision = result.precision_pm
+    joint = "joint" if result.radius > 0 else "independent"
     summary = {
         "predicted_precision_pm": round(precision, 3) if np.isfinite(precision) else None,
         "position_sigma_pm": [round(float(100 * np.sqrt(np.mean(result.sigma[finite, a] ** 2))), 3) if finite.any()
                               else None for a in range(3)],
-        "position_sigma_method": "fisher-joint" if result.radius > 0 else "fisher-independent",
+        "position_sigma_method": f"{result.estimator}-{joint}",
         "position_sigma_radius": round(result.radius, 3),
         "position_sigma_coupling": round(result.coupling, 4) if np.isfinite(result.coupling) else None,
         "position_sigma_unbounded": int((~finite).sum()),
         **({} if result.counts else {"residual_variance": result.scale}),
     }
+    if result.model is not None:
+        model_pm = predicted_precision_pm(result.model)
+        inflation = result.inflation
+        summary.update({
+            "position_sigma_estimator": result.estimator if result.curvature == "expected" else
+            f"{result.estimator} ({result.curvature} information)",
+            "predicted_precision_model_pm": round(model_pm, 3) if np.isfinite(model_pm) else None,
+            "position_sigma_inflation": round(inflation, 4) if np.isfinite(inflation) else None,
+        })
+    else:
+        summary["position_sigma_estimator"] = result.estimator
     return out, summary
