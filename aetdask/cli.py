@@ -760,6 +760,16 @@ def report(store, truth, cutoff, overwrite):
 
 @main.command()
 @click.argument("store", type=click.Path(exists=True, file_okay=False))
+@_handle_errors
+def view(store):
+    """Open the run's volume and atomic model in napari (pip install 'aetdask[view]'), on axes in Å."""
+    from aetdask.view import view as open_viewer
+
+    open_viewer(store)
+
+
+@main.command()
+@click.argument("store", type=click.Path(exists=True, file_okay=False))
 @click.option("--atoms", "atoms_file", default=None, type=click.Path(dir_okay=False),
               help="Output atom file (.xyz extended XYZ, or .csv).")
 @click.option("--volume", "volume_file", default=None, type=click.Path(),
