@@ -108,7 +108,12 @@ def test_cli_analyze(tmp_path):
     assert json.loads((out / "structure.json").read_text())["cutoff"] == summary["cutoff"]
     import xarray as xr
 
-    saved = xr.open_zarr(out / "structure.zarr")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the run store's format (Zarr v2): no unstable string type, no warnings
+        saved = xr.open_zarr(out / "structure.zarr")
+    assert (out / "structure.zarr" / ".zgroup").is_file()
     assert saved.sizes["atom"] == 800 and json.loads(saved.attrs["summary"])["n_atoms"] == 800
     text = CliRunner().invoke(main, ["analyze", str(path), "--r-max", "8", "--out", str(tmp_path / "o")])
     assert text.exit_code == 0 and "first-shell cutoff" in text.output

@@ -16,7 +16,7 @@ import uuid
 
 from aetdask._version import __version__
 from aetdask.errors import StoreError
-from aetdask.io.store import file_digest
+from aetdask.io.store import ZARR_FORMAT, file_digest
 
 
 ANALYSIS_OUTPUTS = ("structure.json", "structure.png", "structure.zarr")
@@ -99,13 +99,15 @@ def _write_zarr(ds, path) -> None:
     """Write an analysis Dataset (summary as JSON text in attrs) as a new Zarr store at ``path``."""
     import warnings
 
-    out = ds.copy().drop_encoding()  # a model read from a run store carries its Zarr v2 codecs: not for this v3 one
+    out = ds.copy().drop_encoding()  # the codecs of the store a model was read from are not this store's business
     out.attrs = {"summary": json.dumps(ds.attrs["summary"]), "provenance": json.dumps(ds.attrs.get("provenance", []))}
     for name in out.variables:
         out[name].attrs = {k: v for k, v in out[name].attrs.items() if isinstance(v, (str, int, float))}
+    # the run store's format (aetdask.io.store): Zarr v2, whose spec covers the species' and labels' strings and
+    # consolidated metadata (v3 has neither yet); only OME-Zarr volumes are v3, as NGFF 0.5 requires
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        out.to_zarr(path, mode="w-", consolidated=True)
+        warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy")
+        out.to_zarr(path, mode="w-", consolidated=True, zarr_format=ZARR_FORMAT)
 
 
 def write_outputs(folder, result, overwrite: bool = False) -> pathlib.Path:

@@ -72,7 +72,10 @@ PATTERN_PRODUCTS = ("patterns",)  # 4D-STEM: (tilt, scan_y, scan_x, ky, kx)
 PRODUCTS = TILT_PRODUCTS + VOLUME_PRODUCTS + ATOM_PRODUCTS + PATTERN_PRODUCTS
 _VARIABLE = {**{p: "tilt_series" for p in TILT_PRODUCTS}, **{p: "volume" for p in VOLUME_PRODUCTS},
              **{p: "patterns" for p in PATTERN_PRODUCTS}}
-_ZARR_FORMAT = 2  # widest compatibility; consolidated metadata is part of its spec
+#: The Zarr format of everything aetdask stores itself (run stores, structure analyses): v2, whose spec covers
+#: the species' strings and consolidated metadata (v3 has no stable string type and no consolidated metadata yet).
+#: Only OME-Zarr volumes (`aetdask export --volume`) are v3, as NGFF 0.5 requires.
+ZARR_FORMAT = 2
 LOCK_NAME = ".aetdask.lock"
 RECORD_KEY = "aetdask_record"  # the product group's attribute that holds its record
 BESIDE = "beside.json"  # files written next to the store: {"files": {suffix: sha256}}
@@ -129,7 +132,7 @@ class RunStore:
             if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
                 raise StoreError(f"{self.path}: exists and is not an aetdask run store")
             check_writable(self.path)
-            root = zarr.open_group(str(self.path), mode="w", zarr_format=_ZARR_FORMAT)
+            root = zarr.open_group(str(self.path), mode="w", zarr_format=ZARR_FORMAT)
             root.attrs["aetdask"] = {"store_version": STORE_VERSION, "version": __version__}
         else:
             raise StoreError(f"{self.path}: no aetdask run store here")
@@ -333,7 +336,7 @@ class RunStore:
         with self.lock(f"{_command_line()} (writing {name})"):
             tmp = self.path / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
             try:
-                job = ds.to_zarr(str(tmp), mode="w-", consolidated=True, zarr_format=_ZARR_FORMAT, compute=False)
+                job = ds.to_zarr(str(tmp), mode="w-", consolidated=True, zarr_format=ZARR_FORMAT, compute=False)
                 compute([job], progress, f"writing {name}")
                 self._publish(tmp, self.path / name)
             except OSError as exc:
