@@ -262,8 +262,12 @@ def _classify(ctx: Context, record: dict) -> Summary:
     at = classify(ctx.store.read("candidates"), ctx.species)
     ctx.store.write("atoms", at, record=record)
     p = last_record(at, "classify")
-    return Summary(", ".join(f"{v} {k}" for k, v in p["counts"].items()) + f"; {p['non_atoms']} non-atoms",
-                   {"counts": p["counts"], "non_atoms": p["non_atoms"]})
+    text = ", ".join(f"{v} {k}" for k, v in p["counts"].items()) + f"; {p['non_atoms']} non-atoms"
+    figures = {"counts": p["counts"], "non_atoms": p["non_atoms"]}
+    if p.get("method") == "mixture":  # its posteriors say how sure the labels are
+        text += f"; {p['uncertain']} atoms with p < 0.9, about {p['expected_errors']:.0f} wrong labels expected"
+        figures.update(uncertain=p["uncertain"], expected_errors=p["expected_errors"])
+    return Summary(text, figures)
 
 
 def _refine(ctx: Context, record: dict) -> Summary:
