@@ -193,6 +193,12 @@ _ALL = [
     _p("trace.bond_fraction", 0.75, float,
        "merge distance = this × the shortest bond of the species (2 × smallest covalent radius)",
        ["trace", "refine"], low=0, open_low=True, high=2.0),
+    _p("trace.atom_width", 0.0, float,
+       "standard deviation (Å) of an atom's profile in the volume, the width of the matched filter the volume is "
+       "correlated with before finding maxima; null = measured from the volume; 0 = no filter (plain local maxima, "
+       "the seed paper's; the default until a filter that keeps a dense particle's neighbours apart is shown to "
+       "help at 20,000 atoms, see benchmarks/bench_large.py)",
+       ["trace"], low=0, nullable=True),
     _p("trace.chunk", 64, int, "voxels per side of the sub-volumes traced in parallel", ["trace"], low=8),
     _p("classify.method", "kmeans", str, "kmeans: the paper's hard K-means classes; mixture: posterior probabilities "
        "of a mixture whose species means follow the ADF cross-sections", ["classify"], choices=("kmeans", "mixture")),

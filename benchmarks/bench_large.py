@@ -1,7 +1,7 @@
 """Accuracy at the realistic size: a 20,000-atom a-Si particle that fills a 290² field, at low dose.
 
     python benchmarks/bench_large.py [--dose 8e3 1.6e4] [--shifts 3] [--model FILE|copdpt] [--work DIR]
-        [--config FILE.yaml] [--score-only] [--preprocess-only]
+        [--config FILE.yaml] [--score-only] [--preprocess-only] [--until reconstruct|trace|classify]
 
 Simulates the tilt series with the linear ADF model (seeded Poisson counts, 1 e⁻/px background):
 the seed paper's 19,993-atom a-Si ground truth (``aSi9nm_model_GT.txt``) when ``../shared`` is
@@ -275,6 +275,9 @@ def main():
     ap.add_argument("--score-only", action="store_true", help="score the stores in --work without running")
     ap.add_argument("--preprocess-only", action="store_true",
                     help="import and preprocess only (alignment and noise estimate; with --shifts, minutes not hours)")
+    ap.add_argument("--until", choices=["reconstruct", "trace", "classify"],
+                    help="run the stages one command each up to this one and stop before the coordinate refinement "
+                         "(tracing and classification can then be re-run and scored in minutes)")
     args = ap.parse_args()
     import tempfile
 
@@ -293,10 +296,15 @@ def main():
         if not args.score_only:
             aet = [sys.executable, "-m", "aetdask.cli"]
             config = ["--config", str(args.config)] if args.config else []
-            if args.preprocess_only:  # import + preprocess: the alignment and noise estimate alone
+            if args.preprocess_only or args.until:  # stage by stage, stopping early
                 cmds = [] if store.exists() else [aet + ["import", str(tilts), "--angles", str(angles), "--pixel-size",
                                                         str(PIXEL), "--out", str(store)]]
                 cmds.append(aet + ["preprocess", str(store)] + config)
+                if not args.preprocess_only:
+                    stages = ["reconstruct", "trace", "classify"]
+                    for stage in stages[:stages.index(args.until) + 1]:
+                        cmds.append(aet + [stage, str(store)] + (["--species", species] if stage == "trace" else [])
+                                    + config)
             else:
                 cmds = [aet + ["run", str(tilts), "--angles", str(angles), "--pixel-size", str(PIXEL), "--species", species,
                                "--out", str(store)] + config]
@@ -309,7 +317,7 @@ def main():
             peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
             print(f"  wall {wall:.0f} s (command, cluster start included); peak RSS of one process {peak:.0f} MiB")
         reports[f"{dose:.2g}"] = score(store, model, applied, print)
-        if not args.preprocess_only:
+        if not (args.preprocess_only or args.until):
             gain, expected, bound, threshold = information_limit(model, tilts, angles, dose, shape)
             share = float(np.mean(gain > threshold))
             print(f"  information limit: given every other atom exactly, {100 * share:.1f} % of the true atoms gain more "
