@@ -75,7 +75,7 @@ def run(truth, angles, shape, dose, seed, components, perturb, work, blur=None, 
         spent.append(time.perf_counter() - t)
         if variants:
             other["M diag"] = covariance(*args, score_coupling=False, **kwargs).sigma
-            other["observed"] = covariance(*args, curvature="observed", **kwargs).sigma
+            other["expected information"] = covariance(*args, curvature="expected", **kwargs).sigma
             other["per projection"] = covariance(*args, units="projection", **kwargs).sigma
             other["per projection, M diag"] = covariance(*args, units="projection", score_coupling=False, **kwargs).sigma
         return out
@@ -122,7 +122,7 @@ def main():
     ap.add_argument("--perturb", type=float, default=0.0, help="Å of Gaussian noise on the starting positions")
     ap.add_argument("--blur", type=float, default=None, help="the simulation's blur (Å; default its configuration's)")
     ap.add_argument("--variants", action="store_true",
-                    help="also the sandwich without the neighbours' blocks of M and with the observed information")
+                    help="also the sandwich without the neighbours' blocks of M and with the expected information")
     ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = ap.parse_args()
     from aetdask.simulate import amorphous_particle

@@ -99,13 +99,24 @@ def test_bad_parameter_file_is_a_clear_error(tmp_path, runner):
     assert "unknown aetdask configuration key 'simulate.energie'" in r.output and "simulate.energy" in r.output
 
 
-def test_reconstruct_command_writes_the_volume(tmp_path):
+@pytest.fixture(scope="module")
+def scheduler():
+    """One in-process cluster the commands run as subprocesses join with --scheduler: starting a local cluster
+    of worker processes per command was most of these tests' time."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, protocol="tcp", host="127.0.0.1",
+                      dashboard_address=":0") as cluster:
+        yield cluster.scheduler_address
+
+
+def test_reconstruct_command_writes_the_volume(tmp_path, scheduler):
     cmd = [sys.executable, "-m", "aetdask.cli"]
     store = str(tmp_path / "r.zarr")
     r = subprocess.run(cmd + ["simulate", "--n-atoms", "30", "--shape", "32", "--out", store],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    r = subprocess.run(cmd + ["reconstruct", store, "--iterations", "60", "--json"],
+    r = subprocess.run(cmd + ["reconstruct", store, "--iterations", "60", "--json", "--scheduler", scheduler],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout.strip().splitlines()[-1])
@@ -114,7 +125,7 @@ def test_reconstruct_command_writes_the_volume(tmp_path):
     assert vol.shape == (32, 32, 32) and vol.attrs["voxel_size"] == 0.3
 
 
-def test_each_stage_by_its_own_command_prints_one_json_object_and_info_names_the_result(tmp_path):
+def test_each_stage_by_its_own_command_prints_one_json_object_and_info_names_the_result(tmp_path, scheduler):
     cmd = [sys.executable, "-m", "aetdask.cli"]
     store = str(tmp_path / "r.zarr")
     r = subprocess.run(cmd + ["simulate", "--n-atoms", "20", "--shape", "48", "--dose", "1e5", "--out", store],
@@ -124,7 +135,8 @@ def test_each_stage_by_its_own_command_prints_one_json_object_and_info_names_the
     for command, product in (["preprocess", "--denoiser", "none"], None), (["reconstruct", "--iterations", "60"], None), \
             (["trace", "--species", "Si"], "candidates"), (["classify"], "atoms"), \
             (["refine", "--config", str(tmp_path / "fast.yaml")], "refined"):
-        r = subprocess.run(cmd + [command[0], store, *command[1:], "--json"], capture_output=True, text=True, timeout=300)
+        r = subprocess.run(cmd + [command[0], store, *command[1:], "--json", "--scheduler", scheduler],
+                           capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr
         lines = r.stdout.strip().splitlines()
         assert len(lines) == 1, r.stdout  # nothing but the object
@@ -137,13 +149,13 @@ def test_each_stage_by_its_own_command_prints_one_json_object_and_info_names_the
     assert info["result"] == "refined" and all(e["current"] for e in info["products"].values())
 
 
-def test_preprocess_command(tmp_path):
+def test_preprocess_command(tmp_path, scheduler):
     cmd = [sys.executable, "-m", "aetdask.cli"]
     store = str(tmp_path / "p.zarr")
     r = subprocess.run(cmd + ["simulate", "--n-atoms", "30", "--shape", "64", "--dose", "2e4", "--out", store],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    r = subprocess.run(cmd + ["preprocess", store, "--denoiser", "nlm", "--json"],
+    r = subprocess.run(cmd + ["preprocess", store, "--denoiser", "nlm", "--json", "--scheduler", scheduler],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout.strip().splitlines()[-1])

@@ -78,8 +78,8 @@ def test_rerun_resumes_and_a_changed_parameter_redoes_only_what_it_affects(two_s
     calls = []
     import aetdask.model as model
 
-    real_refine, real_trace = model.refine, model.trace
-    monkeypatch.setattr(model, "refine", lambda *a, **k: calls.append("refine") or real_refine(*a, **k))
+    real_refine, real_trace = model.refine_atoms, model.trace
+    monkeypatch.setattr(model, "refine_atoms", lambda *a, **k: calls.append("refine") or real_refine(*a, **k))
     monkeypatch.setattr(model, "trace", lambda *a, **k: calls.append("trace") or real_trace(*a, **k))
     again = pipeline.run(ts, out, ["Si", "Ge"], progress=False, echo=lambda *a: None)
     assert all(s["resumed"] for s in again["stages"].values()) and calls == []

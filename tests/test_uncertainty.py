@@ -107,9 +107,14 @@ def test_the_sandwich_is_the_inverse_information_around_the_scores_outer_product
     f = uncertainty.position_information(problem, x).matrix()
     inv = np.linalg.inv(f)
     exact = np.sqrt(np.diag(inv @ score @ inv)).reshape(-1, 3)
-    result = uncertainty.position_covariance(problem, x)
+    result = uncertainty.position_covariance(problem, x, curvature="expected")
     assert result.estimator == "sandwich"
     np.testing.assert_allclose(result.sigma, exact, rtol=0.03)  # the neighbourhood: 8 Å around each atom
+    observed = uncertainty.position_information(problem, x, kind="observed").matrix()
+    inv = np.linalg.inv(observed)
+    exact = np.sqrt(np.diag(inv @ score @ inv)).reshape(-1, 3)
+    default = uncertainty.position_covariance(problem, x)  # the bread: the curvature at the fit
+    np.testing.assert_allclose(default.sigma, exact, rtol=0.03)
     bound = uncertainty.position_covariance(problem, x, estimator="fisher")
     np.testing.assert_allclose(result.model, bound.sigma)
     assert 0.85 < result.inflation < 1.15, result.inflation
@@ -167,7 +172,7 @@ def test_sigma_is_calibrated_against_the_errors_of_refinements_of_counts():
     assert list(out.xyz2.values) == list(out.xyz.values) == ["x", "y", "z"]
     p = out.attrs["provenance"][-1]["params"]
     assert p["position_sigma_method"] == "sandwich-joint" and p["position_sigma_coupling"] > 1.0
-    assert p["position_sigma_estimator"] == "sandwich" and out.position_sigma_model.dims == ("atom", "xyz")
+    assert p["position_sigma_estimator"] == "sandwich (observed information)" and out.position_sigma_model.dims == ("atom", "xyz")
     assert 0.85 < p["position_sigma_inflation"] < 1.2, p["position_sigma_inflation"]  # the model fits: M ≈ I
     measured = paper_match(out.position.values, truth.position.values, out.species.values, truth.species.values,
                            1.0)["overall"]["precision_pm"]

@@ -54,10 +54,12 @@ weight ``1/var`` replaced by ``(z − μ)²/var²`` (least squares: ``(z − μ)
 between neighbours too (:func:`position_information`, ``kind="score"``). Where the residuals are the
 noise, ``M ≈ F`` and σ is the bound's (``model``, stored as ``position_sigma_model``); where the model
 misses the counts, σ grows. Leaving M's blocks between neighbours out makes σ a few per cent larger
-on a dense cluster whose model is right (their scores share pixels). Variants for comparison: the
-observed information as the bread (``curvature="observed"``) and whole projections as M's units
-(``units="projection"``). A misfit the fit absorbs into the positions themselves (a coherent pull,
-the same in every projection, such as a neighbour's profile tail) leaves no residual for M to see:
+on a dense cluster whose model is right (their scores share pixels). The bread is the observed
+information (the curvature at the fit, which carries the low-count excess of the fit over the bound that
+the expected information misses); the expected one (``curvature="expected"``) and whole projections as
+M's units (``units="projection"``) are variants for comparison. A misfit the fit absorbs into the
+positions themselves (a coherent pull, the same in every projection, such as a neighbour's profile
+tail) leaves no residual for M to see:
 see BENCHMARKS.md for how much of the one-Gaussian profile's misfit at 10⁶ e⁻/Å² it covers.
 """
 
@@ -425,7 +427,7 @@ ESTIMATORS = ("sandwich", "fisher")
 
 
 def position_covariance(problem, x, *, coupling: bool = True, radius: float | None = None,
-                        estimator: str = "sandwich", curvature: str = "expected",
+                        estimator: str = "sandwich", curvature: str = "observed",
                         score_coupling: bool = True, units: str = "pixel") -> PositionCovariance:
     """Each atom's 3×3 position covariance (Å²) at the refinement's parameters ``x``.
 
@@ -448,9 +450,11 @@ def position_covariance(problem, x, *, coupling: bool = True, radius: float | No
         (:func:`position_information`, ``kind="score"``): M ≈ I where the residuals are the noise, and
         larger where the model misses the data (the atom's profile, alignment, angles), so σ grows with
         the misfit the bound ignores. The expected-information σ comes with it (``model``).
-    curvature : {"expected", "observed"}
-        The sandwich's bread: the expected information, or the observed one (the curvature at the fit,
-        the expected one where it is not positive definite).
+    curvature : {"observed", "expected"}
+        The sandwich's bread: the observed information (the curvature at the fit; the expected one where it
+        is not positive definite), or the expected one. The observed one is the default: std(err/σ) 0.999,
+        1.021, 1.011 at 8×10³, 1.6×10⁴, 1.6×10⁵ e⁻/Å² against 1.146, 1.090, 1.014 with the expected one
+        (1,000 atoms, ``benchmarks/bench_uncertainty.py --variants``; BENCHMARKS.md).
     score_coupling : bool
         Keep M's blocks between neighbours (the scores of atoms that share pixels are correlated).
     units : {"pixel", "projection"}
