@@ -6,6 +6,7 @@ import contextlib
 import errno
 import functools
 import json
+import math
 import os
 import pathlib
 import shutil
@@ -98,6 +99,24 @@ def _killed_message(exc) -> str:
 
 
 POSITIVE = click.FloatRange(min=0, min_open=True)
+
+
+class _Angle(click.ParamType):
+    """An angle in degrees: a finite number in [−360, 360]."""
+
+    name = "degrees"
+
+    def convert(self, value, param, ctx):
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of degrees", param, ctx)
+        if not math.isfinite(v) or abs(v) > 360:
+            self.fail(f"{value!r}: expected a finite angle in degrees within ±360", param, ctx)
+        return v
+
+
+ANGLE = _Angle()
 #: Seeds of NumPy's generators: 0 to 2³² − 1.
 SEED = click.IntRange(min=0, max=2**32 - 1)
 
@@ -257,6 +276,22 @@ def _outside_run_stores_parent(out) -> None:
     if store is not None:
         raise InputError(f"--out {out}: inside the run store {_shown(store)}; expected a run store of its own, outside any "
                          "other")
+
+
+def _tilt_axis_option(func):
+    """``--tilt-axis DEG``: the in-plane direction of the tilt axis in the images (``preprocess.tilt_axis``), set
+    for the command's work (inside ``--config``'s settings, so the option wins over the file)."""
+
+    @click.option("--tilt-axis", "tilt_axis", type=ANGLE, default=None,
+                  help="In-plane direction of the tilt axis in the images, degrees from x towards +y "
+                       "(preprocess.tilt_axis); carried in each projection's Euler angles, the images are not resampled.")
+    @functools.wraps(func)
+    def wrapper(*args, tilt_axis=None, **kwargs):
+        from aetdask import config
+
+        with config.set({"preprocess.tilt_axis": tilt_axis} if tilt_axis is not None else {}):
+            return func(*args, **kwargs)
+    return wrapper
 
 
 def _geometry_options(func):
@@ -532,6 +567,7 @@ def _described(e: dict) -> str:
               help="Replace STORE-preprocessing.png even if aetdask did not write it for this store.")
 @_handle_errors
 @_computing
+@_tilt_axis_option
 def preprocess(store, denoiser, as_json, overwrite):
     """Preprocess the `raw` tilt series of a run store into `preprocessed` (+ a PNG panel)."""
     import time
@@ -633,6 +669,7 @@ def reconstruct(store, method, iterations, step, refine_angles, as_json):
                    "also replace report files next to it that aetdask did not write.")
 @_handle_errors
 @_computing
+@_tilt_axis_option
 def run(tilts, angles, pixel_size, species, out, refine_angles, scanning, modality, as_json, overwrite):
     """Raw counts to atomic model: import → preprocess → reconstruct → trace → classify → refine.
 

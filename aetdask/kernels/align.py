@@ -50,6 +50,8 @@ __all__ = [
     "edge_sensitivity",
     "register_1d",
     "shift_1d",
+    "shrink",
+    "beyond_noise",
 ]
 
 
@@ -234,12 +236,19 @@ def common_line_shifts(stack, upsample=20, iterations=3):
     """Shifts along x (n,) that align every projection's common line; mean shift removed.
 
     The common line of a projection is its sum over y: for a tilt about x it is
-    the same for every projection, so differences are shifts along x. Each
-    line is registered (:func:`register_1d`) to the mean of the lines as
-    currently aligned; the mean is updated and the registration repeated
-    ``iterations`` times. The mean of the shifts (a shift of the whole series,
-    which the common line cannot see) is removed. Per-projection scale
-    differences do not matter.
+    the same for every projection, so differences are shifts along x. Every
+    line is first registered (:func:`register_1d`) to every other one and the
+    shifts are their least-squares solution (each line's shift is the mean of
+    the others' registrations onto it); then, ``iterations`` times, each line is
+    registered to the mean of the *other* lines as currently aligned. No step
+    starts from, or compares a line with, a template that contains it: a line
+    registered to a mean that holds its own noise is pulled towards where it
+    already is, and a mean built from the lines as given (misaligned) is a
+    blurred template whose optimum depends on where the lines happen to start;
+    here the result moves exactly with the data (a whole-pixel shift of a line
+    changes its shift by exactly that much). The mean of the shifts (a shift of
+    the whole series, which the common line cannot see) is removed.
+    Per-projection scale differences do not matter.
 
     Examples
     --------
@@ -252,10 +261,20 @@ def common_line_shifts(stack, upsample=20, iterations=3):
     """
     s = _stack(stack, "common_line_shifts")
     lines = s.sum(axis=1)
-    dx = np.zeros(len(s))
-    for _ in range(max(1, int(iterations))):
-        mean = shift_1d(lines, dx).mean(axis=0)
-        dx = np.array([register_1d(mean, line, upsample) for line in lines])
+    n = len(lines)
+    if n < 2:
+        return np.zeros(n)
+    pair = np.zeros((n, n))  # pair[i, j]: the shift that moves line j onto line i (= d_j − d_i)
+    for i in range(n):
+        for j in range(i + 1, n):
+            pair[i, j] = register_1d(lines[i], lines[j], upsample)
+            pair[j, i] = -pair[i, j]
+    dx = pair.mean(axis=0)
+    dx -= dx.mean()
+    for _ in range(max(0, int(iterations))):
+        moved = shift_1d(lines, dx)
+        total = moved.sum(axis=0)
+        dx = np.array([register_1d((total - moved[k]) / (n - 1), moved[k], upsample) for k in range(n)]) + dx
         dx -= dx.mean()
     return dx
 
@@ -440,3 +459,50 @@ def shrink(values, errors, center: float = 0.0):
     e2 = np.where(finite, e2, np.median(e2[finite]))
     s2 = max(0.0, float(np.mean(v**2)) - float(np.mean(e2)))
     return center + v * (s2 / np.maximum(s2 + e2, 1e-300))
+
+
+#: False-alarm probability of :func:`beyond_noise`: how rarely photon noise alone is taken for misalignment.
+FALSE_ALARM = 1e-3
+
+
+def beyond_noise(values, errors, design, p_false=FALSE_ALARM):
+    """Whether per-projection estimates scatter about a smooth trend by more than their noise.
+
+    The estimates are fitted (weighted least squares, weights ``1/errors²``) by the columns of
+    ``design`` (n, m) — what every projection shares: a constant, or the sinusoid a centre of mass
+    off the tilt axis follows — and the residuals' ``χ² = Σ (r / error)²`` is compared with its
+    ``1 − p_false`` quantile on ``n − m`` degrees of freedom. Errors that are NaN take the median
+    of the others; with none known the scatter counts as real.
+
+    Returns
+    -------
+    trend : (n,) array
+        The fitted trend ``design @ coef``.
+    real : bool
+        The residuals are beyond the noise: the estimates are kept as they are (unbiased), else
+        the trend alone is (the residuals are noise).
+    chi2, dof : float, int
+
+    >>> t = np.arange(30.0)
+    >>> noise = np.random.default_rng(0).normal(0, 0.3, 30)
+    >>> beyond_noise(noise, np.full(30, 0.3), np.ones((30, 1)))[1]
+    False
+    >>> beyond_noise(noise + np.where(t % 2, 2.0, -2.0), np.full(30, 0.3), np.ones((30, 1)))[1]
+    True
+    """
+    from scipy import stats
+
+    v = np.asarray(values, dtype=float)
+    e = np.asarray(errors, dtype=float)
+    a = np.asarray(design, dtype=float).reshape(len(v), -1)
+    finite = np.isfinite(e) & (e > 0)
+    if not finite.any():
+        coef = np.linalg.lstsq(a, v, rcond=None)[0]
+        return a @ coef, True, float("nan"), len(v) - a.shape[1]
+    e = np.where(finite, e, np.median(e[finite]))
+    coef = np.linalg.lstsq(a / e[:, None], v / e, rcond=None)[0]
+    trend = a @ coef
+    dof = len(v) - np.linalg.matrix_rank(a)
+    chi2 = float(np.sum(((v - trend) / e) ** 2))
+    real = dof > 0 and chi2 > float(stats.chi2.ppf(1.0 - p_false, dof))
+    return trend, bool(real), chi2, int(dof)

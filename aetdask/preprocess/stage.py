@@ -5,13 +5,22 @@ the series' others, which share the detector, is replaced by theirs) → general
 Anscombe VST → rescale to [0.15, 0.85] → denoise (none by default; BM3D or NLM) → exact
 unbiased inverse VST → least-squares rescale to the counts → background
 subtraction. Then the global steps, small reductions over the series:
-centre of mass across the tilt axis, common-line alignment along it, and
-equal integrated intensity, each estimate shrunk towards "no correction" by
-its photon-noise error (so noise is not mistaken for misalignment). The
-alignment is recorded, not applied: the
+centre of mass across the tilt axis, common-line alignment along it,
+and equal integrated intensity. The shifts are kept as measured (unbiased) where they
+scatter beyond their photon noise about what all projections share (the sinusoid of a
+centre of mass off the axis; a constant along it), and shrunk towards "no correction" by
+their photon-noise error where they do not, so noise is not mistaken for misalignment;
+the scales are shrunk towards their mean by their photon-noise error. The alignment is recorded, not applied: the
 product carries ``shift_y``, ``shift_x`` (pixels) and ``scale`` coords on
 ``tilt`` (applied by :func:`aligned` and by the reconstruction), together with
 the noise parameters ``noise_alpha`` and ``noise_sigma``.
+
+A tilt axis that is not the image x axis (``preprocess.tilt_axis``, degrees from x towards +y)
+is carried in the geometry, not by resampling the projections: each projection's Euler angles
+become those of a detector turned by it (:func:`aetdask.kernels.tilt_axis.turned_angles`), which
+every projector handles, and the centre of mass and common lines are measured across and along
+the axis (on turned copies of the projections, used for those statistics only); the recorded
+shifts are in the image's own ``(y, x)``.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ from aetdask.errors import InputError
 from aetdask.kernels import align as align_k
 from aetdask.kernels import background as background_k
 from aetdask.kernels import noise as noise_k
+from aetdask.kernels import tilt_axis as axis_k
 from aetdask.kernels.denoise import DENOISERS, denoise
 from aetdask.kernels.shift import fourier_shift
 from aetdask.schema import add_provenance, validate_tilt_series
@@ -228,20 +238,38 @@ def edge_cut(delta, se):
     return ~(np.abs(delta) <= np.maximum(3 * se, EDGE_TOLERANCE))
 
 
+def _kept(values, errors, design):
+    """The estimates as measured where they scatter about ``design``'s trend beyond their noise
+    (:func:`aetdask.kernels.align.beyond_noise`: a χ² test across the series), else shrunk
+    towards "no correction" by their photon-noise error (:func:`aetdask.kernels.align.shrink`).
+
+    A series misaligned beyond its noise has its shifts recorded without bias: a pull towards
+    "no correction" shrinks real shifts too (by ``e²/(s² + e²)``: a few tenths of a pixel on
+    shifts of a few pixels measured to about half a pixel), and would record a shifted series'
+    shifts short of what was applied. A series whose shifts are within their noise of what all
+    projections share is not moved by that noise."""
+    _, real, _, _ = align_k.beyond_noise(values, errors, design)
+    return np.asarray(values, dtype=float) if real else align_k.shrink(values, errors)
+
+
+def _sinusoid(theta):
+    t = np.deg2rad(np.asarray(theta, float))
+    return np.c_[np.cos(t), np.sin(t), np.ones(len(t))]
+
+
 def _across_axis(com_dy, errors, cut, theta):
-    """Shifts across the tilt axis: the centres of mass, shrunk by their photon-noise errors;
-    those of projections cut by the field's edges are predicted from the others by the
-    sinusoid ``a·cos θ + b·sin θ + c`` a centre of mass off the axis follows. With too few
-    uncut projections (fewer than 6 or a quarter) none is shifted."""
+    """Shifts across the tilt axis: the centres of mass (:func:`_kept`: as measured where they scatter
+    beyond their photon noise about the sinusoid ``a·cos θ + b·sin θ + c`` a centre of mass off the
+    axis follows, else shrunk); those of projections cut by the field's edges are predicted from the others by
+    the sinusoid. With too few uncut projections (fewer than 6 or a quarter) none is shifted."""
     n = len(com_dy)
     out = np.zeros(n)
     good = ~cut
     if good.sum() < max(6, n / 4):
         return out
-    out[good] = align_k.shrink(com_dy[good], errors[good])
+    design = _sinusoid(theta)
+    out[good] = _kept(com_dy[good], errors[good], design[good])
     if cut.any():
-        t = np.deg2rad(np.asarray(theta, float))
-        design = np.c_[np.cos(t), np.sin(t), np.ones(n)]
         coef = np.linalg.lstsq(design[good], out[good], rcond=None)[0]
         out[cut] = design[cut] @ coef
     return out
@@ -249,8 +277,10 @@ def _across_axis(com_dy, errors, cut, theta):
 
 def _global_steps(stats, alignment, normalize, theta, path=None):
     """From per-projection statistics [CoM shift, edge correction, its error | errors (y, x, total) | common
-    line] to (shift_y, shift_x, scale, cut) columns, each shrunk by its photon-noise error
-    (:func:`shrink`); ``cut`` (1.0 or 0.0) marks a centre of mass cut by the field's edges.
+    line] to (shift_y, shift_x, scale, cut) columns: the shifts as measured where they scatter
+    beyond their photon noise, else shrunk by it (:func:`_kept`); the scales
+    shrunk towards their mean by their photon-noise error (:func:`aetdask.kernels.align.shrink`);
+    ``cut`` (1.0 or 0.0) marks a centre of mass cut by the field's edges.
 
     ``path`` (n,): the relative path length through the sample at each tilt
     (1/cos θ for a film wider than the field of view; None = 1, an isolated particle):
@@ -264,11 +294,25 @@ def _global_steps(stats, alignment, normalize, theta, path=None):
         out[:, 0] = _across_axis(com_dy, errors[:, 0], cut, theta)
         out[:, 3] = cut
     if alignment in ("center", "film"):
-        out[:, 1] = align_k.shrink(align_k.common_line_shifts(lines), errors[:, 1])
+        out[:, 1] = _kept(align_k.common_line_shifts(lines), errors[:, 1], np.ones((n, 1)))
     if normalize:
         scales = align_k.common_line_scales(lines if path is None else lines / np.asarray(path)[:, None, None])
         out[:, 2] = align_k.shrink(scales, errors[:, 2] * scales, center=float(np.mean(scales)))
     return out
+
+
+def _turned(block, angle, mode):
+    """The projections turned so that a tilt axis at ``angle`` degrees lies along x (for measuring
+    the centre of mass and common lines only; the product is never resampled)."""
+    flat = np.asarray(block, dtype=np.float64).reshape(-1, *block.shape[-2:])
+    out = axis_k.rotate_to_x(flat, angle, mode=mode)
+    return out.reshape(block.shape).astype(block.dtype, copy=False)
+
+
+def _image_shifts(shifts, angle):
+    """Shifts ``(across, along)`` the tilt axis at ``angle`` degrees as image ``(y, x)`` shifts."""
+    along, across = axis_k.axis_frame(angle)
+    return shifts[:, :1] * across + shifts[:, 1:2] * along
 
 
 def _neighbour_shifts(stack, theta):
@@ -287,6 +331,7 @@ def preprocess(
     alignment: str | bool = "center",
     normalize: bool = True,
     extended: bool = False,
+    tilt_axis: float | None = None,
 ) -> xr.DataArray:
     """Preprocess a raw tilt series (lazy; one task per projection).
 
@@ -316,12 +361,17 @@ def preprocess(
         equalise total × cos θ rather than the total. Use with
         ``background=False`` (no vacuum to estimate a background from) and
         ``alignment="film"``.
+    tilt_axis : float, optional
+        Direction of the tilt axis in the raw images (degrees from x towards +y). None =
+        ``aetdask.preprocess.tilt_axis`` (null: along x, as the angles say). Carried in the
+        product's Euler angles (``phi``, ``theta``, ``psi``); the projections are not resampled.
 
     Returns
     -------
     xr.DataArray
         The preprocessed tilt series (units ``"a.u."``, same geometry) with coords
-        ``noise_alpha``, ``noise_sigma``, ``shift_y``, ``shift_x``, ``scale``.
+        ``noise_alpha``, ``noise_sigma``, ``shift_y``, ``shift_x``, ``scale``, ``edge_cut``
+        (and ``phi``, ``theta``, ``psi`` of the turned detector where a tilt axis is given).
     """
     tilts = validate_tilt_series(tilts, values=False)
     alignment = {True: "center", False: "none"}.get(alignment, alignment)
@@ -340,17 +390,30 @@ def preprocess(
     both = da.blockwise(_clean, "tcyx", data, "tyx", params, "tp", method, None, background, None, fade, None,
                         new_axes={"c": 2}, concatenate=True, dtype=np.float32,
                         meta=np.empty((0, 0, 0, 0), np.float32))
+    axis = config.get("preprocess.tilt_axis", tilt_axis)
+    axis = 0.0 if axis is None else float(axis)
     clean, unmasked = both[:, 0], both[:, 1]
+    measured, raw = unmasked, data
+    if axis:  # the statistics across and along the axis, on turned copies
+        turned = da.blockwise(_turned, "tcyx", both, "tcyx", axis, None, "constant", None, concatenate=True,
+                              dtype=both.dtype, meta=np.empty((0, 0, 0, 0), np.float32))
+        raw = da.blockwise(_turned, "tyx", data, "tyx", axis, None, "nearest", None, concatenate=True,
+                           dtype=data.dtype, meta=np.empty((0, 0, 0), np.float32))
+        clean_stats, measured = turned[:, 0], turned[:, 1]
+    else:
+        clean_stats = clean
     # small per-projection statistics, gathered into one block for the global steps; kept as
     # dask arrays (not delayed calls) so the whole product is optimised, and computed, as one graph
-    lines = unmasked.sum(axis=1)  # (n, nx): the common lines
-    per = da.blockwise(_projection_stats, "tv", data, "tyx", unmasked, "tyx", clean, "tyx", params, "tp",
+    lines = measured.sum(axis=1)  # (n, nx): the common lines
+    per = da.blockwise(_projection_stats, "tv", raw, "tyx", measured, "tyx", clean_stats, "tyx", params, "tp",
                        new_axes={"v": 6}, concatenate=True, dtype=np.float64, meta=np.empty((0, 0)))
     stats = da.concatenate([per, lines.astype(np.float64)], axis=1).rechunk(-1)
     path = 1.0 / np.abs(np.cos(np.deg2rad(tilts.theta.values))) if extended else None
     steps = stats.map_blocks(_global_steps, alignment, normalize, tilts.theta.values, path, chunks=(n, 4),
                              dtype=np.float64)
     shifts, scales, cut = steps[:, :2], steps[:, 2], steps[:, 3] > 0.5
+    if axis:
+        shifts = shifts.map_blocks(_image_shifts, axis, dtype=np.float64)
     if alignment == "neighbours":
         theta = tilts.theta.values
         shifts = unmasked.rechunk({0: -1}).map_blocks(_neighbour_shifts, theta, drop_axis=[1, 2], new_axis=[1],
@@ -361,10 +424,13 @@ def preprocess(
         shift_y=("tilt", shifts[:, 0]), shift_x=("tilt", shifts[:, 1]), scale=("tilt", scales),
         edge_cut=("tilt", cut),
     )
+    if axis:
+        euler = axis_k.turned_angles(np.c_[tilts.phi.values, tilts.theta.values, tilts.psi.values], axis)
+        out = out.assign_coords(phi=("tilt", euler[:, 0]), theta=("tilt", euler[:, 1]), psi=("tilt", euler[:, 2]))
     out.attrs["units"] = "a.u."
     return add_provenance(out, "preprocess", {"denoiser": method, "background": background,
                                               "alignment": alignment, "normalize": normalize,
-                                              "extended": extended})
+                                              "extended": extended, "tilt_axis": axis})
 
 
 def aligned(tilts: xr.DataArray) -> xr.DataArray:
