@@ -11,7 +11,7 @@ import xarray as xr
 
 from aetdask import config
 from aetdask.errors import InputError
-from aetdask.kernels.metrics import paper_match, strict_match
+from aetdask.kernels.atoms.metrics import paper_match, strict_match
 from aetdask.plausibility import PlausibilityWarning, check_atom_distances
 from aetdask.schema import validate_atoms
 

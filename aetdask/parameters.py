@@ -153,7 +153,7 @@ _ALL = [
     _p("preprocess.tilt_axis", None, float,
        "in-plane direction of the tilt axis in the raw images (degrees from x towards +y), carried in each "
        "projection's Euler angles (the projections are not resampled); null = along x, as the angles say. "
-       "aetdask.kernels.tilt_axis.estimate_tilt_axis estimates it from the data", _PRE, nullable=True),
+       "aetdask.kernels.preprocessing.tilt_axis.estimate_tilt_axis estimates it from the data", _PRE, nullable=True),
     _p("preprocess.panel_tilts", 3, int, "projections shown in the preprocessing figure", low=1,
        role="presentation"),
     # reconstruction

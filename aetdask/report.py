@@ -195,7 +195,7 @@ def atom_errors(model, truth, cutoff: float, region=None) -> np.ndarray:
     evaluation matches (:func:`aetdask.evaluate.evaluate`, the seed paper's rule); NaN for atoms not matched
     (or outside ``region``)."""
     from aetdask import config
-    from aetdask.kernels.metrics import paper_match
+    from aetdask.kernels.atoms.metrics import paper_match
 
     q, t = model.position.values, truth.position.values
     inside, tin = np.ones(len(q), bool), np.ones(len(t), bool)

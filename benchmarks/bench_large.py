@@ -146,10 +146,10 @@ def information_limit(model, tilts, angles, dose, shape):
     the identification a per-atom test at that level reaches even knowing everything else. Also each
     true atom's Cramér–Rao bound: the 3-D RMS error (Å) no unbiased estimate of its position can beat
     in these counts, even given every other atom and parameter exactly (the information of its own
-    image against the noise-free mean, :func:`~aetdask.kernels.gaussian_atoms.fisher_blocks`)."""
+    image against the noise-free mean, :func:`~aetdask.kernels.atoms.gaussian_atoms.fisher_blocks`)."""
     from aetdask.geometry import projection_matrices
     from aetdask.io import read_angles
-    from aetdask.kernels.gaussian_atoms import fisher_blocks, likelihood_change
+    from aetdask.kernels.atoms.gaussian_atoms import fisher_blocks, likelihood_change
     from aetdask.model.refine import selection_threshold
     from aetdask.simulate import linear
 

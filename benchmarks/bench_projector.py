@@ -29,7 +29,7 @@ import numba
 import numpy as np
 
 from aetdask.backend import get_array_module
-from aetdask.kernels.iterative import resire
+from aetdask.kernels.tomography.iterative import resire
 from aetdask.reconstruct.projectors import EulerProjector, slice_projector
 from aetdask.simulate import amorphous_particle, linear
 

@@ -106,7 +106,7 @@ def main():
     from aetdask.geometry import (STRAIN_COMPONENTS, deformation_directions, remove_rigid_motion, rigid_motion_basis,
                                   strain_basis, strain_matrix)
     from aetdask.io import read_angles, read_atoms
-    from aetdask.kernels.shift import fourier_shift
+    from aetdask.kernels.preprocessing.shift import fourier_shift
     from aetdask.reconstruct.refine import refine_geometry as refine
     from aetdask.simulate import amorphous_particle, linear
 

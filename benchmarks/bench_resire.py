@@ -20,8 +20,8 @@ import time
 import numba
 import numpy as np
 
-from aetdask.kernels.iterative import r_factor, resire
-from aetdask.kernels.projector_slices import SliceProjector
+from aetdask.kernels.tomography.iterative import r_factor, resire
+from aetdask.kernels.tomography.projector_slices import SliceProjector
 from aetdask.simulate import amorphous_particle, linear
 
 N, ITERATIONS = 128, 100

@@ -27,7 +27,7 @@ import time
 import numpy as np
 
 from aetdask.backend import asnumpy, get_array_module
-from aetdask.kernels.iterative import r_factor, resire
+from aetdask.kernels.tomography.iterative import r_factor, resire
 from aetdask.reconstruct.projectors import EulerProjector, slice_projector
 from aetdask.simulate import amorphous_particle, linear
 

@@ -12,7 +12,7 @@ the seed's ground truth at its dose, see :func:`turned`), and prints one table:
 * the slope of recorded against −applied (1 = no pull towards zero);
 * consistency: ``recorded(shifted) + applied − recorded(as given)``, less the rigid translation, RMS per
   axis: how exactly the recorded shifts follow the applied ones on the same counts;
-* the tilt axis found from the data (:func:`aetdask.kernels.tilt_axis.estimate_tilt_axis` on the counts
+* the tilt axis found from the data (:func:`aetdask.kernels.preprocessing.tilt_axis.estimate_tilt_axis` on the counts
   less their median, with their Poisson noise power), degrees from x towards +y, its standard error
   and its error against the turn; and, given the turn (``preprocess.tilt_axis``, carried in the Euler
   angles), the error of its recorded shifts (turned back to the detector's own axes).
@@ -33,7 +33,7 @@ import numpy as np
 
 from aetdask.geometry import remove_rigid_motion, rigid_motion_basis
 from aetdask.io import read_atoms, read_tilt_series
-from aetdask.kernels.tilt_axis import estimate_tilt_axis, turned_angles
+from aetdask.kernels.preprocessing.tilt_axis import estimate_tilt_axis, turned_angles
 from aetdask.preprocess import preprocess
 from aetdask.simulate import linear
 
@@ -56,7 +56,7 @@ def shifted(raw, seed, most):
 def turned(raw, angle, truth):
     """The seed series as the microscope would give it with its tilt axis at ``angle`` degrees in the
     image: the seed's ground truth projected at the seed's angles on a detector turned by ``angle``
-    (:func:`aetdask.kernels.tilt_axis.turned_angles`), Poisson counts at the seed's dose on its
+    (:func:`aetdask.kernels.preprocessing.tilt_axis.turned_angles`), Poisson counts at the seed's dose on its
     background of 1 count (resampling the seed's noisy counts instead would smooth their noise),
     with the untuned angles in the file, as a microscope's would be."""
     euler = np.c_[raw.phi.values, raw.theta.values, raw.psi.values]

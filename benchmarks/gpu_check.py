@@ -259,7 +259,7 @@ def _resire(rec, save, device, small, deadline, euler):
     import numpy as np
 
     from aetdask.backend import asnumpy
-    from aetdask.kernels.iterative import r_factor, resire
+    from aetdask.kernels.tomography.iterative import r_factor, resire
     from aetdask.reconstruct.projectors import EulerProjector, slice_projector
     from aetdask.simulate import amorphous_particle, linear
 
@@ -358,7 +358,7 @@ def part_refine(rec, save, device, small, deadline, **_):
     import numpy as np
 
     from aetdask.backend import asnumpy
-    from aetdask.kernels import gaussian_atoms as ga
+    from aetdask.kernels.atoms import gaussian_atoms as ga
 
     rec["gpu_path"] = False
     rec["note"] = ("refine_atoms has no GPU path: it runs NumPy in the client process whatever aetdask.device says; "

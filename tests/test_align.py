@@ -1,10 +1,10 @@
-"""Known-answer tests for aetdask.kernels.align (registration, centre of mass, common line, drift)."""
+"""Known-answer tests for aetdask.kernels.preprocessing.align (registration, centre of mass, common line, drift)."""
 
 import numpy as np
 import pytest
 
-from aetdask.kernels import align
-from aetdask.kernels.shift import fourier_shift
+from aetdask.kernels.preprocessing import align
+from aetdask.kernels.preprocessing.shift import fourier_shift
 from aetdask.simulate import amorphous_particle, linear
 
 ANGLES = np.arange(0.0, 180.0, 6.0)  # 30 projections

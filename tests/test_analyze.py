@@ -11,7 +11,7 @@ from aetdask.analyze import analyze, rdf
 from aetdask.analyze.radial import peaks_and_valleys
 from aetdask.cli import main
 from aetdask.io import write_atoms
-from aetdask.kernels import rdf as rdf_k
+from aetdask.kernels.structure import rdf as rdf_k
 from aetdask.schema import atoms as make_atoms
 from aetdask.simulate.amorphous import dense_particle
 

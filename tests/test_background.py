@@ -1,4 +1,4 @@
-"""Known-answer tests for aetdask.kernels.background (Otsu mask + harmonic background fill)."""
+"""Known-answer tests for aetdask.kernels.preprocessing.background (Otsu mask + harmonic background fill)."""
 
 import time
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from aetdask.kernels.background import harmonic_fill, particle_mask, subtract_background
+from aetdask.kernels.preprocessing.background import harmonic_fill, particle_mask, subtract_background
 
 N = 128
 

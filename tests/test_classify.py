@@ -5,7 +5,7 @@ import pytest
 
 from aetdask import physics
 from aetdask.errors import ConfigError
-from aetdask.kernels import mixture
+from aetdask.kernels.atoms import mixture
 from aetdask.model import classify
 from aetdask.model.classify import class_probabilities
 from aetdask.schema import atoms

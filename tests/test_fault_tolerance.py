@@ -118,9 +118,9 @@ def _two_workers(client):
 
 
 @pytest.mark.parametrize("stage, kernel", [
-    pytest.param("preprocessed", ("aetdask.kernels.background", "fit_background"), id="preprocessing"),
-    pytest.param("volume", ("aetdask.kernels.iterative", "resire"), id="reconstruction"),
-    pytest.param("candidates", ("aetdask.kernels.trace", "fit_peaks"), id="tracing"),
+    pytest.param("preprocessed", ("aetdask.kernels.preprocessing.background", "fit_background"), id="preprocessing"),
+    pytest.param("volume", ("aetdask.kernels.tomography.iterative", "resire"), id="reconstruction"),
+    pytest.param("candidates", ("aetdask.kernels.atoms.trace", "fit_peaks"), id="tracing"),
 ])
 def test_worker_killed_mid_stage_is_retried_with_the_same_result(stage, kernel, client, tilts, reference, tmp_path):
     out = tmp_path / "run.zarr"

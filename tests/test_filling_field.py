@@ -9,7 +9,7 @@ must not take the atoms' pixel-scale structure for noise.
 import numpy as np
 
 from aetdask.geometry import remove_rigid_motion, rigid_motion_basis
-from aetdask.kernels.noise import estimate_noise
+from aetdask.kernels.preprocessing.noise import estimate_noise
 from aetdask.preprocess import preprocess
 from aetdask.simulate import amorphous_particle, linear
 

@@ -1,4 +1,4 @@
-"""Known-answer tests for aetdask.kernels.metrics (paper rule and strict one-to-one rule)."""
+"""Known-answer tests for aetdask.kernels.atoms.metrics (paper rule and strict one-to-one rule)."""
 
 import json
 import time
@@ -6,8 +6,8 @@ import time
 import numpy as np
 import pytest
 
-from aetdask.kernels import metrics
-from aetdask.kernels.metrics import paper_match, strict_match
+from aetdask.kernels.atoms import metrics
+from aetdask.kernels.atoms.metrics import paper_match, strict_match
 
 SIGMA = 0.05      # Å per axis
 CUTOFF = 1.0      # Å; below half the 2.2 Å minimum spacing, so no ambiguous matches

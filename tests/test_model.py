@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from aetdask.errors import InputError
-from aetdask.kernels import gaussian_atoms
+from aetdask.kernels.atoms import gaussian_atoms
 from aetdask.model import classify, refine_atoms
 from aetdask.schema import atoms
 from aetdask.simulate import linear
@@ -38,7 +38,7 @@ def test_array_module_branch_matches_the_numba_kernels(monkeypatch):
     res = rng.normal(size=(2, 20, 20))
     want_img = gaussian_atoms.render(pos, h, s, (20, 20))
     want_grad = gaussian_atoms.gradients(res, pos, h, s)
-    import aetdask.kernels.gaussian_atoms as ga
+    import aetdask.kernels.atoms.gaussian_atoms as ga
 
     class XP:
         def __getattr__(self, name):

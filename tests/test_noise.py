@@ -1,4 +1,4 @@
-"""Known-answer tests for aetdask.kernels.noise (Poisson–Gaussian noise, generalized Anscombe).
+"""Known-answer tests for aetdask.kernels.preprocessing.noise (Poisson–Gaussian noise, generalized Anscombe).
 
 Noise model: ``z = α·Poisson(y/α) + N(0, σ²)``. The noise estimates are checked on a
 512×512 flat-topped particle (peak 20 on a background of 2), not on a 128×128 Gaussian
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from scipy import special
 
-from aetdask.kernels.noise import (
+from aetdask.kernels.preprocessing.noise import (
     anscombe,
     apply_rescale,
     background_mask,

@@ -19,7 +19,7 @@ from aetdask.cli import main
 from aetdask.errors import InputError
 from aetdask.evaluate import evaluate
 from aetdask.io import read_atoms, read_tilt_series, write_atoms
-from aetdask.kernels.metrics import paper_match
+from aetdask.kernels.atoms.metrics import paper_match
 from aetdask.plausibility import PlausibilityWarning
 from aetdask.schema import atoms, tilt_series, validate_tilt_series
 

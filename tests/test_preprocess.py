@@ -3,7 +3,7 @@ import pytest
 from scipy.ndimage import gaussian_filter
 
 from aetdask.geometry import remove_rigid_motion, rigid_motion_basis
-from aetdask.kernels.shift import fourier_shift
+from aetdask.kernels.preprocessing.shift import fourier_shift
 from aetdask.preprocess import aligned, combine_frames, preprocess
 from aetdask.simulate import amorphous_particle, linear
 
@@ -75,7 +75,7 @@ def test_seed_series_matches_the_noise_free_model(seed_dir):
 
 
 def test_combine_frames_undoes_drift(series):
-    from aetdask.kernels.shift import fourier_shift as shift
+    from aetdask.kernels.preprocessing.shift import fourier_shift as shift
 
     _, _, clean = series
     img = clean.values[:2] - 1.0

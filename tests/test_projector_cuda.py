@@ -14,8 +14,8 @@ import subprocess
 import numpy as np
 import pytest
 
-from aetdask.kernels import projector_cuda
-from aetdask.kernels import projector_general as pg
+from aetdask.kernels.tomography import projector_cuda
+from aetdask.kernels.tomography import projector_general as pg
 
 from .test_projector_general import _random_matrices
 

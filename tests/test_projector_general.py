@@ -3,8 +3,8 @@ import pytest
 
 from aetdask import backend
 from aetdask.geometry import detector_coordinates, projection_matrices
-from aetdask.kernels import projector_general as pg
-from aetdask.kernels.projector_general import backward, forward
+from aetdask.kernels.tomography import projector_general as pg
+from aetdask.kernels.tomography.projector_general import backward, forward
 
 VOL = (9, 12, 10)
 DET = (14, 13)

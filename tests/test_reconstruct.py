@@ -3,10 +3,10 @@ import pytest
 from distributed import Client, LocalCluster
 
 from aetdask.geometry import projection_matrices
-from aetdask.kernels import projector_general
-from aetdask.kernels.iterative import r_factor
-from aetdask.kernels.projector_slices import SliceProjector, system_matrix
-from aetdask.kernels.shift import fourier_shift
+from aetdask.kernels.tomography import projector_general
+from aetdask.kernels.tomography.iterative import r_factor
+from aetdask.kernels.tomography.projector_slices import SliceProjector, system_matrix
+from aetdask.kernels.preprocessing.shift import fourier_shift
 from aetdask.reconstruct import fbp, prepared_projections, reconstruct, resire, sirt
 from aetdask.reconstruct.projectors import EulerProjector
 from aetdask.simulate import amorphous_particle, linear
@@ -142,7 +142,7 @@ def test_seed_noise_free_resire_reaches_five_percent(seed_dir):
 def test_cupy_slice_projector_and_resire_match_numpy():
     import cupy
 
-    from aetdask.kernels.iterative import resire as resire_kernel
+    from aetdask.kernels.tomography.iterative import resire as resire_kernel
 
     rng = np.random.default_rng(5)
     theta = np.arange(0, 180, 6.0)

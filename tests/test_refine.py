@@ -4,7 +4,7 @@ from scipy.spatial.transform import Rotation
 
 from aetdask.geometry import (deformation_directions, projection_matrices, remove_rigid_motion, rigid_motion_basis,
                               strain_basis, strain_matrix)
-from aetdask.kernels.shift import fourier_shift
+from aetdask.kernels.preprocessing.shift import fourier_shift
 from aetdask.reconstruct.refine import refine_geometry as refine
 from aetdask.simulate import amorphous_particle, linear
 

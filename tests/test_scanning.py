@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from aetdask.errors import InputError
-from aetdask.kernels import scanning as scan_k
+from aetdask.kernels.tomography import scanning as scan_k
 from aetdask.reconstruct import resire
 from aetdask.reconstruct.scanning import _stitch, extension_exponent, film_extent, scanning_reconstruct
 from aetdask.schema import atoms

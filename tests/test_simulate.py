@@ -56,7 +56,7 @@ def test_single_atom_lands_at_its_subpixel_position():
 
 
 def test_render_places_atoms_exactly_at_subpixel_positions():
-    from aetdask.kernels.linear_adf import render
+    from aetdask.kernels.simulation.linear_adf import render
 
     m = 40
     pos = np.array([[17.3, 21.77]])

@@ -1,4 +1,4 @@
-"""Known answers for the polytetrahedral-packing kernels (aetdask.kernels.polytetrahedra)."""
+"""Known answers for the polytetrahedral-packing kernels (aetdask.kernels.structure.polytetrahedra)."""
 
 import itertools
 from collections import defaultdict
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.spatial import cKDTree
 
-from aetdask.kernels import polytetrahedra as pt
+from aetdask.kernels.structure import polytetrahedra as pt
 
 PHI = (1 + 5**0.5) / 2
 

@@ -1,9 +1,9 @@
-"""Known-answer tests of the ring statistics kernel (aetdask.kernels.rings)."""
+"""Known-answer tests of the ring statistics kernel (aetdask.kernels.structure.rings)."""
 
 import numpy as np
 import pytest
 
-from aetdask.kernels.rings import (
+from aetdask.kernels.structure.rings import (
     bond_graph,
     canonical_rings,
     ring_sizes,

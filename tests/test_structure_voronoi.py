@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from scipy.spatial import Voronoi, cKDTree
 
-from aetdask.kernels.density import AMU_PER_A3_IN_G_PER_CM3, atomic_mass, local_density
-from aetdask.kernels.neighbors import neighbor_lists
-from aetdask.kernels.voronoi import CELL_KEYS, voronoi_cells, voronoi_faces
+from aetdask.kernels.structure.density import AMU_PER_A3_IN_G_PER_CM3, atomic_mass, local_density
+from aetdask.kernels.structure.neighbors import neighbor_lists
+from aetdask.kernels.structure.voronoi import CELL_KEYS, voronoi_cells, voronoi_faces
 
 FCC = np.array([[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
 BCC = np.array([[0, 0, 0], [0.5, 0.5, 0.5]])

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from aetdask.geometry import detector_coordinates, remove_rigid_motion, rigid_motion_basis
-from aetdask.kernels.align import beyond_noise, common_line_shifts
-from aetdask.kernels.shift import fourier_shift
-from aetdask.kernels.tilt_axis import estimate_tilt_axis, rotate_from_x, rotate_to_x, turned_angles
+from aetdask.kernels.preprocessing.align import beyond_noise, common_line_shifts
+from aetdask.kernels.preprocessing.shift import fourier_shift
+from aetdask.kernels.preprocessing.tilt_axis import estimate_tilt_axis, rotate_from_x, rotate_to_x, turned_angles
 from aetdask.preprocess import preprocess
 from aetdask.simulate import amorphous_particle, linear
 

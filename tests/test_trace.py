@@ -3,7 +3,7 @@ import pytest
 from scipy import ndimage
 
 from aetdask.errors import InputError
-from aetdask.kernels import trace as trace_k
+from aetdask.kernels.atoms import trace as trace_k
 from aetdask.model import merge_distance, trace
 from aetdask.schema import volume as make_volume
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from aetdask.io import read_atoms, write_atoms
-from aetdask.kernels.metrics import paper_match
+from aetdask.kernels.atoms.metrics import paper_match
 from aetdask.model import refine_atoms, uncertainty
 from aetdask.schema import atoms
 from aetdask.simulate import amorphous_particle, linear

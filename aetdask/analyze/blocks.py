@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from aetdask.kernels.neighbors import as_positions
+from aetdask.kernels.structure.neighbors import as_positions
 
 
 @dataclass(frozen=True)

@@ -22,11 +22,11 @@ import numpy as np
 
 from aetdask.analyze.blocks import spatial_blocks
 from aetdask.errors import InputError
-from aetdask.kernels import bond_order as bo
-from aetdask.kernels import polytetrahedra as pt
-from aetdask.kernels import rings as rings_k
-from aetdask.kernels import voronoi as vor
-from aetdask.kernels.neighbors import neighbor_pairs
+from aetdask.kernels.structure import bond_order as bo
+from aetdask.kernels.structure import polytetrahedra as pt
+from aetdask.kernels.structure import rings as rings_k
+from aetdask.kernels.structure import voronoi as vor
+from aetdask.kernels.structure.neighbors import neighbor_pairs
 
 MOTIFS = ("triplet", "quadrilateral", "pentagonal", "hexagonal")
 

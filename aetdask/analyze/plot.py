@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from aetdask.kernels.bond_order import Q4_FCC, Q6_FCC
+from aetdask.kernels.structure.bond_order import Q4_FCC, Q6_FCC
 from aetdask.plot import _pyplot, _save
 
 

@@ -2,7 +2,7 @@
 
 Pair counts are summed over spatial blocks (one Dask task each, halo = ``r_max``);
 the finite-particle reference ``P_S(r)`` (an ideal gas in the particle's shape,
-see :mod:`aetdask.kernels.rdf`) is one more task. Lazy: returns Dask-backed xarray.
+see :mod:`aetdask.kernels.structure.rdf`) is one more task. Lazy: returns Dask-backed xarray.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import xarray as xr
 
 from aetdask.analyze.blocks import spatial_blocks
 from aetdask.errors import InputError
-from aetdask.kernels import rdf as rdf_k
+from aetdask.kernels.structure import rdf as rdf_k
 
 
 def species_pairs(symbols) -> list[tuple[str, str]]:

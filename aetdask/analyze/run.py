@@ -20,10 +20,10 @@ from aetdask.analyze.radial import peaks_and_valleys
 from aetdask.analyze.radial import rdf as rdf_stage
 from aetdask.cluster import compute
 from aetdask.errors import InputError
-from aetdask.kernels import bond_order as bo
-from aetdask.kernels import density as density_k
-from aetdask.kernels import polytetrahedra as pt
-from aetdask.kernels.neighbors import neighbor_pairs
+from aetdask.kernels.structure import bond_order as bo
+from aetdask.kernels.structure import density as density_k
+from aetdask.kernels.structure import polytetrahedra as pt
+from aetdask.kernels.structure.neighbors import neighbor_pairs
 from aetdask.schema import provenance_record, validate_atoms
 
 #: Parameters read from ``aetdask.analyze.*`` when not given.

@@ -194,7 +194,7 @@ def compare_angles(stack: MicroscopeStack, euler: np.ndarray, given_name: str, p
 def sum_frames(frames) -> tuple[np.ndarray, dict]:
     """Combine ``(tilt, frame, y, x)`` into ``(tilt, y, x)``: the sum of each tilt's frames.
 
-    Each tilt's frames go through :func:`aetdask.kernels.align.drift_correct` (registration to
+    Each tilt's frames go through :func:`aetdask.kernels.preprocessing.align.drift_correct` (registration to
     the first frame, a linear drift fitted and undone, raster shear included). Where the drift
     over all frames stays under :data:`NEGLIGIBLE_DRIFT` px, the frames are summed as they are
     (counts stay exact); otherwise the drift-corrected average times the number of frames, with
@@ -216,7 +216,7 @@ def sum_frames(frames) -> tuple[np.ndarray, dict]:
     >>> summed.shape, bool(np.array_equal(summed[0], 3 * image)), record["resampled"]
     ((2, 32, 32), True, [])
     """
-    from aetdask.kernels.align import drift_correct
+    from aetdask.kernels.preprocessing.align import drift_correct
 
     frames = np.asarray(frames)
     n_tilt, n_frames = frames.shape[:2]
@@ -241,7 +241,7 @@ def sum_frames(frames) -> tuple[np.ndarray, dict]:
     summed = np.stack(out)
     if summed.size and np.array_equal(summed, np.round(summed)) and frames.dtype.kind in "biu":
         summed = summed.astype(np.int64)
-    return summed, {"n_frames": int(n_frames), "method": "aetdask.kernels.align.drift_correct, summed",
+    return summed, {"n_frames": int(n_frames), "method": "aetdask.kernels.preprocessing.align.drift_correct, summed",
                     "drift_px_per_frame": velocity, "resampled": resampled, "negative_set_to_zero": clipped}
 
 

@@ -8,7 +8,7 @@ from sklearn.cluster import KMeans
 
 from aetdask import config, physics
 from aetdask.errors import InputError
-from aetdask.kernels import mixture
+from aetdask.kernels.atoms import mixture
 from aetdask.schema import atomic_number, atoms, normalize_species, provenance_record, validate_atoms
 
 
@@ -156,7 +156,7 @@ def classify(candidates: xr.Dataset, species=None, *, method: str | None = None,
     species once the non-atoms are out (the multi-pass scheme for three species).
 
     ``method="mixture"`` models the intensities instead as a mixture
-    (:mod:`aetdask.kernels.mixture`): ``noise_classes`` log-normal (or Gaussian,
+    (:mod:`aetdask.kernels.atoms.mixture`): ``noise_classes`` log-normal (or Gaussian,
     ``noise_model``) non-atom components and one Gaussian per species whose means
     are one fitted scale × the species' ADF cross-sections relative to each other
     (:func:`aetdask.physics.adf_cross_section` at the data's energy and detector:

@@ -24,8 +24,8 @@ from aetdask import config
 from aetdask.errors import InputError
 from aetdask.geometry import (deformation_directions, projection_matrices, remove_rigid_motion, rigid_motion_basis,
                               strain_matrix)
-from aetdask.kernels import gaussian_atoms
-from aetdask.kernels.trace import merge
+from aetdask.kernels.atoms import gaussian_atoms
+from aetdask.kernels.atoms.trace import merge
 from aetdask.progress import Line
 from aetdask.model.uncertainty import attach as attach_position_sigma
 from aetdask.model.uncertainty import position_covariance

@@ -26,7 +26,7 @@ from aetdask import config
 from aetdask.cluster import compute
 from aetdask.errors import InputError
 from aetdask.plausibility import memory_limit
-from aetdask.kernels import trace as trace_k
+from aetdask.kernels.atoms import trace as trace_k
 from aetdask.schema import atomic_number, atoms, normalize_species, provenance_record, validate_volume
 
 #: Spline coefficients near a sub-volume's edge differ from the whole volume's by ~0.27 per voxel
@@ -140,7 +140,7 @@ def trace(volume: xr.DataArray, species, *, chunk: int | None = None, progress: 
     """Trace atom candidates in a volume.
 
     Matched filter → local maxima → polynomial fits on the ×3
-    spline-oversampled filtered volume (:func:`aetdask.kernels.trace.fit_peaks`)
+    spline-oversampled filtered volume (:func:`aetdask.kernels.atoms.trace.fit_peaks`)
     → integrated intensity of the unfiltered volume in a ball of half the merge
     distance → greedy merge at :func:`merge_distance` in descending intensity.
 

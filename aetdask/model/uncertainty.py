@@ -14,7 +14,7 @@ of its diagonal each coordinate's standard error σ.
 
 An atom's image moves only with its own position, so ``F`` is a sparse matrix
 of 3×3 blocks: the diagonal ones (each atom's own information,
-:func:`aetdask.kernels.gaussian_atoms.fisher_blocks`, the blocks the
+:func:`aetdask.kernels.atoms.gaussian_atoms.fisher_blocks`, the blocks the
 refinement's Fisher scoring steps with), and one for every two atoms whose
 images overlap in some projection (:func:`pair_information`): neighbours in the
 volume, which overlap in every projection, and atoms on one line with a
@@ -73,7 +73,7 @@ import scipy.sparse
 from scipy.spatial import cKDTree
 from threadpoolctl import threadpool_limits
 
-from aetdask.kernels.gaussian_atoms import curvature_blocks, fisher_blocks, gradients, pair_information
+from aetdask.kernels.atoms.gaussian_atoms import curvature_blocks, fisher_blocks, gradients, pair_information
 
 
 #: The neighbourhood whose joint information is inverted for each atom (:func:`_local_inverse`), in
@@ -508,7 +508,7 @@ def predicted_precision_pm(sigma) -> float:
     """The precision (pm) a model with these σ ``(n, 3)`` (Å) is expected to have against the truth.
 
     The evaluation's precision is ``100 · √(Σ_axes var(diff))`` over the matched atoms
-    (:func:`aetdask.kernels.metrics.paper_match`); with independent, unbiased errors of variance σ²
+    (:func:`aetdask.kernels.atoms.metrics.paper_match`); with independent, unbiased errors of variance σ²
     its expectation squared is ``Σ_axes mean_atoms σ²``: ``100 · √(mean_atoms Σ_axes σ²)``. Atoms
     without a finite σ are left out.
 

@@ -17,7 +17,7 @@ the noise parameters ``noise_alpha`` and ``noise_sigma``.
 
 A tilt axis that is not the image x axis (``preprocess.tilt_axis``, degrees from x towards +y)
 is carried in the geometry, not by resampling the projections: each projection's Euler angles
-become those of a detector turned by it (:func:`aetdask.kernels.tilt_axis.turned_angles`), which
+become those of a detector turned by it (:func:`aetdask.kernels.preprocessing.tilt_axis.turned_angles`), which
 every projector handles, and the centre of mass and common lines are measured across and along
 the axis (on turned copies of the projections, used for those statistics only); the recorded
 shifts are in the image's own ``(y, x)``.
@@ -31,12 +31,12 @@ import xarray as xr
 
 from aetdask import config
 from aetdask.errors import InputError
-from aetdask.kernels import align as align_k
-from aetdask.kernels import background as background_k
-from aetdask.kernels import noise as noise_k
-from aetdask.kernels import tilt_axis as axis_k
-from aetdask.kernels.denoise import DENOISERS, denoise
-from aetdask.kernels.shift import fourier_shift
+from aetdask.kernels.preprocessing import align as align_k
+from aetdask.kernels.preprocessing import background as background_k
+from aetdask.kernels.preprocessing import noise as noise_k
+from aetdask.kernels.preprocessing import tilt_axis as axis_k
+from aetdask.kernels.preprocessing.denoise import DENOISERS, denoise
+from aetdask.kernels.preprocessing.shift import fourier_shift
 from aetdask.schema import add_provenance, validate_tilt_series
 from scipy import ndimage
 
@@ -157,10 +157,10 @@ def _clean(block, params, method, subtract, fade):
     """(n, 2, ny, nx): the product (background removed, zero outside the particle's support) and
     the same without the support mask, whose centre of mass and common line are not cut by it.
 
-    The vacuum is found on the raw counts (:func:`aetdask.kernels.noise.vacuum_mask`: the
+    The vacuum is found on the raw counts (:func:`aetdask.kernels.preprocessing.noise.vacuum_mask`: the
     particle grown out to where its tails are no longer detectable, at most a fade length
     ``fade`` px), the background is fitted to the raw counts there
-    (:func:`aetdask.kernels.background.fit_background`: the polynomial order the vacuum
+    (:func:`aetdask.kernels.preprocessing.background.fit_background`: the polynomial order the vacuum
     supports), and the vacuum is found again above that background where that moves no
     significant signal into it (:func:`_vacuum_and_background`); the background is
     subtracted from the denoised image."""
@@ -199,9 +199,9 @@ def _projection_stats(raw, signal, clean, params):
 
     Where the particle's signal reaches the field's top or bottom, some of it lies beyond and the
     centre of mass is off by about the change Δ that cutting the outer :data:`EDGE_STRIP` rows makes
-    (:func:`aetdask.kernels.align.edge_sensitivity`: the signal beyond taken as dense as the strip's):
+    (:func:`aetdask.kernels.preprocessing.align.edge_sensitivity`: the signal beyond taken as dense as the strip's):
     the shift returned is corrected by it where it exceeds 3 of its standard errors. The errors are
-    the photon noise's (:func:`aetdask.kernels.align.photon_uncertainty`), the background's (the
+    the photon noise's (:func:`aetdask.kernels.preprocessing.align.photon_uncertainty`), the background's (the
     vacuum's noise over its pixel count, spread over the field: ``clean`` is 0 on the vacuum) and the
     correction's."""
     out = np.empty((len(raw), 6))
@@ -240,8 +240,8 @@ def edge_cut(delta, se):
 
 def _kept(values, errors, design):
     """The estimates as measured where they scatter about ``design``'s trend beyond their noise
-    (:func:`aetdask.kernels.align.beyond_noise`: a χ² test across the series), else shrunk
-    towards "no correction" by their photon-noise error (:func:`aetdask.kernels.align.shrink`).
+    (:func:`aetdask.kernels.preprocessing.align.beyond_noise`: a χ² test across the series), else shrunk
+    towards "no correction" by their photon-noise error (:func:`aetdask.kernels.preprocessing.align.shrink`).
 
     A series misaligned beyond its noise has its shifts recorded without bias: a pull towards
     "no correction" shrinks real shifts too (by ``e²/(s² + e²)``: a few tenths of a pixel on
@@ -279,7 +279,7 @@ def _global_steps(stats, alignment, normalize, theta, path=None):
     """From per-projection statistics [CoM shift, edge correction, its error | errors (y, x, total) | common
     line] to (shift_y, shift_x, scale, cut) columns: the shifts as measured where they scatter
     beyond their photon noise, else shrunk by it (:func:`_kept`); the scales
-    shrunk towards their mean by their photon-noise error (:func:`aetdask.kernels.align.shrink`);
+    shrunk towards their mean by their photon-noise error (:func:`aetdask.kernels.preprocessing.align.shrink`);
     ``cut`` (1.0 or 0.0) marks a centre of mass cut by the field's edges.
 
     ``path`` (n,): the relative path length through the sample at each tilt
@@ -460,7 +460,7 @@ def combine_frames(frames: xr.DataArray) -> xr.DataArray:
 
     Each tilt's frames are registered, a linear drift (including the shear it
     causes along the slow scan axis y) is fitted and undone, and the frames are
-    averaged (:func:`aetdask.kernels.align.drift_correct`); one task per tilt.
+    averaged (:func:`aetdask.kernels.preprocessing.align.drift_correct`); one task per tilt.
     The other coords and attrs are kept; the average is in counts per frame.
     """
     if tuple(frames.dims) != ("tilt", "frame", "y", "x"):

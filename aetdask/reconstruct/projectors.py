@@ -8,8 +8,8 @@ import numpy as np
 
 from aetdask.backend import get_array_module
 from aetdask.geometry import projection_matrices
-from aetdask.kernels import projector_general
-from aetdask.kernels.projector_slices import SliceProjector
+from aetdask.kernels.tomography import projector_general
+from aetdask.kernels.tomography.projector_slices import SliceProjector
 
 
 def is_single_axis(euler, tolerance: float = 1e-9) -> bool:

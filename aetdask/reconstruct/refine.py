@@ -31,7 +31,7 @@ from aetdask.reconstruct.projectors import EulerProjector, is_single_axis
 from aetdask.reconstruct.runner import Executor, split
 from aetdask.reconstruct.stage import euler_angles, prepared_projections, reconstruct
 from aetdask.geometry import deformation_directions, remove_rigid_motion, rigid_motion_basis
-from aetdask.kernels.shift import fourier_shift
+from aetdask.kernels.preprocessing.shift import fourier_shift
 from aetdask.schema import add_provenance
 
 

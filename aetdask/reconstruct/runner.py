@@ -32,7 +32,7 @@ import warnings
 import numpy as np
 
 from aetdask.backend import asnumpy, get_array_module
-from aetdask.kernels import iterative
+from aetdask.kernels.tomography import iterative
 from aetdask.reconstruct.projectors import EulerProjector, slice_projector
 
 

@@ -1,10 +1,10 @@
 """Scanning AET: a film wider than the field of view, reconstructed in local sub-volumes and stitched.
 
-See :mod:`aetdask.kernels.scanning` for the geometry. The stage:
+See :mod:`aetdask.kernels.tomography.scanning` for the geometry. The stage:
 
 1. finds where the film lies in z (:func:`film_extent`: a coarse reconstruction
    of a central strip in a tall volume, whose z-profile shows the film);
-2. plans overlapping regions (:func:`aetdask.kernels.scanning.plan`);
+2. plans overlapping regions (:func:`aetdask.kernels.tomography.scanning.plan`);
 3. crops, for every region, the rows of every projection that see it, and
    reconstructs it by RESIRE — one Dask task per region, on any worker (CPU or
    GPU), no communication;
@@ -28,9 +28,9 @@ from aetdask import config
 from aetdask.backend import asnumpy, get_array_module
 from aetdask.cluster import compute
 from aetdask.errors import InputError
-from aetdask.kernels import iterative
-from aetdask.kernels import scanning as scan_k
-from aetdask.kernels.projector_slices import SliceProjector
+from aetdask.kernels.tomography import iterative
+from aetdask.kernels.tomography import scanning as scan_k
+from aetdask.kernels.tomography.projector_slices import SliceProjector
 from aetdask.reconstruct.projectors import is_single_axis
 from aetdask.reconstruct.stage import euler_angles, prepared_projections
 from aetdask.schema import provenance_record, validate_tilt_series

@@ -11,7 +11,7 @@ from aetdask import config
 from aetdask.errors import InputError
 from aetdask.plausibility import check_reconstruction_memory
 from aetdask.progress import Line
-from aetdask.kernels.shift import fourier_shift
+from aetdask.kernels.preprocessing.shift import fourier_shift
 from aetdask.reconstruct.projectors import is_single_axis
 from aetdask.reconstruct.runner import run_euler, run_single_axis
 from aetdask.schema import last_record, provenance_record, validate_tilt_series

@@ -15,7 +15,7 @@ from aetdask import config, physics
 from aetdask.errors import InputError
 from aetdask.plausibility import check_pixel_size
 from aetdask.geometry import detector_coordinates
-from aetdask.kernels.linear_adf import render
+from aetdask.kernels.simulation.linear_adf import render
 from aetdask.schema import as_euler, provenance_record, tilt_series, validate_atoms
 from aetdask.simulate.noise import expected_counts, poisson_counts
 

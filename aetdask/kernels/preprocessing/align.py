@@ -2,7 +2,7 @@
 
 All functions take NumPy stacks ``(n, ny, nx)`` (tilt, y, x) whose tilt axis is
 the image x axis (axis 2, see :mod:`aetdask.geometry`) and return shifts in the
-convention of :func:`aetdask.kernels.shift.fourier_shift`: a shift ``(dy, dx)``
+convention of :func:`aetdask.kernels.preprocessing.shift.fourier_shift`: a shift ``(dy, dx)``
 is what to *apply* to an image (``fourier_shift(image, (dy, dx))``, positive =
 content moves towards higher indices) to align it.
 
@@ -77,7 +77,7 @@ def register(reference, image, upsample=20):
 
     Examples
     --------
-    >>> from aetdask.kernels.shift import fourier_shift
+    >>> from aetdask.kernels.preprocessing.shift import fourier_shift
     >>> yy, xx = np.mgrid[:32, :32]
     >>> ref = np.exp(-((yy - 15) ** 2 + (xx - 17) ** 2) / 6.0)
     >>> moved = fourier_shift(ref[None], np.array([[1.3, -2.4]]))[0]
@@ -132,7 +132,7 @@ def prealign_neighbours(stack, upsample=20):
 
     Examples
     --------
-    >>> from aetdask.kernels.shift import fourier_shift
+    >>> from aetdask.kernels.preprocessing.shift import fourier_shift
     >>> yy, xx = np.mgrid[:32, :32]
     >>> img = np.exp(-((yy - 16) ** 2 + (xx - 15) ** 2) / 8.0)
     >>> drift = np.array([[-1.0, 0.5], [0.0, 0.0], [1.0, 0.75]])
@@ -254,7 +254,7 @@ def common_line_shifts(stack, upsample=20, iterations=3):
     --------
     >>> x = np.arange(32)
     >>> img = np.exp(-((x[None, :] - 15.0) ** 2 + (x[:, None] - 16.0) ** 2) / 8.0)
-    >>> from aetdask.kernels.shift import fourier_shift
+    >>> from aetdask.kernels.preprocessing.shift import fourier_shift
     >>> stack = fourier_shift(np.repeat(img[None], 3, axis=0), np.array([[0, -1.0], [2.0, 0.0], [0, 1.0]]))
     >>> (common_line_shifts(stack).round(2) + 0.0).tolist()
     [1.0, 0.0, -1.0]
@@ -322,7 +322,7 @@ def drift_correct(frames, upsample=20):
     3. Unshear each frame: shift row r along x by ``−vx r/ny`` (1-D Fourier
        shift), then resample along y (cubic spline) at ``r / (1 − vy/ny)``.
        Each frame is now the sample displaced by ``v f``.
-    4. Shift each frame by ``−v f`` (:func:`~aetdask.kernels.shift.fourier_shift`)
+    4. Shift each frame by ``−v f`` (:func:`~aetdask.kernels.preprocessing.shift.fourier_shift`)
        and average.
 
     The result is the sample as it was at the start of frame 0 (row 0).
@@ -350,7 +350,7 @@ def drift_correct(frames, upsample=20):
     >>> bool(np.allclose(average, img)), shifts[3].tolist()
     (True, [0.0, 0.0])
     """
-    from aetdask.kernels.shift import fourier_shift
+    from aetdask.kernels.preprocessing.shift import fourier_shift
 
     s = _stack(frames, "drift_correct")
     n, ny, nx = s.shape

@@ -42,7 +42,7 @@ import itertools
 import numpy as np
 from scipy.spatial import QhullError, Voronoi, cKDTree
 
-from aetdask.kernels.neighbors import as_positions
+from aetdask.kernels.structure.neighbors import as_positions
 
 __all__ = ["voronoi_cells", "voronoi_faces"]
 

@@ -306,7 +306,7 @@ def fit_background(image, vacuum, *, max_order=MAX_ORDER, block=None, ring=None,
     image : (ny, nx) array
         The projection, with independent pixel noise (raw counts, not a denoised image).
     vacuum : (ny, nx) bool array
-        Pixels with no signal of the particle (e.g. :func:`aetdask.kernels.noise.vacuum_mask`).
+        Pixels with no signal of the particle (e.g. :func:`aetdask.kernels.preprocessing.noise.vacuum_mask`).
     max_order : {0, 1, 2}
     block : int, optional
         Block size of the structure test; default 1/16 of the larger side, at least 4 px.

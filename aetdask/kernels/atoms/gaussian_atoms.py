@@ -387,7 +387,7 @@ def fisher_blocks(mean, positions, height, sigma, weight, cutoff: float = 4.0, *
 def _pair_blocks(mean, pos, height, sigma, weight, jac, first, second, cutoff, given):
     """``Σ_k J_kᵀ C_k J_k`` (pairs, 3, 3) for atom pairs (first, second): ``C_k`` the pixel sum
     ``Σ_u w_k² ∇a_j ∇a_lᵀ / m`` of projection k over the pixels both images reach, with the same
-    cut-offs as :func:`aetdask.kernels.gaussian_atoms.fisher_blocks`. Each Gaussian is the product of
+    cut-offs as :func:`aetdask.kernels.atoms.gaussian_atoms.fisher_blocks`. Each Gaussian is the product of
     its row and column factors: a window of n² pixels needs 2n exponentials per atom, not n²."""
     nt, ny, nx = mean.shape
     n_pairs = first.shape[0]

@@ -1,7 +1,7 @@
 """Local mass density of atomic models from their Voronoi cell volumes.
 
 Each atom's mass density is its mass over its Voronoi cell volume
-(:func:`aetdask.kernels.voronoi.voronoi_cells`); the per-atom values are
+(:func:`aetdask.kernels.structure.voronoi.voronoi_cells`); the per-atom values are
 averaged onto a regular grid with a normalised Gaussian weight, giving a
 density map of the model (Yuan et al. 2022 [1]_ map the local density of
 amorphous particles this way).
@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from aetdask.kernels.neighbors import as_positions
+from aetdask.kernels.structure.neighbors import as_positions
 
 __all__ = ["AMU_PER_A3_IN_G_PER_CM3", "atomic_mass", "local_density"]
 
@@ -85,7 +85,7 @@ def local_density(
     (``scipy.ndimage.gaussian_filter``); the map is their ratio
     ``Σ w·ρ_i / Σ w``, i.e. the Gaussian-weighted mean of the atoms'
     densities around each voxel. Atoms with a NaN volume (surface atoms of
-    :func:`aetdask.kernels.voronoi.voronoi_cells`) are skipped.
+    :func:`aetdask.kernels.structure.voronoi.voronoi_cells`) are skipped.
 
     Parameters
     ----------

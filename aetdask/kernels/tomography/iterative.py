@@ -131,7 +131,7 @@ def resire(measured, projector, iterations, step=1.0, *, support=None, initial=N
     Examples
     --------
     >>> import numpy as np
-    >>> from aetdask.kernels.projector_slices import SliceProjector
+    >>> from aetdask.kernels.tomography.projector_slices import SliceProjector
     >>> p = SliceProjector((16, 16), 16, np.arange(0, 180, 10.0))
     >>> truth = np.zeros((16, 16, 1), np.float32); truth[6:9, 7:10] = 1
     >>> vol, hist = resire(p.forward(truth), p, 200, step=1.0)

@@ -1,6 +1,6 @@
 """CUDA kernels of the general projector, for CuPy arrays.
 
-The same maths as the Numba kernels of :mod:`aetdask.kernels.projector_general`
+The same maths as the Numba kernels of :mod:`aetdask.kernels.tomography.projector_general`
 (sub-sampled voxels, bilinear splatting, the gather with the same weights as its
 exact adjoint), written as two raw CUDA kernels:
 

@@ -35,7 +35,7 @@ Two compiled implementations of the same maths:
   threads, otherwise every thread projects a slab of z planes into its own
   detector buffer and the buffers are summed (no races either way). The back
   projection (a gather) runs one z plane per thread.
-* CuPy input → the raw CUDA kernels of :mod:`aetdask.kernels.projector_cuda`
+* CuPy input → the raw CUDA kernels of :mod:`aetdask.kernels.tomography.projector_cuda`
   (one thread per voxel; ``atomicAdd`` splats forward, a plain gather back),
   float64 inside, the result cast to the input dtype.
 
@@ -53,7 +53,7 @@ import numba
 import numpy as np
 
 from aetdask.backend import asnumpy, get_array_module
-from aetdask.kernels import projector_cuda
+from aetdask.kernels.tomography import projector_cuda
 
 __all__ = ["forward", "backward"]
 

@@ -40,7 +40,7 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from aetdask.kernels.neighbors import as_positions, neighbor_pairs
+from aetdask.kernels.structure.neighbors import as_positions, neighbor_pairs
 
 
 def _fcc_reference() -> tuple[float, float]:

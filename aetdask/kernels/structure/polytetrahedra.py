@@ -39,7 +39,7 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import ConvexHull, QhullError
 from scipy.spatial.distance import pdist
 
-from aetdask.kernels.neighbors import neighbor_csr, neighbor_pairs
+from aetdask.kernels.structure.neighbors import neighbor_csr, neighbor_pairs
 
 #: The motif types of Yuan et al. by order (number of tetrahedra around the common edge).
 MOTIF_TYPES = {"triplet": 3, "quadrilateral": 4, "pentagonal": 5, "hexagonal": 6}

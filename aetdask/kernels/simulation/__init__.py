@@ -1,0 +1,1 @@
+"""Kernels of simulation: the linear ADF-STEM image of atoms."""
