@@ -170,6 +170,9 @@ def test_likelihood_selection_drops_a_ghost_and_adds_a_missed_atom():
     ts = _series(truth, 2e5, shape=48)
     ghost = [3.5, 3.5, -2.5]  # nothing there, > 4 Å from every atom
     start = atoms(np.vstack([truth.position.values[:3], ghost]), ["Pt"] * 4)
+    posterior = np.array([[0.1, 0.9], [0.2, 0.8], [0.05, 0.95], [0.4, 0.6]])  # non-atom, Pt; the ghost last
+    start["species_probability"] = (("atom", "class"), posterior)
+    start = start.assign_coords({"class": ["non-atom", "Pt"]})
     # candidates: near the atom tracing missed, and in empty space
     out = refine_atoms(start, ts, 100, candidates=np.vstack([truth.position.values[3:] + 0.2, [[-3.5, 3.5, 3.0]]]))
     sel = out.attrs["provenance"][-1]["params"]["selection"]
@@ -177,6 +180,9 @@ def test_likelihood_selection_drops_a_ghost_and_adds_a_missed_atom():
     d = np.linalg.norm(out.position.values[:, None] - truth.position.values[None], axis=2)
     assert out.sizes["atom"] == 4 and d.min(axis=1).max() < 0.05
     assert out.flag.values.tolist() == [0, 0, 0, 1]
+    # the classification's posteriors stay with their atoms: the ghost's went with it, the added atom has none
+    np.testing.assert_array_equal(out.species_probability.values[:3], posterior[:3])
+    assert np.isnan(out.species_probability.values[3]).all() and out["class"].values.tolist() == ["non-atom", "Pt"]
 
 
 def test_selection_at_low_dose_adds_atoms_no_candidate_shows_and_drops_ghosts():

@@ -506,6 +506,7 @@ def refine_atoms(
         return problem, result, value0
 
     origin, added, traced = start, np.zeros(len(start), dtype=bool), start
+    source = np.arange(len(start))  # each atom's row in the input model; -1 for an atom the selection added
     shape0 = (h0, s0, bg0, np.ones(n_t), o0, np.zeros((n_t, 3)))
     selection = []
     select = select and counts
@@ -514,7 +515,7 @@ def refine_atoms(
     def reselect(problem, result, held=False):
         """One round of :func:`_select`: the atoms kept and added; False where it changed fewer than
         :data:`SETTLED` of them (and where it changed none)."""
-        nonlocal origin, added, traced, kind_of, pool
+        nonlocal origin, added, traced, kind_of, pool, source
         keep, new_pos, new_kind, info = _select(problem, result.x, pool, kinds, min_distance, held)
         selection.append(info)
         if keep.all() and len(new_pos) == 0:
@@ -526,6 +527,7 @@ def refine_atoms(
         pool = np.concatenate([pool, pos[~keep]])
         origin = np.concatenate([pos[keep], new_pos])
         added = np.concatenate([added[keep], np.ones(len(new_pos), dtype=bool)])
+        source = np.concatenate([source[keep], np.full(len(new_pos), -1)])
         traced = np.concatenate([traced[keep], new_pos])
         kind_of = np.concatenate([kind_of[keep], new_kind])
         return not settled
@@ -571,6 +573,15 @@ def refine_atoms(
     h, c = h * scale, c / scale
     out = make_atoms(pos, kinds[kind_of], flag=added.astype(int), provenance=list(model.attrs.get("provenance", [])))
     out["displacement"] = ("atom", moved, {"units": "Å"})
+    if "species_probability" in model:  # the classification's posteriors travel with the atoms they belong to
+        prob = model.species_probability
+        carried = np.full((len(pos), prob.sizes["class"]), np.nan)
+        rows = source >= 0
+        carried[rows] = prob.values[source[rows]]
+        out["species_probability"] = xr.DataArray(
+            carried, dims=("atom", "class"), coords={"class": prob["class"].values},
+            attrs={**prob.attrs, "description": prob.attrs.get("description", "posterior probability of each class")
+                   + "; NaN for an atom the coordinate refinement's likelihood test added"})
     out.attrs = {**model.attrs, **out.attrs}
     model_images = problem.model(result.x)[0]
     # each atom's position covariance at the fit (the Cramér–Rao bound, neighbours sharing its counts
