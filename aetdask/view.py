@@ -61,9 +61,10 @@ def layers(store) -> list[tuple]:
 
 def view(store, block: bool = True):
     """Open napari with the layers of :func:`layers`; returns the viewer (``block``: run napari's event loop)."""
+    found = layers(store)  # the store's own faults first: they hold with napari installed too
     napari = _napari()
     viewer = napari.Viewer(title=f"aetdask: {store}")
-    for data, kwargs, kind in layers(store):
+    for data, kwargs, kind in found:
         getattr(viewer, f"add_{kind}")(data, **kwargs)
     viewer.dims.axis_labels = ("z (Å)", "y (Å)", "x (Å)")
     if block:

@@ -57,3 +57,11 @@ def test_without_napari_one_error_line_says_how_to_install_it(tmp_path, monkeypa
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: aetdask view: napari is not installed")
     assert "aetdask[view]" in lines[0]
+
+
+def test_a_folder_that_is_not_a_store_is_named_before_napari_is_looked_for(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "napari", None)
+    (tmp_path / "notes").mkdir()
+    result = CliRunner().invoke(main, ["view", str(tmp_path / "notes")])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [f"error: {tmp_path / 'notes'}: no aetdask run store here"]
