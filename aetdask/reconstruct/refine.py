@@ -43,7 +43,7 @@ def _register(reference, image, upsample):
     return shift, float(((moved - reference) ** 2).sum())
 
 
-def _polish(volume, image, euler, shift, subsamples, iterations=6, h=0.02):
+def _polish(volume, image, euler, shift, subsamples, iterations=6, h=0.02, method="auto"):
     """Gauss–Newton refinement of one projection's (φ, θ, ψ), shift and scale together.
 
     Minimises ``‖s · shift(image, t) − Π(φ, θ, ψ) V‖²`` from the grid search's
@@ -66,7 +66,7 @@ def _polish(volume, image, euler, shift, subsamples, iterations=6, h=0.02):
     for _ in range(iterations):
         moved = fourier_shift(image[None], t[None])[0]
         # the projection and its six neighbours (±h per angle) in one projector call
-        proj = EulerProjector(e + offsets, shape, volume.shape, subsamples).forward(volume).astype(float)
+        proj = EulerProjector(e + offsets, shape, volume.shape, subsamples, method=method).forward(volume).astype(float)
         current = proj[0]
         if scale is None:
             scale = _scale(moved, current)
@@ -91,7 +91,7 @@ def _polish(volume, image, euler, shift, subsamples, iterations=6, h=0.02):
     return e, t
 
 
-def _search_angles(volume, measured, euler, offsets, subsamples, upsample, passes=4):
+def _search_angles(volume, measured, euler, offsets, subsamples, upsample, passes=4, method="auto"):
     """Best (φ, θ, ψ) and shift per projection.
 
     Each pass registers the image to the reprojection at the current angles
@@ -111,13 +111,13 @@ def _search_angles(volume, measured, euler, offsets, subsamples, upsample, passe
     for k in range(len(out)):
         for _ in range(passes):
             before = out[k].copy()
-            current = EulerProjector(out[k][None], shape, volume.shape, subsamples).forward(volume)[0]
+            current = EulerProjector(out[k][None], shape, volume.shape, subsamples, method=method).forward(volume)[0]
             shifts[k] = _register(current, measured[k], upsample)[0]
             moved = fourier_shift(measured[k][None], shifts[k][None])[0]
             for comp in (1, 0, 2):
                 cands = np.repeat(out[k][None], len(offsets), axis=0)
                 cands[:, comp] += offsets
-                proj = EulerProjector(cands, shape, volume.shape, subsamples).forward(volume)
+                proj = EulerProjector(cands, shape, volume.shape, subsamples, method=method).forward(volume)
                 cost = ((proj - moved[None]) ** 2).sum(axis=(1, 2), dtype=float)
                 i = int(np.argmin(cost))
                 delta = offsets[i]
@@ -128,9 +128,9 @@ def _search_angles(volume, measured, euler, offsets, subsamples, upsample, passe
                 out[k, comp] += delta
             if np.abs(out[k] - before).max() < 0.05 * step:
                 break
-        final = EulerProjector(out[k][None], shape, volume.shape, subsamples).forward(volume)[0]
+        final = EulerProjector(out[k][None], shape, volume.shape, subsamples, method=method).forward(volume)[0]
         shifts[k] = _register(final, measured[k], upsample)[0]
-        out[k], shifts[k] = _polish(volume, measured[k], out[k], shifts[k], subsamples)
+        out[k], shifts[k] = _polish(volume, measured[k], out[k], shifts[k], subsamples, method=method)
     return out, shifts
 
 
@@ -148,8 +148,9 @@ def _round_line(record: dict, rounds: int) -> str:
 
 
 def _subsamples(euler, s: int):
-    """The projector's sub-samples for this geometry: (s, s, 1) single-axis, (s, s, s) otherwise."""
-    return (s, s, 1) if is_single_axis(euler) else (s, s, s)
+    """The projector's sub-samples for this geometry: (s, s, 1) single-axis (the slice projector's), else
+    ``s`` for the Euler projector to expand as its method does (:class:`EulerProjector`)."""
+    return (s, s, 1) if is_single_axis(euler) else s
 
 
 def _radius(volume) -> float:
@@ -236,6 +237,7 @@ def refine_geometry(
         raise ValueError(f"momentum: expected 0 ≤ momentum < 1, got {beta}")
     memory = int(config.get("refine.memory", memory))  # AndersonMixer refuses a negative one
     s = int(config.get("reconstruct.subsamples"))
+    method = str(config.get("reconstruct.projector"))
     offsets = step * (np.arange(points) - points // 2)
     n = tilts.sizes["tilt"]
     current = tilts.copy()
@@ -263,13 +265,13 @@ def refine_geometry(
         euler = euler_angles(current)
         measured = prepared_projections(current)
         subsamples = _subsamples(euler, s)  # the projector the volume was reconstructed with
-        reproj = EulerProjector(euler, measured.shape[1:], volume.shape, subsamples).forward(volume)
+        reproj = EulerProjector(euler, measured.shape[1:], volume.shape, subsamples, method=method).forward(volume)
         record = {"round": r + 1, "r_factor": vol.attrs["provenance"][-1]["params"]["r_final"]}
         if search_angles:
             vol_f = ex.put(volume)
             chunks = split(n, max(1, ex.workers) * 2)
             found = ex.gather([
-                ex.submit(_search_angles, vol_f, measured[a:b], euler[a:b], offsets, subsamples, upsample)
+                ex.submit(_search_angles, vol_f, measured[a:b], euler[a:b], offsets, subsamples, upsample, method=method)
                 for a, b in chunks
             ])
             new = np.concatenate([f[0] for f in found], axis=0)
@@ -307,7 +309,7 @@ def refine_geometry(
             current = current.assign_coords(phi=("tilt", euler[:, 0]), theta=("tilt", euler[:, 1]),
                                             psi=("tilt", euler[:, 2]))
             record["angle_rms_change"] = float(np.sqrt((delta**2).sum(axis=1).mean()))
-            reproj = EulerProjector(euler, measured.shape[1:], volume.shape, subsamples).forward(volume)
+            reproj = EulerProjector(euler, measured.shape[1:], volume.shape, subsamples, method=method).forward(volume)
         else:
             d_shift = np.stack([_register(p, m, upsample)[0] for p, m in zip(reproj, measured)])
         if shifts:

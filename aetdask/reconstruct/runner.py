@@ -216,20 +216,25 @@ def run_single_axis(b, theta, *, method, iterations, step, subsamples, support=N
 
 
 # ---------------------------------------------------------------- general Euler angles
-def _zslab_forward(volume, euler, det_shape, full_shape, subsamples, z_range):
-    return EulerProjector(euler, det_shape, full_shape, subsamples, z_range).forward(volume)
+def _zslab_projector(volume, euler, det_shape, full_shape, subsamples, method, z_range):
+    return EulerProjector(euler, det_shape, full_shape, subsamples, z_range, xp=get_array_module(volume),
+                          method=method)
 
 
-def _zslab_backward(residual, euler, det_shape, full_shape, subsamples, z_range):
-    return EulerProjector(euler, det_shape, full_shape, subsamples, z_range).backward(residual)
+def _zslab_forward(volume, euler, det_shape, full_shape, subsamples, method, z_range):
+    return _zslab_projector(volume, euler, det_shape, full_shape, subsamples, method, z_range).forward(volume)
 
 
-def _zslab_descend(volume, residual, t, weight, support, euler, det_shape, full_shape, subsamples, z_range):
+def _zslab_backward(residual, euler, det_shape, full_shape, subsamples, method, z_range):
+    return _zslab_projector(residual, euler, det_shape, full_shape, subsamples, method, z_range).backward(residual)
+
+
+def _zslab_descend(volume, residual, t, weight, support, euler, det_shape, full_shape, subsamples, method, z_range):
     """One slab's update, O ← max(0, O − t · weight · Πᵀ residual) [· support].
 
     RESIRE: residual = Π O − b, no weight. SIRT: residual = R (Π O − b), weight = C, t = λ.
     """
-    g = _zslab_backward(residual, euler, det_shape, full_shape, subsamples, z_range)
+    g = _zslab_backward(residual, euler, det_shape, full_shape, subsamples, method, z_range)
     if weight is not None:
         g = g * weight
     return iterative.descend(volume.copy(), g, t, support)  # a copy: task inputs are not ours to change
@@ -274,8 +279,10 @@ def _fbp_scaled(filtered, scale, *geo_and_range):
 
 
 def run_euler(b, euler, *, method, iterations, step, subsamples, support=None, initial=None, slabs=None,
-              plateau=0.0, progress=None, device="cpu", snapshot_every: int = 10):
+              plateau=0.0, progress=None, device="cpu", snapshot_every: int = 10, projector: str = "auto"):
     """Reconstruct at general Euler angles with z-slabs and a per-iteration sum of projections.
+
+    ``projector``: ``reconstruct.projector`` (:func:`aetdask.reconstruct.projectors.euler_method`).
 
     ``progress(iterations_done, r, central_slice)``: ``central_slice`` is the
     central z-plane every ``snapshot_every`` iterations, otherwise None.
@@ -284,7 +291,7 @@ def run_euler(b, euler, *, method, iterations, step, subsamples, support=None, i
     n, dy, dx = b.shape
     full = (dy, dy, dx)
     ranges = slab_ranges(full[0], slabs)
-    geo = (np.asarray(euler, float), (dy, dx), full, subsamples)
+    geo = (np.asarray(euler, float), (dy, dx), full, subsamples, projector)
     b_dev = ex.submit(_on, device, ex.put(b))
     sup = _put_slabs(ex, device, support, ranges, axis=0)
     if initial is None:

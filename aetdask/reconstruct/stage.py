@@ -12,7 +12,8 @@ from aetdask.errors import InputError
 from aetdask.plausibility import check_reconstruction_memory
 from aetdask.progress import Line
 from aetdask.kernels.preprocessing.shift import fourier_shift
-from aetdask.reconstruct.projectors import is_single_axis
+from aetdask.geometry import projection_matrices
+from aetdask.reconstruct.projectors import euler_method, is_single_axis
 from aetdask.reconstruct.runner import run_euler, run_single_axis
 from aetdask.schema import last_record, provenance_record, validate_tilt_series
 from aetdask.schema import volume as make_volume
@@ -63,6 +64,7 @@ def reconstruct(
     initial=None,
     plateau: float | None = None,
     slabs: int | None = None,
+    projector: str | None = None,
     progress: bool = False,
 ) -> xr.DataArray:
     """Reconstruct a volume from a tilt series (RESIRE, SIRT or FBP).
@@ -79,8 +81,9 @@ def reconstruct(
         Tilt series ``(tilt, y, x)``; square images; optional ``shift_y``,
         ``shift_x``, ``scale`` coords are applied first.
     method : {"resire", "sirt", "fbp"}
-    iterations, step, subsamples, plateau, slabs
-        None = ``aetdask.reconstruct.*`` configuration. ``step`` is RESIRE's
+    iterations, step, subsamples, plateau, slabs, projector
+        None = ``aetdask.reconstruct.*`` configuration (``projector``: the Euler-angle
+        projector, :func:`aetdask.reconstruct.projectors.euler_method`). ``step`` is RESIRE's
         step (t = step / (projections × thickness)) or SIRT's relaxation.
     support : array (z, y, x), optional
         1 inside the object, 0 outside.
@@ -114,6 +117,7 @@ def reconstruct(
         "subsamples": int(config.get("reconstruct.subsamples", subsamples)),
         "plateau": float(config.get("reconstruct.plateau", plateau)),
         "slabs": int(config.get("reconstruct.slabs", slabs)) or None,
+        "projector": str(config.get("reconstruct.projector", projector)),
     }
     b = prepared_projections(tilts)
     n, dy, dx = b.shape
@@ -137,7 +141,12 @@ def reconstruct(
         vol, r = run_single_axis(b, euler[:, 1], subsamples=params["subsamples"],
                                  round_size=int(config.get("reconstruct.round")), **common)
     else:
-        vol, r = run_euler(b, euler, subsamples=params["subsamples"], **common)
+        try:
+            params["projector"] = euler_method(projection_matrices(euler), params["projector"],
+                                               np if common["device"] != "gpu" else None)
+        except ValueError as err:
+            raise InputError(str(err)) from None
+        vol, r = run_euler(b, euler, subsamples=params["subsamples"], projector=params["projector"], **common)
     seconds = time.perf_counter() - t0
     if line is not None:
         line.close(f"R = {r[-1]:.4f}, {seconds:.1f} s" if r else f"{seconds:.1f} s")
