@@ -233,6 +233,13 @@ _ALL = [
     _p("refine_atoms.components", None, int,
        "concentric Gaussians per atom profile (2: a core on broad probe tails); null: 2 with angles, else 1",
        ["refine"], nullable=True, low=1, high=4),
+    _p("refine_atoms.workers", None, int,
+       "Dask workers the coordinate refinement's atom blocks run on; null: the active client's when the model has "
+       "2000 atoms or more, 0: this process (the reference path), N: at most N workers of the active client",
+       nullable=True, low=0, role="execution"),
+    _p("refine_atoms.blocks", None, int,
+       "spatial blocks of atoms on the workers (fixed by the model, so any number of workers up to it gives the "
+       "same model); null: 8, or one per worker where there are more", nullable=True, low=1, role="execution"),
     # evaluation and analysis
     _p("evaluate.cutoff", 0.9, float,
        "Å, matching distance of every evaluation against a truth (evaluate, report, run, demo; the seed paper's for its "

@@ -26,6 +26,8 @@ from aetdask.geometry import (deformation_directions, projection_matrices, remov
                               strain_matrix)
 from aetdask.kernels.atoms import gaussian_atoms
 from aetdask.kernels.atoms.trace import merge
+from aetdask.model.blocks import Frame, LocalEngine
+from aetdask.model.blocks import engine as block_engine
 from aetdask.progress import Line
 from aetdask.model.uncertainty import attach as attach_position_sigma
 from aetdask.model.uncertainty import position_covariance
@@ -142,22 +144,15 @@ def _position_information(problem, x):
     """Each atom's Fisher information about its position, ``(n, 3, 3)`` per Å², in the misfit's units: the
     Gauss–Newton block of the misfit's Hessian (counts: Poisson; a.u.: least squares), neighbours held."""
     pos, h, s, bg, c, o, e = problem.unpack(x)
-    det, hc, sc = problem.gaussians(pos, h, s, o, e)
-    det = det[:, ::problem.k]  # an atom's components share its position
-    hc, sc = hc.reshape(-1, problem.k), sc.reshape(-1, problem.k)
     if problem.counts:
         last = problem.rendered  # the step just evaluated there: its images, not a second rendering
         m = last[1] if last is not None and np.array_equal(last[0], x) else problem.model(x)[0]
         mean = np.maximum((m + problem.offset) / problem.alpha, 1e-12)
         weight = c / problem.alpha[:, 0, 0]
     else:
-        mean = np.ones((1, 1, 1))
+        mean = None  # every pixel weighs one
         weight = c
-    if mean.shape[0] == 1:
-        mean = np.broadcast_to(mean, (problem.n_t, problem.n_px, problem.n_px))
-    blocks = gaussian_atoms.fisher_blocks(mean, det, hc, sc, weight)
-    jac = problem.jacobian(e)
-    return problem.norm * np.einsum("tai,tnab,tbj->nij", jac, blocks, jac)
+    return problem.norm * problem.engine.fisher(problem.frame(h, s, o, e), pos, problem.kind_of, mean, weight)
 
 
 def _score_positions(problem, x, lower, upper, iterations=20, log=None):
@@ -238,6 +233,8 @@ class _Problem:
         self.calls = 0
         self.last = np.nan
         self.rendered = None  # (parameters, model images) of the last evaluation
+        # runs the per-atom kernels: here (the reference), or in blocks on Dask workers (refine_atoms sets it)
+        self.engine = LocalEngine()
         sizes = [3 * self.n_at, n_sp * self.k, n_sp * self.k, self.n_t, self.n_t, 2 * self.n_t, 3 * self.n_t]
         self.split = np.cumsum(sizes)[:-1]
         self.size = int(np.sum(sizes))
@@ -267,14 +264,28 @@ class _Problem:
         return (np.repeat(self.detector(pos, o, e), self.k, axis=1), h[self.profile_of],
                 s[self.profile_of] / self.pixel)
 
-    def model(self, p):
+    def frame(self, h, s, o, e, turns=False):
+        """What the engine's blocks need to place and draw every atom (:class:`aetdask.model.blocks.Frame`);
+        ``turns``: with the matrices' derivatives by the angles, for their gradient."""
+        da = None
+        if turns:
+            step = 1e-4  # degrees; the matrices are smooth, central differences are exact to ~1e-9
+            da = np.empty((3, self.n_t, 3, 3))
+            for comp in range(3):
+                d = np.zeros(3)
+                d[comp] = step
+                da[comp] = (self.matrices(e + d) - self.matrices(e - d)) / (2 * step)
+        return Frame(self.matrices(e), o, self.pixel, self.n_px, h, s / self.pixel, self.k, da)
+
+    def model(self, p, frame=None):
         pos, h, s, bg, c, o, e = self.unpack(p)
-        atoms = gaussian_atoms.render(*self.gaussians(pos, h, s, o, e), (self.n_px, self.n_px))
+        atoms = self.engine.render(frame if frame is not None else self.frame(h, s, o, e), pos, self.kind_of)
         return bg[:, None, None] + c[:, None, None] * atoms, atoms
 
     def __call__(self, p, frozen=()):
         pos, h, s, bg, c, o, e = self.unpack(p)
-        m, atoms = self.model(p)
+        frame = self.frame(h, s, o, e, turns=self.angles and "e" not in frozen)
+        m, atoms = self.model(p, frame)
         self.rendered = (np.array(p, copy=True), m)
         if self.counts:
             mp = np.maximum((m + self.offset) / self.alpha, 1e-12)
@@ -284,24 +295,15 @@ class _Problem:
             r = m - self.b
             value = 0.5 * self.norm * float(np.sum(r * r))
             g = self.norm * r
-        gp, gh, gs = gaussian_atoms.gradients(g * c[:, None, None], *self.gaussians(pos, h, s, o, e))
-        gp = gp.reshape(self.n_t, self.n_at, self.k, 2).sum(axis=2)  # an atom's components move together
-        g_e = np.zeros((self.n_t, 3))
-        if self.angles and "e" not in frozen:
-            step = 1e-4  # degrees; the matrices are smooth, central differences are exact to ~1e-9
-            for comp in range(3):
-                d = np.zeros(3)
-                d[comp] = step
-                da = (self.matrices(e + d) - self.matrices(e - d)) / (2 * step)
-                moved = np.einsum("tij,nj->tni", da, pos)[..., [1, 0]] / self.pixel
-                g_e[:, comp] = np.einsum("tnc,tnc->t", gp, moved)
+        # per atom: positions; summed over the atoms: profiles, offsets and angles (the engine's blocks)
+        g_pos, gh, gs, g_o, g_e = self.engine.gradients(frame, pos, self.kind_of, g * c[:, None, None])
         grad = self.pack(
-            np.einsum("tnc,tcd->nd", gp, self.jacobian(e)),
-            np.bincount(self.profile_of, gh, self.n_sp * self.k) * self.level**2,  # pack divides by the level again
-            np.bincount(self.profile_of, gs, self.n_sp * self.k) / self.pixel,
+            g_pos,
+            gh * self.level**2,  # pack divides by the level again
+            gs / self.pixel,
             g.sum(axis=(1, 2)) * self.level**2,
             np.sum(g * atoms, axis=(1, 2)),
-            gp.sum(axis=1),
+            g_o,
             g_e / self.kappa**2,  # pack multiplies by κ again: the gradient per packed unit is g_e / κ
         )
         for part in frozen:
@@ -332,6 +334,7 @@ def refine_atoms(
     select: bool | None = None,
     angles: bool | None = None,
     components: int | None = None,
+    workers: int | None = None,
     progress: bool = False,
 ) -> xr.Dataset:
     """Refine atom positions against the projections (and the per-species H, B and per-projection
@@ -385,6 +388,15 @@ def refine_atoms(
         deformation-like part the misfit hardly pins down. At the seed paper's
         doses the noise dominates and one Gaussian is as precise, and 2–3 times
         faster (docs/angle-refinement.md).
+    workers : int, optional
+        Where the per-atom kernels run (default ``aetdask.refine_atoms.workers``):
+        unset, on the active Dask client's workers when there is one and the
+        model has :data:`aetdask.model.blocks.MIN_ATOMS` atoms or more, else in
+        this process; 0, in this process; N, on at most N workers of the
+        active client. On workers the atoms are cut into spatial blocks
+        (``aetdask.refine_atoms.blocks``), each rendered and differentiated where
+        it lives, and their images summed here every evaluation
+        (:mod:`aetdask.model.blocks`): the same model on any number of workers.
 
     Returns
     -------
@@ -420,6 +432,8 @@ def refine_atoms(
         raise InputError("model: no atoms to refine")
     select = bool(config.get("refine_atoms.select", select))
     angles = bool(config.get("refine_atoms.angles", angles))
+    workers = config.get("refine_atoms.workers", workers)
+    blocks = config.get("refine_atoms.blocks", None)
     n_comp = config.get("refine_atoms.components", components)
     n_comp = int(n_comp if n_comp is not None else (2 if angles else 1))
     if n_comp < 1:
@@ -475,6 +489,7 @@ def refine_atoms(
         problem = _Problem(b, euler, pixel, kind_of, len(kinds), counts, alpha, sigma, angles=free_angles,
                            radius=radius, components=n_comp)
         h, s, bg, c, o, e = shape
+        problem.engine = block_engine(origin, problem.matrices(e), workers, blocks)
         p = problem.pack(origin, h, s, bg, c, o, e)
 
         def bounds(free):
@@ -769,8 +784,10 @@ def _select(problem, x, pool, kinds, min_distance, held=False):
     weight = c / problem.alpha[:, 0, 0]
     pixel = problem.pixel
     det = problem.detector(pos, o, e)
+    frame = problem.frame(h, s, o, e)
     h, s = h.reshape(len(kinds), -1), s.reshape(len(kinds), -1) / pixel  # (species, components)
-    cost = gaussian_atoms.likelihood_change(problem.zp, mp, det, -h[problem.kind_of], s[problem.kind_of], weight)
+    # the per-atom tests run where the engine runs the fit (its blocks); the threshold stays the one global one
+    cost = problem.engine.likelihood_change(frame, pos, problem.kind_of, problem.zp, mp, weight, -1.0)
     threshold = selection_threshold()
     searched = _gain_maxima(problem, problem.zp, mp, weight, o, e, h, s, pos, min_distance, 0.5 * threshold)
     pool = np.concatenate([np.asarray(pool, dtype=float).reshape(-1, 3), searched])
@@ -782,8 +799,8 @@ def _select(problem, x, pool, kinds, min_distance, held=False):
     fdet = problem.detector(far, o, e)
     if len(far):
         for k in range(len(kinds)):
-            gains[:, k] = -gaussian_atoms.likelihood_change(problem.zp, mp, fdet, np.repeat(h[k:k + 1], len(far), 0),
-                                                            np.repeat(s[k:k + 1], len(far), 0), weight)
+            gains[:, k] = -problem.engine.likelihood_change(frame, far, np.full(len(far), k), problem.zp, mp, weight,
+                                                            1.0, model=False)
     best, kind = gains.max(axis=1, initial=-np.inf), gains.argmax(axis=1) if len(far) else np.empty(0, int)
     good = np.flatnonzero(best > threshold)
     good = good[merge(far[good], best[good], min_distance)]  # strongest first, none closer than min_distance
