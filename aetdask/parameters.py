@@ -154,6 +154,21 @@ _ALL = [
        "in-plane direction of the tilt axis in the raw images (degrees from x towards +y), carried in each "
        "projection's Euler angles (the projections are not resampled); null = along x, as the angles say. "
        "aetdask.kernels.preprocessing.tilt_axis.estimate_tilt_axis estimates it from the data", _PRE, nullable=True),
+    _p("preprocess.match_folds", 2, int,
+       "projection matching (run where the centre-of-mass / common-line shifts are beyond their noise): each "
+       "projection is registered to the object reconstructed from the other folds (interleaved) of the series",
+       _PRE, low=2),
+    _p("preprocess.match_rounds", 8, int, "projection matching: most rounds (reconstruct, reproject, register)",
+       _PRE, low=1),
+    _p("preprocess.match_iterations", 30, int, "projection matching: RESIRE iterations per reconstruction", _PRE,
+       low=1),
+    _p("preprocess.match_tolerance", 0.02, float,
+       "projection matching: stop when a round moves the shifts by less than this (px RMS per axis)", _PRE,
+       low=0, open_low=True),
+    _p("preprocess.match_smooth", 1.0, float,
+       "projection matching: Gaussian (px) on projection and reprojection before registering them", _PRE, low=0),
+    _p("preprocess.match_size", 256, int,
+       "projection matching: larger projections are binned by a whole factor to at most this (px)", _PRE, low=16),
     _p("preprocess.panel_tilts", 3, int, "projections shown in the preprocessing figure", low=1,
        role="presentation"),
     # reconstruction

@@ -33,10 +33,14 @@ from aetdask import config
 from aetdask.errors import InputError
 from aetdask.kernels.preprocessing import align as align_k
 from aetdask.kernels.preprocessing import background as background_k
+from aetdask.kernels.preprocessing import matching as match_k
 from aetdask.kernels.preprocessing import noise as noise_k
 from aetdask.kernels.preprocessing import tilt_axis as axis_k
 from aetdask.kernels.preprocessing.denoise import DENOISERS, denoise
 from aetdask.kernels.preprocessing.shift import fourier_shift
+from aetdask.kernels.tomography.iterative import resire
+from aetdask.geometry import rigid_motion_basis
+from aetdask.reconstruct.projectors import slice_projector
 from aetdask.schema import add_provenance, validate_tilt_series
 from scipy import ndimage
 
@@ -248,8 +252,13 @@ def _kept(values, errors, design):
     shifts of a few pixels measured to about half a pixel), and would record a shifted series'
     shifts short of what was applied. A series whose shifts are within their noise of what all
     projections share is not moved by that noise."""
+    return _kept_real(values, errors, design)[0]
+
+
+def _kept_real(values, errors, design):
+    """:func:`_kept`'s estimates, and whether they scatter beyond their noise."""
     _, real, _, _ = align_k.beyond_noise(values, errors, design)
-    return np.asarray(values, dtype=float) if real else align_k.shrink(values, errors)
+    return (np.asarray(values, dtype=float) if real else align_k.shrink(values, errors)), bool(real)
 
 
 def _sinusoid(theta):
@@ -262,25 +271,31 @@ def _across_axis(com_dy, errors, cut, theta):
     beyond their photon noise about the sinusoid ``a·cos θ + b·sin θ + c`` a centre of mass off the
     axis follows, else shrunk); those of projections cut by the field's edges are predicted from the others by
     the sinusoid. With too few uncut projections (fewer than 6 or a quarter) none is shifted."""
+    return _across_axis_real(com_dy, errors, cut, theta)[0]
+
+
+def _across_axis_real(com_dy, errors, cut, theta):
+    """:func:`_across_axis`'s shifts, and whether the centres of mass scatter beyond their noise."""
     n = len(com_dy)
     out = np.zeros(n)
     good = ~cut
     if good.sum() < max(6, n / 4):
-        return out
+        return out, False
     design = _sinusoid(theta)
-    out[good] = _kept(com_dy[good], errors[good], design[good])
+    out[good], real = _kept_real(com_dy[good], errors[good], design[good])
     if cut.any():
         coef = np.linalg.lstsq(design[good], out[good], rcond=None)[0]
         out[cut] = design[cut] @ coef
-    return out
+    return out, real
 
 
 def _global_steps(stats, alignment, normalize, theta, path=None):
     """From per-projection statistics [CoM shift, edge correction, its error | errors (y, x, total) | common
-    line] to (shift_y, shift_x, scale, cut) columns: the shifts as measured where they scatter
+    line] to (shift_y, shift_x, scale, cut, misaligned) columns: the shifts as measured where they scatter
     beyond their photon noise, else shrunk by it (:func:`_kept`); the scales
     shrunk towards their mean by their photon-noise error (:func:`aetdask.kernels.preprocessing.align.shrink`);
-    ``cut`` (1.0 or 0.0) marks a centre of mass cut by the field's edges.
+    ``cut`` (1.0 or 0.0) marks a centre of mass cut by the field's edges; ``misaligned`` (1.0 or 0.0,
+    the same in every row) says that the shifts across or along the axis scatter beyond their noise.
 
     ``path`` (n,): the relative path length through the sample at each tilt
     (1/cos θ for a film wider than the field of view; None = 1, an isolated particle):
@@ -288,17 +303,69 @@ def _global_steps(stats, alignment, normalize, theta, path=None):
     com_dy, errors, lines = stats[:, 0], stats[:, 3:6], stats[:, 6:][:, None, :]
     cut = edge_cut(stats[:, 1], stats[:, 2])
     n = len(stats)
-    out = np.zeros((n, 4))
+    out = np.zeros((n, 5))
     out[:, 2] = 1.0
+    real = False
     if alignment == "center":
-        out[:, 0] = _across_axis(com_dy, errors[:, 0], cut, theta)
+        out[:, 0], real = _across_axis_real(com_dy, errors[:, 0], cut, theta)
         out[:, 3] = cut
     if alignment in ("center", "film"):
-        out[:, 1] = _kept(align_k.common_line_shifts(lines), errors[:, 1], np.ones((n, 1)))
+        out[:, 1], real_x = _kept_real(align_k.common_line_shifts(lines), errors[:, 1], np.ones((n, 1)))
+        real = real or real_x
+    out[:, 4] = real
     if normalize:
         scales = align_k.common_line_scales(lines if path is None else lines / np.asarray(path)[:, None, None])
         out[:, 2] = align_k.shrink(scales, errors[:, 2] * scales, center=float(np.mean(scales)))
     return out
+
+
+def _matched(steps, clean, raw, params, theta, settings):
+    """Shifts (n, 2) across and along the tilt axis by projection matching, where ``steps``
+    (:func:`_global_steps`) says the series is misaligned beyond its noise; else ``steps``' own.
+
+    The object is reconstructed (RESIRE, the single-axis projector) from all folds of the series but
+    one, and each projection of that fold is registered to its reprojection
+    (:func:`aetdask.kernels.preprocessing.matching.projection_matching`), starting from the centre
+    of mass and the common line; images larger than ``size`` px are binned for it. The result is
+    kept as measured where it scatters beyond its photon noise about what a rigid translation of
+    the object does (the sinusoid across the axis, a constant along it), else that trend alone is
+    (:func:`aetdask.kernels.preprocessing.align.beyond_noise`)."""
+    out = np.array(steps[:, :2], dtype=np.float64, copy=True)
+    if not steps[0, 4] > 0.5:
+        return out
+    folds, rounds, iterations, tolerance, smooth, size = settings
+    stack = np.asarray(clean, dtype=np.float64)
+    n, ny, nx = stack.shape
+    p = np.asarray(params, dtype=np.float64)
+    ok = np.isfinite(p[:, 0]) & np.isfinite(p[:, 1])
+    alpha = np.where(ok, p[:, 0], 1.0)[:, None, None]
+    sigma = np.where(ok, p[:, 1], 0.0)[:, None, None]
+    variance = alpha * np.clip(np.asarray(raw, dtype=np.float64), 0.0, None) + sigma**2
+    f = max(1, int(np.ceil(max(ny, nx) / float(size))))
+    if f > 1:  # mean over f × f pixels (the field cropped to a multiple of f)
+        my, mx = ny // f, nx // f
+        stack = stack[:, : my * f, : mx * f].reshape(n, my, f, mx, f).mean(axis=(2, 4))
+        variance = variance[:, : my * f, : mx * f].reshape(n, my, f, mx, f).sum(axis=(2, 4)) / f**4
+    side = stack.shape[1]
+    theta = np.asarray(theta, dtype=float)
+    basis = rigid_motion_basis(np.c_[np.zeros(n), theta, np.zeros(n)])[1]
+
+    def reproject(aligned, train, test):
+        forward = slice_projector((side, side), side, theta[train], 2)
+        volume, _ = resire(np.ascontiguousarray(aligned[train], dtype=np.float32), forward, iterations)
+        return slice_projector((side, side), side, theta[test], 2).forward(volume)
+
+    shifts, errors, _ = match_k.projection_matching(stack, variance, basis, reproject, out / f, folds=folds,
+                                                    rounds=rounds, tolerance=tolerance / f, smooth=smooth)
+    shifts, errors = shifts * f, errors * f
+    for axis, design in ((0, _sinusoid(theta)), (1, np.ones((n, 1)))):
+        trend, real, _, _ = align_k.beyond_noise(shifts[:, axis], errors[:, axis], design)
+        out[:, axis] = shifts[:, axis] if real else trend
+    return out
+
+
+MATCHING = ("preprocess.match_folds", "preprocess.match_rounds", "preprocess.match_iterations",
+            "preprocess.match_tolerance", "preprocess.match_smooth", "preprocess.match_size")
 
 
 def _turned(block, angle, mode):
@@ -409,9 +476,15 @@ def preprocess(
                        new_axes={"v": 6}, concatenate=True, dtype=np.float64, meta=np.empty((0, 0)))
     stats = da.concatenate([per, lines.astype(np.float64)], axis=1).rechunk(-1)
     path = 1.0 / np.abs(np.cos(np.deg2rad(tilts.theta.values))) if extended else None
-    steps = stats.map_blocks(_global_steps, alignment, normalize, tilts.theta.values, path, chunks=(n, 4),
+    steps = stats.map_blocks(_global_steps, alignment, normalize, tilts.theta.values, path, chunks=(n, 5),
                              dtype=np.float64)
     shifts, scales, cut = steps[:, :2], steps[:, 2], steps[:, 3] > 0.5
+    if alignment == "center":  # projection matching, where the shifts are beyond their noise
+        settings = tuple(config.get(key) for key in MATCHING)
+        whole = {0: -1, 1: -1, 2: -1}
+        shifts = da.blockwise(_matched, "ts", steps, "tq", clean_stats.rechunk(whole), "tyx", raw.rechunk(whole),
+                              "tyx", params.rechunk({0: -1}), "tr", tilts.theta.values, None, settings, None,
+                              new_axes={"s": 2}, concatenate=True, dtype=np.float64, meta=np.empty((0, 0)))
     if axis:
         shifts = shifts.map_blocks(_image_shifts, axis, dtype=np.float64)
     if alignment == "neighbours":
