@@ -179,11 +179,13 @@ _ALL = [
        "RESIRE step (paper normalisation: t = step / (projections × thickness)); SIRT relaxation",
        _VOLUME, low=0, open_low=True, high=2.0),
     _p("reconstruct.subsamples", 2, int,
-       "sub-samples per voxel axis (2 → 2×2 in the slice plane; at Euler angles 2×2×1 shear-warp, 2×2×2 general)", _VOLUME, low=1),
+       "sub-samples per voxel axis (2 → 2×2 in the slice plane; at Euler angles 2×2×1 shear-warp, 2×2×2 general)",
+       _VOLUME, low=1),
     _p("reconstruct.projector", "auto", str,
        "projector at general Euler angles: shear-warp (rows of voxels share weights; CPU, 5–10× faster, a little "
        "more blur across the tilt axis) | general (every sub-sample on its own) | auto (shear-warp on the CPU "
-       "wherever its warp is accurate: a tilt axis within about 8° of the image's x or y)", _VOLUME, choices=("auto", "shear-warp", "general")),
+       "wherever its warp is accurate: a tilt axis within about 8° of the image's x or y)", _VOLUME,
+       choices=("auto", "shear-warp", "general")),
     _p("reconstruct.plateau", 0.0, float,
        "stop when R improves by less than this (relative) over 10 iterations; 0 = never", _VOLUME, low=0),
     _p("reconstruct.slabs", 0, int,

@@ -89,7 +89,7 @@ def accuracy(radius, dose):
         with config.set({"reconstruct.projector": projector, "refine_atoms.iterations": 1}):
             pipeline.run(ts, out, names, progress=False, echo=lambda *a: None)
         store = RunStore(out, create=False)
-        rec = [r for r in store.read("volume").attrs["provenance"] if r["stage"] == "reconstruct"][-1]
+        rec = [r for r in store.read("volume").attrs["provenance"] if r["stage"].startswith("reconstruct")][-1]
         cand = store.read("candidates").position.values
         d, j = tree.query(cand)
         near = d <= 0.5

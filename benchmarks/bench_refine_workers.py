@@ -13,6 +13,8 @@ with other jobs they are upper bounds, and the speedup a lower bound.
 
 Run: python benchmarks/bench_refine_workers.py [--atoms 3000] [--projections 30] [--pixel 0.4]
      [--iterations 15] [--dose 2e4] [--workers 1,2] [--blocks 8]
+
+``--workers 0,1,2`` adds the single-process path (no cluster, all Numba threads) as the baseline.
 """
 
 from __future__ import annotations
@@ -66,19 +68,28 @@ def main():
     settings = {"refine_atoms.blocks": args.blocks} if args.blocks else {}
     results = {}
     for n in [int(v) for v in args.workers.split(",")]:
-        with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                          dashboard_address="127.0.0.1:0", silence_logs=40) as cluster, Client(cluster) as client, \
-                config.set(settings):
-            client.run(_warm)  # compile (or load) the kernels in every worker before timing
-            t0 = time.perf_counter()
-            out = refine_atoms(start, tilts, args.iterations, select=False, workers=n)
-            total = time.perf_counter() - t0
-            memory = client.run(_memory_mib)
+        if n == 0:  # the reference: every kernel in this process, on all its Numba threads
+            _warm()
+            with config.set(settings):
+                t0 = time.perf_counter()
+                out = refine_atoms(start, tilts, args.iterations, select=False, workers=0)
+                total = time.perf_counter() - t0
+            memory = {"this process": _memory_mib()}
+        else:
+            with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
+                              dashboard_address="127.0.0.1:0", silence_logs=40) as cluster, Client(cluster) as client, \
+                    config.set(settings):
+                client.run(_warm)  # compile (or load) the kernels in every worker before timing
+                t0 = time.perf_counter()
+                out = refine_atoms(start, tilts, args.iterations, select=False, workers=n)
+                total = time.perf_counter() - t0
+                memory = client.run(_memory_mib)
         params = out.attrs["provenance"][-1]["params"]
         per = params["seconds"] / max(params["evaluations"], 1)
         results[n] = (out, total, per)
         peaks = ", ".join(f"{peak:.0f} (now {now:.0f})" for peak, now in memory.values())
-        print(f"{n} worker(s): {params['evaluations']} evaluations, {per:.3f} s per evaluation (fit included), "
+        who = "this process (all threads)" if n == 0 else f"{n} worker(s)"
+        print(f"{who}: {params['evaluations']} evaluations, {per:.3f} s per evaluation (fit included), "
               f"total {total:.1f} s; peak memory per worker (MiB): {peaks}", flush=True)
     base, *others = list(results)
     for n in others:
