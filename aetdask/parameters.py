@@ -252,7 +252,8 @@ _ALL = [
        ["refine"], nullable=True, low=1, high=4),
     _p("refine_atoms.workers", None, int,
        "Dask workers the coordinate refinement's atom blocks run on; null: the active client's when the model has "
-       "2000 atoms or more, 0: this process (the reference path), N: at most N workers of the active client",
+       "2000 atoms or more and the workers more threads than this process, 0: this process (the reference path), "
+       "N: at most N workers of the active client",
        nullable=True, low=0, role="execution"),
     _p("refine_atoms.blocks", None, int,
        "spatial blocks of atoms on the workers (fixed by the model, so any number of workers up to it gives the "

@@ -154,14 +154,18 @@ def test_refinement_on_workers_matches_this_process(particle, client, monkeypatc
     np.testing.assert_array_equal(runs[2].position.values, runs[4].position.values)
 
 
-def test_engine_choice(client):
+def test_engine_choice(client, monkeypatch):
     pos = np.zeros((10, 3))
     mats = projection_matrices([0.0, 30.0])
     assert isinstance(blocks.engine(pos, mats), blocks.LocalEngine)  # small: not worth the transfers
     assert isinstance(blocks.engine(pos, mats, workers=0), blocks.LocalEngine)
     chosen = blocks.engine(pos, mats, workers=2)
     assert isinstance(chosen, blocks.DistributedEngine) and len(chosen.names) == 2 and chosen.blocks == blocks.BLOCKS
-    assert blocks.engine(np.zeros((blocks.MIN_ATOMS, 3)), mats).blocks == blocks.BLOCKS
+    large = np.zeros((blocks.MIN_ATOMS, 3))
+    monkeypatch.setattr(blocks.numba, "get_num_threads", lambda: 1)  # the workers (4 threads) have more cores
+    assert blocks.engine(large, mats).blocks == blocks.BLOCKS
+    monkeypatch.setattr(blocks.numba, "get_num_threads", lambda: 4)  # as many here: only the transfers to gain
+    assert isinstance(blocks.engine(large, mats), blocks.LocalEngine)
 
 
 def test_workers_without_a_client_is_a_clear_error(monkeypatch):

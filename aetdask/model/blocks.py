@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from aetdask.errors import InputError
@@ -381,7 +382,9 @@ def engine(positions, matrices, workers=None, blocks=None):
     """The engine for refining ``positions`` (Å, (n, 3)) seen through ``matrices`` (t, 3, 3).
 
     ``workers`` (``refine_atoms.workers``): None — the active Dask client's workers when there is one,
-    at least :data:`MIN_ATOMS` atoms and this is not itself a task on a worker, else this process;
+    at least :data:`MIN_ATOMS` atoms, this is not itself a task on a worker and the workers have more
+    threads than this process's kernels would use (workers on the same cores only add the transfers:
+    ``bench_refine_workers.py --workers 0,1,2``, BENCHMARKS.md), else this process;
     0 — this process; N — at most N workers of the active client (:class:`~aetdask.errors.InputError`
     when none is active). ``blocks`` (``refine_atoms.blocks``): None — :data:`BLOCKS`, or one per
     worker where there are more.
@@ -404,7 +407,10 @@ def engine(positions, matrices, workers=None, blocks=None):
         return LocalEngine()
     if workers is None and (n < MIN_ATOMS or _in_task()):
         return LocalEngine()  # small, or itself a task on a worker (whose thread would wait on its own blocks)
-    available = len(client.scheduler_info()["workers"])
+    info = client.scheduler_info()["workers"]
+    available = len(info)
+    if workers is None and sum(int(w.get("nthreads", 1)) for w in info.values()) <= numba.get_num_threads():
+        return LocalEngine()  # no more cores out there than here
     used = min(available, int(workers)) if workers else available
     count = int(blocks) if blocks else max(BLOCKS, used)
     return DistributedEngine(client, partition(positions, matrices, count), workers=used)

@@ -390,9 +390,9 @@ def refine_atoms(
         faster (docs/angle-refinement.md).
     workers : int, optional
         Where the per-atom kernels run (default ``aetdask.refine_atoms.workers``):
-        unset, on the active Dask client's workers when there is one and the
-        model has :data:`aetdask.model.blocks.MIN_ATOMS` atoms or more, else in
-        this process; 0, in this process; N, on at most N workers of the
+        unset, on the active Dask client's workers when there is one, the
+        model has :data:`aetdask.model.blocks.MIN_ATOMS` atoms or more and the
+        workers have more threads than this process, else in this process; 0, in this process; N, on at most N workers of the
         active client. On workers the atoms are cut into spatial blocks
         (``aetdask.refine_atoms.blocks``), each rendered and differentiated where
         it lives, and their images summed here every evaluation
