@@ -187,7 +187,28 @@ def _check_execution(scheduler, device_source) -> str | None:
     return None
 
 
-@click.group()
+class _Main(click.Group):
+    """The command group, its usage errors (an unknown command or option, a missing argument, a value of the
+    wrong type) said as every other failure is: one ``error:`` line naming the command and what was expected,
+    exit status 2 — not click's three lines of usage."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            path = exc.ctx.command_path if exc.ctx is not None else (prog_name or "aetdask")
+            _fail(f"{path}: {exc.format_message().rstrip('.')} (`{path} --help` lists what it takes)")
+        except click.ClickException as exc:
+            _fail(exc.format_message())
+        except click.Abort:
+            click.echo("error: aborted", err=True)
+            sys.exit(1)
+        if not standalone_mode:
+            return rv
+        sys.exit(rv if isinstance(rv, int) else 0)  # --help and --version return their status here
+
+
+@click.group(cls=_Main)
 @click.version_option(__version__, prog_name="aetdask")
 def main():
     """aetdask: atomic electron tomography on Dask.

@@ -164,3 +164,23 @@ def test_preprocess_command(tmp_path, scheduler):
     pre = xr.open_zarr(store, group="preprocessed")
     assert {"shift_y", "shift_x", "scale", "noise_alpha"} <= set(pre.coords)
     assert pathlib.Path(out["figure"]).stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("args,words", [
+    (["simulate", "--dose", "abc"], ["aetdask simulate", "--dose", "abc"]),
+    (["run"], ["aetdask run", "TILTS"]),
+    (["bogus"], ["aetdask", "bogus"]),
+    (["evaluate", "--no-such-option"], ["aetdask evaluate", "--no-such-option"]),
+])
+def test_usage_errors_are_one_error_line(runner, args, words):
+    r = runner.invoke(main, args, prog_name="aetdask")
+    lines = [line for line in r.output.splitlines() if line.strip()]
+    assert r.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: "), r.output
+    assert all(w in lines[0] for w in words) and "--help" in lines[0], lines[0]
+
+
+def test_help_and_version_still_exit_zero(runner):
+    assert runner.invoke(main, ["--help"]).exit_code == 0
+    assert runner.invoke(main, ["run", "--help"]).exit_code == 0
+    r = runner.invoke(main, ["--version"])
+    assert r.exit_code == 0 and "aetdask" in r.output
