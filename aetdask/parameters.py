@@ -167,8 +167,10 @@ _ALL = [
        low=0, open_low=True),
     _p("preprocess.match_smooth", 1.0, float,
        "projection matching: Gaussian (px) on projection and reprojection before registering them", _PRE, low=0),
-    _p("preprocess.match_size", 256, int,
-       "projection matching: larger projections are binned by a whole factor to at most this (px)", _PRE, low=16),
+    _p("preprocess.match_size", 512, int,
+       "projection matching: larger projections are binned by a whole factor to at most this (px); binning costs "
+       "accuracy (20,000-atom particle, 290², shifts ±3 px: 0.09/0.06 px RMS unbinned, 0.23/0.08 binned to 145²)",
+       _PRE, low=16),
     _p("preprocess.panel_tilts", 3, int, "projections shown in the preprocessing figure", low=1,
        role="presentation"),
     # reconstruction

@@ -97,6 +97,8 @@ def main():
     parser.add_argument("--iterations", type=int, default=40)
     parser.add_argument("--momentum", type=float, default=None, help="default: config refine.momentum")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--projector", choices=["auto", "shear-warp", "general"], default=None,
+                        help="reconstruct.projector for the Euler-angle rounds (default: config)")
     parser.add_argument("--save", metavar="FILE.npz", help="save the true, given and refined angles and shifts")
     parser.add_argument("--track", action="store_true", help="print the rotation error after every round")
     a = parser.parse_args()
@@ -148,7 +150,10 @@ def main():
                   f"other axis {parts[1]:.4f}°, beam {parts[2]:.4f}°)", flush=True)
 
     t0 = time.perf_counter()
-    volume, out = refine(ts, rounds=a.rounds, iterations=a.iterations, momentum=a.momentum, on_round=track)
+    from aetdask import config
+
+    with config.set({"reconstruct.projector": a.projector} if a.projector else {}):
+        volume, out = refine(ts, rounds=a.rounds, iterations=a.iterations, momentum=a.momentum, on_round=track)
     seconds = time.perf_counter() - t0
     fitted = None
     if a.atom_fit:
