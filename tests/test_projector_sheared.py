@@ -87,6 +87,10 @@ def test_the_method_follows_the_geometry():
     assert euler_method(along_beam) == "general"
     with pytest.raises(ValueError, match="reconstruct.projector: shear-warp cannot project"):
         euler_method(along_beam, "shear-warp")
+    gpu = object()  # any array module but NumPy: the CUDA kernels are the general projector's
+    assert euler_method(a, "auto", gpu) == "general"
+    with pytest.raises(ValueError, match="CPU only"):
+        euler_method(a, "shear-warp", gpu)
     with pytest.raises(ValueError, match="reconstruct.projector: expected one of"):
         euler_method(a, "fast")
     with pytest.raises(ValueError, match="general projector"):
