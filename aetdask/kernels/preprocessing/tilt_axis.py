@@ -10,7 +10,8 @@ direction along which these magnitudes agree across the series:
 1. For a trial direction ``a`` the transform of every image is evaluated on the central line
    ``(u cos a, u sin a)`` by an exact (non-uniform) discrete Fourier sum — no interpolation or
    binning, whose pixel grid would favour some directions (:func:`line_spectra`); each line's
-   magnitude is divided by the image's total (per-projection scale does not matter).
+   magnitude is divided by the image's scale, its total freed of photon noise (:func:`image_scales`;
+   per-projection dose does not matter).
 2. The disagreement is the spread of the magnitudes across the series, summed over frequency
    (:func:`line_disagreement`). Photon noise adds a spread too, but white noise is isotropic:
    the same at every direction, so it does not move the minimum.
@@ -31,7 +32,7 @@ from scipy import ndimage, optimize
 
 from aetdask.backend import asnumpy
 
-__all__ = ["line_spectra", "line_disagreement", "estimate_tilt_axis", "turned_angles", "axis_frame",
+__all__ = ["line_spectra", "line_disagreement", "image_scales", "estimate_tilt_axis", "turned_angles", "axis_frame",
            "rotate_to_x", "rotate_from_x"]
 
 
@@ -94,6 +95,53 @@ def line_disagreement(stack, angle, freqs, totals=None, noise_power=None):
     return float(np.sum(q.mean(axis=0) - cross))
 
 
+def image_scales(stack, noise_power=None):
+    """Each image's scale (its total, the dose times the object's scattering), freed of its photon noise.
+
+    A projection's total is the same at every tilt (the object scatters the same fraction of the
+    beam whatever its orientation), so the totals differ only by the dose and by their noise,
+    ``noise_power`` (the summed pixel variance: for counts, the sum of the counts, background
+    included). Divided by its noisy total, an image's central line carries that noise at every
+    frequency in proportion to its power: at the lowest frequencies, where the particle's envelope
+    puts nearly all the power and its width differs between directions, this noise is larger in
+    some directions than in others and pulls the minimum of the comparison towards them. The totals
+    are therefore shrunk towards their mean by the fraction of their spread that is noise (the best
+    linear predictor of the noise-free totals): noise alone gives the mean, a real dose drift well
+    above the noise is kept.
+
+    Parameters
+    ----------
+    stack : (n, ny, nx) array
+        Background-free projections.
+    noise_power : (n,) array, optional
+        Each image's summed pixel noise variance; None = noise-free (the totals as they are).
+
+    Returns
+    -------
+    (n,) array
+        The scales, the mean total where the totals scatter no more than their noise.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> counts = rng.poisson(2.0, (30, 16, 16)).astype(float)
+    >>> totals = counts.sum(axis=(1, 2))
+    >>> bool(np.ptp(image_scales(counts, totals)) < 0.5 * np.ptp(totals))  # mostly noise: shrunk
+    True
+    >>> drift = counts * np.linspace(1.0, 3.0, 30)[:, None, None]  # a dose drift well above the noise
+    >>> bool(np.ptp(image_scales(drift, drift.sum(axis=(1, 2)))) > 0.95 * np.ptp(drift.sum(axis=(1, 2))))
+    True
+    """
+    s = _stack(stack)
+    t = s.sum(axis=(1, 2))
+    if noise_power is None or len(t) < 3:
+        return t
+    noise = np.clip(np.asarray(noise_power, dtype=float), 0.0, None)
+    real = max(0.0, float(np.var(t, ddof=1) - noise.mean()))
+    keep = real / (real + noise) if real > 0 else np.zeros_like(t)
+    return t.mean() + keep * (t - t.mean())
+
+
 def estimate_tilt_axis(stack, noise_power=None, *, step=2.0, highest=0.5, blur=0.0):
     """The tilt axis's direction (degrees, in [−90, 90)) and its standard error, from the images alone.
 
@@ -136,8 +184,8 @@ def estimate_tilt_axis(stack, noise_power=None, *, step=2.0, highest=0.5, blur=0
     n = len(s)
     if n < 2:
         raise ValueError("estimate_tilt_axis: need at least 2 projections")
-    totals = s.sum(axis=(1, 2))
     noise = np.zeros(n) if noise_power is None else np.asarray(noise_power, dtype=float)
+    totals = image_scales(s, noise)
     freqs = _frequencies(s.shape[1:], highest)
     coarse = freqs[: max(4, len(freqs) // 2)]
     grid = np.arange(-90.0, 90.0, float(step))
@@ -153,7 +201,7 @@ def estimate_tilt_axis(stack, noise_power=None, *, step=2.0, highest=0.5, blur=0
     angle = best(np.arange(n), g0, step)
     se = float("nan")
     if n >= 8:
-        quarters = [best(np.arange(q, n, 4), angle, 1.0) for q in range(4)]
+        quarters = [best(np.arange(q, n, 4), angle, max(float(step), 5.0)) for q in range(4)]
         se = float(np.std(quarters, ddof=1) / 2.0)
     angle = (angle + 90.0) % 180.0 - 90.0
     return angle, se
