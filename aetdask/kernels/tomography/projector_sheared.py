@@ -163,6 +163,33 @@ def _footprint(grid, br, bc, sub):  # pragma: no cover - jitted
     return row0, col0, row1 - row0 + 2, col1 - col0 + 2
 
 
+@numba.njit(inline="always")
+def _taps(grid, row0, col0, na, nb, nr, nc, nx, taps, weights):  # pragma: no cover - jitted
+    """The non-zero cells of ``grid`` (a footprint of :func:`_footprint`) as rows of ``taps``
+    ``(row, column of x = 0, first x, end x)`` and their ``weights``, each row cut to the part that
+    falls on the ``(nr, nc)`` intermediate image; the grid is left zero. Returns how many rows."""
+    k = 0
+    for a in range(na):
+        i = row0 + a
+        for b in range(nb):
+            w = grid[a, b]
+            if w == 0.0:
+                continue
+            grid[a, b] = 0.0
+            j = col0 + b
+            x0 = max(0, -j)
+            x1 = min(nx, nc - j)
+            if i < 0 or i >= nr or x1 <= x0:
+                continue
+            taps[k, 0] = i
+            taps[k, 1] = j
+            taps[k, 2] = x0
+            taps[k, 3] = x1
+            weights[k] = w
+            k += 1
+    return k
+
+
 @numba.njit(fastmath=True, cache=True)
 def _shear_one(vol, geo, sub, wsub, img):  # pragma: no cover - jitted
     """Add every voxel row of ``vol`` to the intermediate image ``img`` (R, C) of one projection."""
@@ -170,30 +197,20 @@ def _shear_one(vol, geo, sub, wsub, img):  # pragma: no cover - jitted
     nr, nc = img.shape
     r0, ry, rz, c0, cy, cz = geo[0], geo[1], geo[2], geo[3], geo[4], geo[5]
     grid = np.zeros((_GRID, _GRID))
+    taps = np.empty((_GRID * _GRID, 4), dtype=np.int64)
+    weights = np.empty(_GRID * _GRID)
     for iz in range(nz):
         for iy in range(ny):
             row0, col0, na, nb = _footprint(grid, r0 + ry * iy + rz * iz, c0 + cy * iy + cz * iz, sub)
             row = vol[iz, iy]
-            for a in range(na):
-                i = row0 + a
-                for b in range(nb):
-                    w = grid[a, b]
-                    if w == 0.0:
-                        continue
-                    grid[a, b] = 0.0
-                    if i < 0 or i >= nr:
-                        continue
-                    j = col0 + b
-                    x0 = max(0, -j)
-                    x1 = min(nx, nc - j)
-                    if x1 <= x0:
-                        continue
-                    wt = row.dtype.type(w * wsub)
-                    # slices, not j + x: an index that might be negative is wrapped and the loop not vectorised
-                    dst = img[i, j + x0:j + x1]
-                    src = row[x0:x1]
-                    for x in range(src.shape[0]):
-                        dst[x] += wt * src[x]
+            for t in range(_taps(grid, row0, col0, na, nb, nr, nc, nx, taps, weights)):
+                i, j, x0, x1 = taps[t, 0], taps[t, 1], taps[t, 2], taps[t, 3]
+                wt = row.dtype.type(weights[t] * wsub)
+                # slices, not j + x: an index that might be negative is wrapped and the loop not vectorised
+                dst = img[i, j + x0:j + x1]
+                src = row[x0:x1]
+                for x in range(src.shape[0]):
+                    dst[x] += wt * src[x]
 
 
 @numba.njit(parallel=True, cache=True)
@@ -209,6 +226,8 @@ def _shear_backward(img, geo, sub, wsub, vol):  # pragma: no cover - jitted
     n, nr, nc = img.shape
     for iz in numba.prange(nz):
         grid = np.zeros((_GRID, _GRID))
+        taps = np.empty((_GRID * _GRID, 4), dtype=np.int64)
+        weights = np.empty(_GRID * _GRID)
         acc = np.zeros((ny, nx), dtype=vol.dtype)
         for p in range(n):
             r0, ry, rz = geo[p, 0], geo[p, 1], geo[p, 2]
@@ -216,25 +235,13 @@ def _shear_backward(img, geo, sub, wsub, vol):  # pragma: no cover - jitted
             for iy in range(ny):
                 row0, col0, na, nb = _footprint(grid, r0 + ry * iy + rz * iz, c0 + cy * iy + cz * iz, sub[p])
                 line = acc[iy]
-                for a in range(na):
-                    i = row0 + a
-                    for b in range(nb):
-                        w = grid[a, b]
-                        if w == 0.0:
-                            continue
-                        grid[a, b] = 0.0
-                        if i < 0 or i >= nr:
-                            continue
-                        j = col0 + b
-                        x0 = max(0, -j)
-                        x1 = min(nx, nc - j)
-                        if x1 <= x0:
-                            continue
-                        wt = line.dtype.type(w * wsub)
-                        dst = line[x0:x1]
-                        src = img[p, i, j + x0:j + x1]
-                        for x in range(dst.shape[0]):
-                            dst[x] += wt * src[x]
+                for t in range(_taps(grid, row0, col0, na, nb, nr, nc, nx, taps, weights)):
+                    i, j, x0, x1 = taps[t, 0], taps[t, 1], taps[t, 2], taps[t, 3]
+                    wt = line.dtype.type(weights[t] * wsub)
+                    dst = line[x0:x1]
+                    src = img[p, i, j + x0:j + x1]
+                    for x in range(dst.shape[0]):
+                        dst[x] += wt * src[x]
         vol[iz] = acc
 
 
