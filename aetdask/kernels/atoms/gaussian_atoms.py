@@ -309,10 +309,17 @@ def gain_map(counts, mean, weight, height, sigma, points, rows, cols, cutoff: fl
                        np.ascontiguousarray(cols, np.float64), np.ascontiguousarray(first - 0.5 * second))
 
 
+#: What :func:`_window_blocks` sums per pixel: the Fisher information with the weight ``1/mean``, with a given
+#: per-pixel weight (the precision), or the residual-weighted curvature of the atom's image.
+_FISHER, _GIVEN, _CURVATURE = 0, 1, 2
+
+
 @numba.njit(parallel=True, cache=True)
-def _fisher_blocks(mean, pos, height, sigma, weight, cutoff, given):
-    # given: ``mean`` holds each pixel's weight itself (the precision), not the mean it divides by
-    nt, ny, nx = mean.shape
+def _window_blocks(field, pos, height, sigma, weight, cutoff, mode):
+    """Per projection and atom, a 2×2 sum over the pixels of the atom's window (:func:`_profile_window`):
+    ``w² (∇a)(∇a)ᵀ / field`` (``_FISHER``), ``w² (∇a)(∇a)ᵀ · field`` (``_GIVEN``) or
+    ``w · field · ∇∇ᵀa`` (``_CURVATURE``), for an atom image ``a`` of concentric Gaussians."""
+    nt, ny, nx = field.shape
     na, nc = height.shape
     out = np.zeros((nt, na, 2, 2))
     for k in numba.prange(nt):
@@ -329,18 +336,27 @@ def _fisher_blocks(mean, pos, height, sigma, weight, cutoff, given):
                     d2 = dy * dy + dx * dx
                     if d2 > r * r:
                         continue
-                    slope = 0.0  # d(image)/d(position) along the offset, per unit offset
+                    first = 0.0  # Σ_c g_c / s_c²: d(image)/d(position) along the offset, per unit offset
+                    second = 0.0  # Σ_c g_c / s_c⁴
                     for c in range(nc):
                         s = sigma[j, c]
                         if d2 <= (cutoff * s) ** 2:
-                            slope += height[j, c] * math.exp(-0.5 * d2 / (s * s)) / (s * s)
-                    if given:
-                        f = weight[k] * weight[k] * slope * slope * mean[k, i, m]
+                            g = height[j, c] * math.exp(-0.5 * d2 / (s * s)) / (s * s)
+                            first += g
+                            second += g / (s * s)
+                    if mode == _CURVATURE:
+                        f = weight[k] * field[k, i, m]
+                        ayy += f * (second * dy * dy - first)
+                        ayx += f * second * dy * dx
+                        axx += f * (second * dx * dx - first)
                     else:
-                        f = weight[k] * weight[k] * slope * slope / max(mean[k, i, m], 1e-12)
-                    ayy += f * dy * dy
-                    ayx += f * dy * dx
-                    axx += f * dx * dx
+                        if mode == _GIVEN:
+                            f = weight[k] * weight[k] * first * first * field[k, i, m]
+                        else:
+                            f = weight[k] * weight[k] * first * first / max(field[k, i, m], 1e-12)
+                        ayy += f * dy * dy
+                        ayx += f * dy * dx
+                        axx += f * dx * dx
             out[k, j, 0, 0] = ayy
             out[k, j, 0, 1] = ayx
             out[k, j, 1, 0] = ayx
@@ -376,11 +392,11 @@ def fisher_blocks(mean, positions, height, sigma, weight, cutoff: float = 4.0, *
     """
     n = np.shape(positions)[1]
     given = precision is not None
-    return _fisher_blocks(np.ascontiguousarray(precision if given else mean, dtype=np.float64),
+    return _window_blocks(np.ascontiguousarray(precision if given else mean, dtype=np.float64),
                           np.ascontiguousarray(positions, dtype=np.float64),
                           np.ascontiguousarray(np.asarray(height, np.float64).reshape(n, -1)),
                           np.ascontiguousarray(np.asarray(sigma, np.float64).reshape(n, -1)),
-                          np.asarray(weight, np.float64), float(cutoff), given)
+                          np.asarray(weight, np.float64), float(cutoff), _GIVEN if given else _FISHER)
 
 
 @numba.njit(parallel=True, cache=True)
@@ -503,44 +519,6 @@ def pair_information(mean, positions, height, sigma, weight, jacobian, pairs, cu
                         np.ascontiguousarray(pairs[:, 0]), np.ascontiguousarray(pairs[:, 1]), float(cutoff), given)
 
 
-@numba.njit(parallel=True, cache=True)
-def _curvature_blocks(residual, pos, height, sigma, weight, cutoff):
-    nt, ny, nx = residual.shape
-    na, nc = height.shape
-    out = np.zeros((nt, na, 2, 2))
-    for k in numba.prange(nt):
-        for j in range(na):
-            py, px = pos[k, j, 0], pos[k, j, 1]
-            r, i0, i1, j0, j1 = _profile_window(py, px, sigma[j], cutoff, ny, nx)
-            ayy = 0.0
-            ayx = 0.0
-            axx = 0.0
-            for i in range(i0, i1 + 1):
-                dy = i - py
-                for m in range(j0, j1 + 1):
-                    dx = m - px
-                    d2 = dy * dy + dx * dx
-                    if d2 > r * r:
-                        continue
-                    first = 0.0  # Σ_c g_c / s_c²
-                    second = 0.0  # Σ_c g_c / s_c⁴
-                    for c in range(nc):
-                        s = sigma[j, c]
-                        if d2 <= (cutoff * s) ** 2:
-                            g = height[j, c] * math.exp(-0.5 * d2 / (s * s)) / (s * s)
-                            first += g
-                            second += g / (s * s)
-                    f = weight[k] * residual[k, i, m]
-                    ayy += f * (second * dy * dy - first)
-                    ayx += f * second * dy * dx
-                    axx += f * (second * dx * dx - first)
-            out[k, j, 0, 0] = ayy
-            out[k, j, 0, 1] = ayx
-            out[k, j, 1, 0] = ayx
-            out[k, j, 1, 1] = axx
-    return out
-
-
 def curvature_blocks(residual, positions, height, sigma, weight, cutoff: float = 4.0) -> np.ndarray:
     """Each atom's residual-weighted second derivative of its image, per projection: ``(n_tilt, n_atom, 2, 2)``.
 
@@ -556,8 +534,8 @@ def curvature_blocks(residual, positions, height, sigma, weight, cutoff: float =
     True
     """
     n = np.shape(positions)[1]
-    return _curvature_blocks(np.ascontiguousarray(residual, dtype=np.float64),
-                             np.ascontiguousarray(positions, dtype=np.float64),
-                             np.ascontiguousarray(np.asarray(height, np.float64).reshape(n, -1)),
-                             np.ascontiguousarray(np.asarray(sigma, np.float64).reshape(n, -1)),
-                             np.asarray(weight, np.float64), float(cutoff))
+    return _window_blocks(np.ascontiguousarray(residual, dtype=np.float64),
+                          np.ascontiguousarray(positions, dtype=np.float64),
+                          np.ascontiguousarray(np.asarray(height, np.float64).reshape(n, -1)),
+                          np.ascontiguousarray(np.asarray(sigma, np.float64).reshape(n, -1)),
+                          np.asarray(weight, np.float64), float(cutoff), _CURVATURE)
