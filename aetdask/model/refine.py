@@ -363,8 +363,9 @@ def refine_atoms(
         Model selection on counts (default ``aetdask.refine_atoms.select``):
         after the fit, atoms whose removal costs less likelihood than
         :func:`selection_threshold` are dropped, and candidates or points of
-        the gain map near the model that gain more are added (:func:`_select`),
-        and the fit is repeated.
+        the gain map near the model that gain more are added (:func:`_select`);
+        after the free fit, an atom the counts show to be two (tracing put it between
+        bonded neighbours) is split in two (:func:`_split`); and the fit is repeated.
     angles : bool, optional
         Refine every projection's Euler angles too (within ±2°; default
         ``aetdask.refine_atoms.angles``, off when unset; the pipeline's
