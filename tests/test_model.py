@@ -252,7 +252,7 @@ def test_selection_rounds_go_on_while_changes_wait(monkeypatch):
     def one_change_then_none(problem, x, pool, kinds, min_distance, held=False):
         n = problem.n_at
         keep = np.ones(n, dtype=bool)
-        script = [(1, 5), (1, 0)]  # (atoms taken away, changes left waiting) per round, then nothing
+        script = [(1, 5), (0, 0), (1, 0)]  # (atoms taken away, changes left waiting) per round, then nothing
         removed, waiting = script[len(calls)] if len(calls) < len(script) else (0, 0)
         keep[n - removed:] = False
         calls.append(held)
@@ -261,13 +261,21 @@ def test_selection_rounds_go_on_while_changes_wait(monkeypatch):
             "penalised_change": -1.0}
 
     monkeypatch.setattr(refine_module, "_select", one_change_then_none)
-    monkeypatch.setattr(refine_module, "_split", lambda problem, x, kinds, min_distance: (
-        np.ones(problem.n_at, dtype=bool), np.empty((0, 3)), np.empty(0, int), {"removed": 0, "added": 0, "waiting": 0}))
+    split_saw = []
+
+    def no_split(problem, x, kinds, min_distance):
+        split_saw.append(problem.n_at)
+        return np.ones(problem.n_at, dtype=bool), np.empty((0, 3)), np.empty(0, int), {"removed": 0, "added": 0,
+                                                                                      "waiting": 0}
+
+    monkeypatch.setattr(refine_module, "_split", no_split)
     monkeypatch.setattr(refine_module, "SETTLED", 0.5)  # 6 atoms: a round is settled below 3 changes
     out = refine_atoms(truth, ts, 20)
-    # round 1 changed 1 (< 3) but left 5 waiting: a second held round; it settles; the free round finds nothing
+    # held round 1 changed 1 (< 3) but left 5 waiting: a second held round, which changes nothing; after the
+    # free fit a round takes one more away and settles
     assert calls == [True, True, False]
     assert out.sizes["atom"] == 4
+    assert split_saw == [4]  # the split test saw the atoms the last round left, fitted, not the five before it
 
 
 def test_an_atom_traced_between_two_neighbours_is_split_in_two():

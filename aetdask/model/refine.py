@@ -561,17 +561,25 @@ def refine_atoms(
         # removal test: see _select), and everything is fitted once more.
         problem, result, value0 = fit(origin, kind_of, shape0, True, held=True)
         for held in (True, False):
-            rounds = len(selection)
+            rounds, unfitted = len(selection), False
             for _round in range(HELD_ROUNDS):
-                if not reselect(problem, result, held):
+                before = origin
+                go_on = reselect(problem, result, held)
+                unfitted = origin is not before  # the round changed the atoms: the problem is not theirs yet
+                if not go_on:
                     break
                 # the profile stays what the fit before found: with atoms still missing or wrong and held, a
                 # wider, lower profile smears the model over the particle and fits better than atoms
                 problem, result, _ = fit(origin, kind_of, problem.unpack(result.x)[1:], True, held=True,
                                          profile=False)
+                unfitted = False
             if not held:
                 # one atom where the counts show two (tracing put it between two neighbours, and the fit kept
-                # it there): split, held, until a round settles; the fit below then relaxes the pairs
+                # it there): split, held, until a round settles; the fit below then relaxes the pairs. The
+                # tests need the fit of the atoms as they are, not of those before a last round's changes
+                if unfitted:
+                    problem, result, _ = fit(origin, kind_of, problem.unpack(result.x)[1:], True, held=True,
+                                             profile=False)
                 for _round in range(HELD_ROUNDS):
                     if not reselect(problem, result, True, test=_split):
                         break
