@@ -232,7 +232,7 @@ class _Problem:
             self.norm = 1.0 / max(float(np.mean(b * b)), 1e-300)
         self.calls = 0
         self.last = np.nan
-        self.rendered = None  # (parameters, model images) of the last evaluation
+        self.rendered = None  # (parameters, model images) last rendered, by an evaluation or for an information
         # runs the per-atom kernels: here (the reference), or in blocks on Dask workers (refine_atoms sets it)
         self.engine = LocalEngine()
         sizes = [3 * self.n_at, n_sp * self.k, n_sp * self.k, self.n_t, self.n_t, 2 * self.n_t, 3 * self.n_t]
@@ -788,14 +788,13 @@ def _split(problem, x, kinds, min_distance):
     from ase.data import atomic_numbers, covalent_radii
     from scipy.spatial import cKDTree
 
-    from aetdask.model.uncertainty import _pixels
+    from aetdask.model.uncertainty import _pixels, position_information
 
     pos, h, s, bg, c, o, e = problem.unpack(x)
-    _, det, hc, sc, weight, jac, mean, data = _pixels(problem, x)
-    expected = np.einsum("tai,tnab,tbj->nij", jac, gaussian_atoms.fisher_blocks(mean, det, hc, sc, weight), jac)
-    observed = np.einsum("tai,tnab,tbj->nij", jac,
-                         gaussian_atoms.fisher_blocks(None, det, hc, sc, weight, precision=data / (mean * mean))
-                         + gaussian_atoms.curvature_blocks(-(data - mean) / mean, det, hc, sc, weight), jac)
+    _, _, _, _, weight, _, mean, _ = _pixels(problem, x)
+    # each atom's own blocks only (no pairs): the expected information and the curvature at x
+    expected = position_information(problem, x, radius=0.0, kind="expected").diagonal
+    observed = position_information(problem, x, radius=0.0, kind="observed").diagonal
     # the direction of least observed relative to expected information: F^(-1/2) O F^(-1/2)'s lowest eigenvector
     w, v = np.linalg.eigh(expected)
     w = np.maximum(w, 1e-9 * np.maximum(w.max(axis=1, keepdims=True), 1e-300))
@@ -819,9 +818,12 @@ def _split(problem, x, kinds, min_distance):
         better = change < best
         best[better], pairs[better] = change[better], group[better, 1:]
     # the halves must keep their distance from every other atom
-    tree = cKDTree(pos)
-    near = tree.query(pairs.reshape(-1, 3), k=2)[0].reshape(len(pos), 2, 2)[..., 1]
-    ok = (best < -threshold) & (near > min_distance).all(axis=1)
+    # the halves must keep their distance from every other atom (of a half's two nearest atoms, the one
+    # that is not the atom it splits: that may be the nearer or the farther)
+    dist, index = cKDTree(pos).query(pairs.reshape(-1, 3), k=2)
+    own = np.repeat(np.arange(len(pos)), 2)
+    other = np.where(index[:, 0] == own, dist[:, 1], dist[:, 0]).reshape(len(pos), 2)
+    ok = (best < -threshold) & (other > min_distance).all(axis=1)
     cand = np.flatnonzero(ok)
     cand = cand[merge(pos[cand], -best[cand], _INTERACTION * min_distance)]  # surest first, apart
     where = np.concatenate([problem.detector(pos[cand], o, e)[:, :, None],

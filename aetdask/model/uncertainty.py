@@ -166,7 +166,11 @@ def _pixels(problem, x):
     det = det[:, ::problem.k]
     hc, sc = hc.reshape(-1, problem.k), sc.reshape(-1, problem.k)
     last = problem.rendered
-    m = last[1] if last is not None and np.array_equal(last[0], x) else problem.model(x)[0]
+    if last is not None and np.array_equal(last[0], x):
+        m = last[1]
+    else:  # rendered once: the information of every kind at x needs the same images
+        m = problem.model(x)[0]
+        problem.rendered = (np.array(x, copy=True), m)
     if problem.counts:
         mean = np.maximum((m + problem.offset) / problem.alpha, 1e-12)
         weight, data = c / problem.alpha[:, 0, 0], problem.zp

@@ -372,6 +372,15 @@ def gain_map(counts, mean, weight, height, sigma, points, rows, cols, cutoff: fl
 _FISHER, _GIVEN, _CURVATURE = 0, 1, 2
 
 
+@numba.njit(inline="always")
+def _information_weight(wk, product, value, given):
+    """A pixel's share of an information sum: ``w² · product`` times the pixel's precision ``value``
+    (``given``) or divided by its mean ``value``."""
+    if given:
+        return wk * wk * product * value
+    return wk * wk * product / max(value, 1e-12)
+
+
 @numba.njit(parallel=True, cache=True)
 def _window_blocks(field, pos, height, sigma, weight, cutoff, mode):
     """Per projection and atom, a 2×2 sum over the pixels of the atom's window (:func:`_profile_window`):
@@ -408,10 +417,7 @@ def _window_blocks(field, pos, height, sigma, weight, cutoff, mode):
                         ayx += f * second * dy * dx
                         axx += f * (second * dx * dx - first)
                     else:
-                        if mode == _GIVEN:
-                            f = weight[k] * weight[k] * first * first * field[k, i, m]
-                        else:
-                            f = weight[k] * weight[k] * first * first / max(field[k, i, m], 1e-12)
+                        f = _information_weight(weight[k], first * first, field[k, i, m], mode == _GIVEN)
                         ayy += f * dy * dy
                         ayx += f * dy * dx
                         axx += f * dx * dx
@@ -528,10 +534,7 @@ def _pair_blocks(mean, pos, height, sigma, weight, jac, first, second, cutoff, g
                             sa += coef[0, c] * rows[0, c, i - i0] * cols[0, c, u - j0]
                         if d2b <= cut2[1, c]:
                             sb += coef[1, c] * rows[1, c, i - i0] * cols[1, c, u - j0]
-                    if given:
-                        f = weight[k] * weight[k] * sa * sb * mean[k, i, u]
-                    else:
-                        f = weight[k] * weight[k] * sa * sb / max(mean[k, i, u], 1e-12)
+                    f = _information_weight(weight[k], sa * sb, mean[k, i, u], given)
                     a00 += f * dya * dyb
                     a01 += f * dya * dxb
                     a10 += f * dxa * dyb
