@@ -193,6 +193,20 @@ class _Main(click.Group):
     exit status 2 — not click's three lines of usage."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        import warnings
+
+        from aetdask.plausibility import PlausibilityWarning
+
+        shown = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            # what aetdask finds implausible is said as every other message to the user: one line, no source path
+            if issubclass(category, PlausibilityWarning):
+                click.echo(f"warning: {_one_line(str(message))}", err=True)
+            else:
+                shown(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.UsageError as exc:
@@ -203,6 +217,8 @@ class _Main(click.Group):
         except click.Abort:
             click.echo("error: aborted", err=True)
             sys.exit(1)
+        finally:
+            warnings.showwarning = shown
         if not standalone_mode:
             return rv
         sys.exit(rv if isinstance(rv, int) else 0)  # --help and --version return their status here
@@ -303,16 +319,30 @@ def _tilt_axis_option(func):
     """``--tilt-axis DEG``: the in-plane direction of the tilt axis in the images (``preprocess.tilt_axis``), set
     for the command's work (inside ``--config``'s settings, so the option wins over the file)."""
 
-    @click.option("--tilt-axis", "tilt_axis", type=ANGLE, default=None,
+    @click.option("--tilt-axis", "tilt_axis", type=_AxisAngle(), default=None,
                   help="In-plane direction of the tilt axis in the images, degrees from x towards +y "
-                       "(preprocess.tilt_axis); carried in each projection's Euler angles, the images are not resampled.")
+                       "(preprocess.tilt_axis); carried in each projection's Euler angles, the images are not resampled. "
+                       "'auto': the direction the images' common lines give (preprocess.find_tilt_axis).")
     @functools.wraps(func)
     def wrapper(*args, tilt_axis=None, **kwargs):
         from aetdask import config
 
-        with config.set({"preprocess.tilt_axis": tilt_axis} if tilt_axis is not None else {}):
+        settings = ({} if tilt_axis is None else {"preprocess.find_tilt_axis": True} if tilt_axis == "auto"
+                    else {"preprocess.tilt_axis": tilt_axis})
+        with config.set(settings):
             return func(*args, **kwargs)
     return wrapper
+
+
+class _AxisAngle(_Angle):
+    """An angle in degrees, or ``auto``."""
+
+    name = "degrees|auto"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return "auto"
+        return super().convert(value, param, ctx)
 
 
 def _geometry_options(func):

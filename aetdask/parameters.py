@@ -154,6 +154,10 @@ _ALL = [
        "in-plane direction of the tilt axis in the raw images (degrees from x towards +y), carried in each "
        "projection's Euler angles (the projections are not resampled); null = along x, as the angles say. "
        "aetdask.kernels.preprocessing.tilt_axis.estimate_tilt_axis estimates it from the data", _PRE, nullable=True),
+    _p("preprocess.find_tilt_axis", False, bool,
+       "where preprocess.tilt_axis is null, and the sample is an isolated particle: true = use the direction "
+       "the images' common lines give (estimate_tilt_axis, recorded with its standard error); false = along x, "
+       "with a warning where the images say it is turned by more than 4 standard errors and 1°", _PRE),
     _p("preprocess.match_folds", 2, int,
        "projection matching (run where the centre-of-mass / common-line shifts are beyond their noise): each "
        "projection is registered to the object reconstructed from the other folds (interleaved) of the series",

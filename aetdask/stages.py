@@ -158,12 +158,20 @@ def _ptycho(ctx: Context, record: dict) -> Summary:
 def _preprocess_note(pre) -> Summary:
     alpha, sigma = float(np.nanmedian(pre.noise_alpha.values)), float(np.nanmedian(pre.noise_sigma.values))
     shift = float(np.sqrt(np.mean(pre.shift_y.values**2 + pre.shift_x.values**2)))
-    return Summary(f"noise α ≈ {alpha:.3g}, σ ≈ {sigma:.3g}; alignment {shift:.2f} px RMS",
-                   {"alpha": alpha, "sigma": sigma, "shift_rms_px": shift})
+    figures = {"alpha": alpha, "sigma": sigma, "shift_rms_px": shift}
+    axis = ""
+    if "tilt_axis_found" in pre.coords:
+        found, se = float(pre.coords["tilt_axis_found"]), float(pre.coords["tilt_axis_found_se"])
+        figures.update(tilt_axis_found=found, tilt_axis_found_se=se)
+        axis = f"; tilt axis from the images {found:+.2f} ± {se:.2f}°"
+    return Summary(f"noise α ≈ {alpha:.3g}, σ ≈ {sigma:.3g}; alignment {shift:.2f} px RMS{axis}", figures)
 
 
 def _preprocess(ctx: Context, record: dict) -> Summary:
-    from aetdask.preprocess import preprocess
+    import warnings
+
+    from aetdask.plausibility import PlausibilityWarning
+    from aetdask.preprocess import axis_warning, preprocess
     from aetdask.reconstruct.scanning import extension_exponent, suggests_scanning
 
     raw = ctx.store.read("raw")
@@ -172,7 +180,11 @@ def _preprocess(ctx: Context, record: dict) -> Summary:
                  f"looks wider than the field of view at high tilt (a film?); `aetdask run --scanning` "
                  f"reconstructs it in local sub-volumes")
     ctx.store.write("preprocessed", preprocess(raw), progress=ctx.progress, record=record)
-    return _preprocess_note(ctx.store.read("preprocessed"))
+    pre = ctx.store.read("preprocessed")
+    said = axis_warning(pre)
+    if said:
+        warnings.warn(f"{ctx.store.path.name}/preprocessed: {said}", PlausibilityWarning, stacklevel=2)
+    return _preprocess_note(pre)
 
 
 def _preprocess_film(ctx: Context, record: dict) -> Summary:

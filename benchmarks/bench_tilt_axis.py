@@ -12,10 +12,12 @@ the seed's ground truth at its dose, see :func:`turned`), and prints one table:
 * the slope of recorded against −applied (1 = no pull towards zero);
 * consistency: ``recorded(shifted) + applied − recorded(as given)``, less the rigid translation, RMS per
   axis: how exactly the recorded shifts follow the applied ones on the same counts;
-* the tilt axis found from the data (:func:`aetdask.kernels.preprocessing.tilt_axis.estimate_tilt_axis` on the counts
-  less their median, with their Poisson noise power), degrees from x towards +y, its standard error
-  and its error against the turn; and, given the turn (``preprocess.tilt_axis``, carried in the Euler
-  angles), the error of its recorded shifts (turned back to the detector's own axes).
+* the tilt axis found from the data (:func:`aetdask.kernels.preprocessing.tilt_axis.estimate_tilt_axis` on
+  each image less its median, with its noise power read from its FFT, as the preprocessing stage runs
+  it), degrees from x towards +y, its standard error and its error against the turn; and, given the
+  turn (``preprocess.tilt_axis``, carried in the Euler angles) or found by the stage itself
+  (``preprocess.find_tilt_axis``, ``--tilt-axis auto``), the error of its
+  recorded shifts (turned back to the detector's own axes).
 
 Example::
 
@@ -33,7 +35,7 @@ import numpy as np
 
 from aetdask.geometry import remove_rigid_motion, rigid_motion_basis
 from aetdask.io import read_atoms, read_tilt_series
-from aetdask.kernels.preprocessing.tilt_axis import estimate_tilt_axis, turned_angles
+from aetdask.kernels.preprocessing.tilt_axis import estimate_tilt_axis, turned_angles, white_noise_power
 from aetdask.preprocess import preprocess
 from aetdask.simulate import linear
 
@@ -88,8 +90,10 @@ def main(argv=None):
     rows = []
 
     def axis(series, angle=0.0):
+        # as the preprocessing stage does (_axis_estimate): each image less its median, its noise read from its FFT
         counts = series.values.astype(np.float64)
-        found, se = estimate_tilt_axis(counts - np.median(counts), counts.sum(axis=(1, 2)))
+        stack = counts - np.median(counts, axis=(1, 2), keepdims=True)
+        found, se = estimate_tilt_axis(stack, white_noise_power(stack))
         return f"{found:+.3f} ± {se:.3f} (error {found - angle:+.3f})"
 
     base, t = _run(raw)
@@ -112,6 +116,13 @@ def main(argv=None):
         found = np.c_[out.shift_y.values, out.shift_x.values] @ turn  # back to the untuned detector's (y, x)
         rows.append((f"turned {angle:+g}° (simulated from the truth), axis given",
                      "{:.3f} / {:.3f}".format(*shift_errors(found, 0.0, theta)), "", "", axis(series, angle), t))
+        # the axis not given: found from the images (preprocess.find_tilt_axis), as `--tilt-axis auto` runs it
+        out, t = _run(series, find_tilt_axis=True)
+        record = out.attrs["provenance"][-1]["params"]["tilt_axis_found"]
+        found = np.c_[out.shift_y.values, out.shift_x.values] @ turn
+        rows.append((f"turned {angle:+g}°, axis found (`--tilt-axis auto`)",
+                     "{:.3f} / {:.3f}".format(*shift_errors(found, 0.0, theta)), "", "",
+                     f"{record['angle']:+.3f} ± {record['se']:.3f} (error {record['angle'] - angle:+.3f})", t))
     head = ("series", "shift error y / x (px RMS)", "slope y / x", "consistency y / x (px RMS)", "tilt axis (°)",
             "wall (s)")
     print("| " + " | ".join(head) + " |")

@@ -1,5 +1,5 @@
 """Preprocessing of raw tilt series: noise model, optional VST + denoising, background, alignment, normalization."""
 
-from aetdask.preprocess.stage import aligned, combine_frames, denoise_image, preprocess
+from aetdask.preprocess.stage import aligned, axis_warning, combine_frames, denoise_image, preprocess
 
-__all__ = ["preprocess", "aligned", "combine_frames", "denoise_image"]
+__all__ = ["preprocess", "aligned", "axis_warning", "combine_frames", "denoise_image"]

@@ -364,6 +364,55 @@ def _matched(steps, clean, raw, params, theta, settings):
     return out
 
 
+#: A tilt axis found turned from x by more than this many standard errors, and by more than
+#: :data:`AXIS_WARN_DEG` degrees, is worth a warning when the series says nothing of it.
+AXIS_WARN_SE = 4.0
+AXIS_WARN_DEG = 1.0
+
+
+def _axis_estimate(block):
+    """``(angle, se)`` of the tilt axis in a whole raw series (one block): the counts less each image's
+    median, their white-noise power read from their own FFT (no noise model needed); NaN where the images
+    show no signal above their noise."""
+    stack = np.asarray(block, dtype=np.float64)
+    stack = stack - np.median(stack, axis=(1, 2), keepdims=True)
+    try:
+        angle, se = axis_k.estimate_tilt_axis(stack, axis_k.white_noise_power(stack))
+    except ValueError:
+        angle, se = np.nan, np.nan
+    return np.array([angle, se])
+
+
+def _angle(axis):
+    """The tilt axis's direction as a number: given (a float), or found (``(angle, se)``, NaN: along x)."""
+    if np.ndim(axis) == 0:
+        return float(axis)
+    a = float(np.asarray(axis).ravel()[0])
+    return a if np.isfinite(a) else 0.0
+
+
+def _turned_euler(euler, axis):
+    return axis_k.turned_angles(euler, _angle(axis))
+
+
+def axis_warning(pre: xr.DataArray) -> str | None:
+    """What a preprocessed series's own images say against the tilt axis it was given, or None: where no axis
+    was given, the images' common lines were not used (``preprocess.find_tilt_axis`` false) and put the axis
+    more than :data:`AXIS_WARN_SE` standard errors and :data:`AXIS_WARN_DEG` degrees from x."""
+    if "tilt_axis_found" not in pre.coords:
+        return None
+    params = next((r.get("params", {}) for r in reversed(pre.attrs.get("provenance", []))
+                   if r.get("stage") == "preprocess"), {})
+    if params.get("tilt_axis") == "found":
+        return None
+    angle, se = float(pre.coords["tilt_axis_found"]), float(pre.coords["tilt_axis_found_se"])
+    if not np.isfinite(angle) or abs(angle) <= max(AXIS_WARN_DEG, AXIS_WARN_SE * (se if np.isfinite(se) else 0.0)):
+        return None
+    return (f"the images' common lines put the tilt axis at {angle:+.2f} ± {se:.2f}° from the image x axis, where "
+            "the angles assume it along x; give --tilt-axis (preprocess.tilt_axis) if it is turned, or --tilt-axis "
+            "auto to use this estimate")
+
+
 MATCHING = ("preprocess.match_folds", "preprocess.match_rounds", "preprocess.match_iterations",
             "preprocess.match_tolerance", "preprocess.match_smooth", "preprocess.match_size")
 
@@ -371,6 +420,9 @@ MATCHING = ("preprocess.match_folds", "preprocess.match_rounds", "preprocess.mat
 def _turned(block, angle, mode):
     """The projections turned so that a tilt axis at ``angle`` degrees lies along x (for measuring
     the centre of mass and common lines only; the product is never resampled)."""
+    angle = _angle(angle)
+    if angle == 0.0:
+        return block
     flat = np.asarray(block, dtype=np.float64).reshape(-1, *block.shape[-2:])
     out = axis_k.rotate_to_x(flat, angle, mode=mode)
     return out.reshape(block.shape).astype(block.dtype, copy=False)
@@ -378,7 +430,7 @@ def _turned(block, angle, mode):
 
 def _image_shifts(shifts, angle):
     """Shifts ``(across, along)`` the tilt axis at ``angle`` degrees as image ``(y, x)`` shifts."""
-    along, across = axis_k.axis_frame(angle)
+    along, across = axis_k.axis_frame(_angle(angle))
     return shifts[:, :1] * across + shifts[:, 1:2] * along
 
 
@@ -399,6 +451,7 @@ def preprocess(
     normalize: bool = True,
     extended: bool = False,
     tilt_axis: float | None = None,
+    find_tilt_axis: bool | None = None,
 ) -> xr.DataArray:
     """Preprocess a raw tilt series (lazy; one task per projection).
 
@@ -432,6 +485,12 @@ def preprocess(
         Direction of the tilt axis in the raw images (degrees from x towards +y). None =
         ``aetdask.preprocess.tilt_axis`` (null: along x, as the angles say). Carried in the
         product's Euler angles (``phi``, ``theta``, ``psi``); the projections are not resampled.
+    find_tilt_axis : bool, optional
+        Where no tilt axis is given and the sample is an isolated particle: True = use the direction the
+        images' common lines give (:func:`aetdask.kernels.preprocessing.tilt_axis.estimate_tilt_axis`);
+        False = along x. Either way the estimate is a coordinate of the product (``tilt_axis_found``,
+        ``tilt_axis_found_se``; :func:`axis_warning` says when it contradicts the axis used), and the
+        provenance's ``tilt_axis`` is ``"found"`` where it was used. None = ``aetdask.preprocess.find_tilt_axis``.
 
     Returns
     -------
@@ -458,13 +517,22 @@ def preprocess(
                         new_axes={"c": 2}, concatenate=True, dtype=np.float32,
                         meta=np.empty((0, 0, 0, 0), np.float32))
     axis = config.get("preprocess.tilt_axis", tilt_axis)
-    axis = 0.0 if axis is None else float(axis)
+    found = None
+    if axis is None and not extended and alignment != "neighbours":
+        # an isolated particle's common lines say where the axis is (one task on the whole series): used where
+        # asked, else recorded for a check (axis_warning)
+        found = data.rechunk({0: -1, 1: -1, 2: -1}).map_blocks(_axis_estimate, drop_axis=[1, 2], chunks=(2,),
+                                                               dtype=np.float64, meta=np.empty((0,)))
+    use = found is not None and bool(config.get("preprocess.find_tilt_axis", find_tilt_axis))
+    # the direction: a number, or the estimate (a dask array (angle, se)) passed to the tasks that need it
+    axis = found if use else (0.0 if axis is None else float(axis))
+    pass_axis = (axis, "a") if use else (axis, None)
     clean, unmasked = both[:, 0], both[:, 1]
     measured, raw = unmasked, data
-    if axis:  # the statistics across and along the axis, on turned copies
-        turned = da.blockwise(_turned, "tcyx", both, "tcyx", axis, None, "constant", None, concatenate=True,
+    if use or axis:  # the statistics across and along the axis, on turned copies
+        turned = da.blockwise(_turned, "tcyx", both, "tcyx", *pass_axis, "constant", None, concatenate=True,
                               dtype=both.dtype, meta=np.empty((0, 0, 0, 0), np.float32))
-        raw = da.blockwise(_turned, "tyx", data, "tyx", axis, None, "nearest", None, concatenate=True,
+        raw = da.blockwise(_turned, "tyx", data, "tyx", *pass_axis, "nearest", None, concatenate=True,
                            dtype=data.dtype, meta=np.empty((0, 0, 0), np.float32))
         clean_stats, measured = turned[:, 0], turned[:, 1]
     else:
@@ -485,8 +553,9 @@ def preprocess(
         shifts = da.blockwise(_matched, "ts", steps, "tq", clean_stats.rechunk(whole), "tyx", raw.rechunk(whole),
                               "tyx", params.rechunk({0: -1}), "tr", tilts.theta.values, None, settings, None,
                               new_axes={"s": 2}, concatenate=True, dtype=np.float64, meta=np.empty((0, 0)))
-    if axis:
-        shifts = shifts.map_blocks(_image_shifts, axis, dtype=np.float64)
+    if use or axis:
+        shifts = da.blockwise(_image_shifts, "ts", shifts, "ts", *pass_axis, concatenate=True, dtype=np.float64,
+                              meta=np.empty((0, 0)))
     if alignment == "neighbours":
         theta = tilts.theta.values
         shifts = unmasked.rechunk({0: -1}).map_blocks(_neighbour_shifts, theta, drop_axis=[1, 2], new_axis=[1],
@@ -497,13 +566,21 @@ def preprocess(
         shift_y=("tilt", shifts[:, 0]), shift_x=("tilt", shifts[:, 1]), scale=("tilt", scales),
         edge_cut=("tilt", cut),
     )
-    if axis:
-        euler = axis_k.turned_angles(np.c_[tilts.phi.values, tilts.theta.values, tilts.psi.values], axis)
+    if use or axis:
+        given = np.c_[tilts.phi.values, tilts.theta.values, tilts.psi.values]
+        euler = (da.blockwise(_turned_euler, "te", da.from_array(given, chunks=-1), "te", *pass_axis,
+                              concatenate=True, dtype=np.float64, meta=np.empty((0, 0)))
+                 if use else axis_k.turned_angles(given, axis))
         out = out.assign_coords(phi=("tilt", euler[:, 0]), theta=("tilt", euler[:, 1]), psi=("tilt", euler[:, 2]))
+    if found is not None:
+        out = out.assign_coords(
+            tilt_axis_found=((), found[0], {"units": "°", "description": "tilt-axis direction the images' common "
+                                            "lines give, from x towards +y (estimate_tilt_axis)"}),
+            tilt_axis_found_se=((), found[1], {"units": "°", "description": "its standard error"}))
     out.attrs["units"] = "a.u."
     return add_provenance(out, "preprocess", {"denoiser": method, "background": background,
                                               "alignment": alignment, "normalize": normalize,
-                                              "extended": extended, "tilt_axis": axis})
+                                              "extended": extended, "tilt_axis": "found" if use else axis})
 
 
 def aligned(tilts: xr.DataArray) -> xr.DataArray:
