@@ -118,11 +118,11 @@ def main(argv=None):
                      "{:.3f} / {:.3f}".format(*shift_errors(found, 0.0, theta)), "", "", axis(series, angle), t))
         # the axis not given: found from the images (preprocess.find_tilt_axis), as `--tilt-axis auto` runs it
         out, t = _run(series, find_tilt_axis=True)
-        record = out.attrs["provenance"][-1]["params"]["tilt_axis_found"]
+        a_found, se = float(out.tilt_axis_found), float(out.tilt_axis_found_se)
         found = np.c_[out.shift_y.values, out.shift_x.values] @ turn
         rows.append((f"turned {angle:+g}°, axis found (`--tilt-axis auto`)",
                      "{:.3f} / {:.3f}".format(*shift_errors(found, 0.0, theta)), "", "",
-                     f"{record['angle']:+.3f} ± {record['se']:.3f} (error {record['angle'] - angle:+.3f})", t))
+                     f"{a_found:+.3f} ± {se:.3f} (error {a_found - angle:+.3f})", t))
     head = ("series", "shift error y / x (px RMS)", "slope y / x", "consistency y / x (px RMS)", "tilt axis (°)",
             "wall (s)")
     print("| " + " | ".join(head) + " |")
