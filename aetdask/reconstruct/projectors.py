@@ -28,6 +28,27 @@ def is_single_axis(euler, tolerance: float = 1e-9) -> bool:
     return bool(np.all(np.abs(e[:, 0]) <= tolerance) and np.all(np.abs(e[:, 2]) <= tolerance))
 
 
+def turned_axis(euler, tolerance: float = 1e-6) -> float | None:
+    """The in-plane direction (degrees, from x towards +y) of the tilt axis of a single-axis series taken on a
+    turned detector (:func:`aetdask.kernels.preprocessing.tilt_axis.turned_angles` of φ = ψ = 0 angles), or
+    None where the series is not one: the sample's x axis must land on one and the same detector direction in
+    every projection, and the angles turned back by it must be single-axis.
+
+    >>> from aetdask.kernels.preprocessing.tilt_axis import turned_angles
+    >>> e = turned_angles(np.c_[np.zeros(5), np.linspace(-60, 60, 5), np.zeros(5)], 30.0)
+    >>> round(turned_axis(e), 6), turned_axis([[10.0, 20.0, 30.0], [0.0, 40.0, 0.0]]) is None
+    (30.0, True)
+    """
+    from aetdask.kernels.preprocessing.tilt_axis import turned_angles
+
+    e = np.asarray(euler, dtype=float).reshape(-1, 3)
+    tilt = projection_matrices(e)[:, :, 0]  # where the sample's x lands: (x_det, y_det, along the beam)
+    if np.abs(tilt[:, 2]).max() > tolerance or np.abs(tilt[:, :2] - tilt[:1, :2]).max() > tolerance:
+        return None
+    angle = float(np.degrees(np.arctan2(tilt[0, 1], tilt[0, 0])))
+    return angle if is_single_axis(turned_angles(e, -angle), tolerance=1e-6) else None
+
+
 @functools.lru_cache(maxsize=8)
 def _slice_projector(vol_shape, n_det, theta, subsamples, dtype, device):
     xp = get_array_module(device)

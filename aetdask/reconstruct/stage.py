@@ -13,7 +13,8 @@ from aetdask.plausibility import check_reconstruction_memory
 from aetdask.progress import Line
 from aetdask.kernels.preprocessing.shift import fourier_shift
 from aetdask.geometry import projection_matrices
-from aetdask.reconstruct.projectors import euler_method, is_single_axis
+from aetdask.kernels.preprocessing.tilt_axis import rotate_to_x, turned_angles
+from aetdask.reconstruct.projectors import euler_method, is_single_axis, turned_axis
 from aetdask.reconstruct.runner import run_euler, run_single_axis
 from aetdask.schema import last_record, provenance_record, validate_tilt_series
 from aetdask.schema import volume as make_volume
@@ -137,8 +138,23 @@ def reconstruct(
     t0 = time.perf_counter()
     common = dict(method=method, iterations=params["iterations"], step=params["step"], support=support, initial=initial,
                   slabs=params["slabs"], plateau=params["plateau"], progress=report, device=config.get("device"))
-    if single:
-        vol, r = run_single_axis(b, euler[:, 1], subsamples=params["subsamples"],
+    turn = None
+    if not single and params["projector"] == "auto":
+        # a single-axis series on a turned detector, beyond what the shear-warp projector takes as it is: the
+        # projections turned back (cubic spline) for the reconstruction only, which then takes the single-axis
+        # path (a 30° turn of the seed's 128² series: 16 s instead of 680–750 s on the general projector). The
+        # volume is in the same sample frame; the coordinate refinement fits the counts in their own geometry.
+        turn = turned_axis(euler)
+        if turn is not None and euler_method(projection_matrices(euler), "auto",
+                                             np if common["device"] != "gpu" else None) != "general":
+            turn = None
+    if single or turn is not None:
+        theta = euler[:, 1]
+        if turn is not None:
+            b = rotate_to_x(b, turn).astype(b.dtype, copy=False)
+            theta = turned_angles(euler, -turn)[:, 1]
+            params["turned_back"] = turn
+        vol, r = run_single_axis(b, theta, subsamples=params["subsamples"],
                                  round_size=int(config.get("reconstruct.round")), **common)
     else:
         try:
@@ -154,7 +170,7 @@ def reconstruct(
         monitor.finish(r)
     record = provenance_record(
         f"reconstruct.{method}",
-        {**params, "geometry": "single-axis" if single else "euler", "iterations_run": len(r) if method != "fbp" else 0,
+        {**params, "geometry": "single-axis" if single or turn is not None else "euler", "iterations_run": len(r) if method != "fbp" else 0,
          "r_factor": r, "r_final": r[-1] if r else None, "seconds": seconds},
         inputs=[f"tilt series ({n}×{dy}×{dx})"],
     )
