@@ -170,8 +170,8 @@ def reconstruct(
         monitor.finish(r)
     record = provenance_record(
         f"reconstruct.{method}",
-        {**params, "geometry": "single-axis" if single or turn is not None else "euler", "iterations_run": len(r) if method != "fbp" else 0,
-         "r_factor": r, "r_final": r[-1] if r else None, "seconds": seconds},
+        {**params, "geometry": "single-axis" if single or turn is not None else "euler",
+         "iterations_run": len(r) if method != "fbp" else 0, "r_factor": r, "r_final": r[-1] if r else None, "seconds": seconds},
         inputs=[f"tilt series ({n}×{dy}×{dx})"],
     )
     return make_volume(vol, tilts.attrs["pixel_size"], provenance=list(tilts.attrs.get("provenance", [])) + [record])
