@@ -157,7 +157,8 @@ _ALL = [
     _p("preprocess.find_tilt_axis", False, bool,
        "where preprocess.tilt_axis is null, and the sample is an isolated particle: true = use the direction "
        "the images' common lines give (estimate_tilt_axis, recorded with its standard error); false = along x, "
-       "with a warning where the images say it is turned by more than 4 standard errors and 1°", _PRE),
+       "with a warning where the images say it is turned by more than 4 standard errors and 1° (a given axis is "
+       "checked the same way)", _PRE),
     _p("preprocess.match_folds", 2, int,
        "projection matching (run where the centre-of-mass / common-line shifts are beyond their noise): each "
        "projection is registered to the object reconstructed from the other folds (interleaved) of the series",

@@ -176,6 +176,10 @@ def test_a_turned_axis_is_found_and_used_where_asked_and_said_otherwise(model):
     assert found.attrs["provenance"][-1]["params"]["tilt_axis"] == "found" and axis_warning(found) is None
     want = turned_angles(np.c_[0 * THETA, THETA, 0 * THETA], float(found.tilt_axis_found))
     np.testing.assert_allclose(np.c_[found.phi.values, found.theta.values, found.psi.values], want, atol=1e-6)
+    # a given axis is checked too: the right one passes, one of the wrong sign is named
+    assert axis_warning(preprocess(series, "none", tilt_axis=25.0).compute()) is None
+    wrong = axis_warning(preprocess(series, "none", tilt_axis=-25.0).compute())
+    assert "tilt axis at +2" in wrong and "gives -25.00°" in wrong
     truth = turned_angles(np.c_[0 * THETA, THETA, 0 * THETA], 25.0)
     ideal = linear(model, angles=truth, pixel_size=0.3, shape=96, poisson=False).compute().values
     used = linear(model, angles=want, pixel_size=0.3, shape=96, poisson=False).compute().values

@@ -396,21 +396,29 @@ def _turned_euler(euler, axis):
 
 
 def axis_warning(pre: xr.DataArray) -> str | None:
-    """What a preprocessed series's own images say against the tilt axis it was given, or None: where no axis
-    was given, the images' common lines were not used (``preprocess.find_tilt_axis`` false) and put the axis
-    more than :data:`AXIS_WARN_SE` standard errors and :data:`AXIS_WARN_DEG` degrees from x."""
+    """What a preprocessed series's own images say against the tilt axis it was processed with, or None: where
+    that axis is not the images' own estimate and the images' common lines put the axis more than
+    :data:`AXIS_WARN_SE` standard errors and :data:`AXIS_WARN_DEG` degrees from it (along x where none was
+    given; directions 180° apart are one axis)."""
     if "tilt_axis_found" not in pre.coords:
         return None
     params = next((r.get("params", {}) for r in reversed(pre.attrs.get("provenance", []))
                    if r.get("stage") == "preprocess"), {})
-    if params.get("tilt_axis") == "found":
+    used = params.get("tilt_axis", 0.0)
+    if used == "found":
         return None
+    used = float(used or 0.0)
     angle, se = float(pre.coords["tilt_axis_found"]), float(pre.coords["tilt_axis_found_se"])
-    if not np.isfinite(angle) or abs(angle) <= max(AXIS_WARN_DEG, AXIS_WARN_SE * (se if np.isfinite(se) else 0.0)):
+    off = (angle - used + 90.0) % 180.0 - 90.0
+    if not np.isfinite(off) or abs(off) <= max(AXIS_WARN_DEG, AXIS_WARN_SE * (se if np.isfinite(se) else 0.0)):
         return None
-    return (f"the images' common lines put the tilt axis at {angle:+.2f} ± {se:.2f}° from the image x axis, where "
-            "the angles assume it along x; give --tilt-axis (preprocess.tilt_axis) if it is turned, or --tilt-axis "
-            "auto to use this estimate")
+    if used == 0.0:
+        return (f"the images' common lines put the tilt axis at {angle:+.2f} ± {se:.2f}° from the image x axis, "
+                "where the angles assume it along x; give --tilt-axis (preprocess.tilt_axis) if it is turned, or "
+                "--tilt-axis auto to use this estimate")
+    return (f"the images' common lines put the tilt axis at {angle:+.2f} ± {se:.2f}° from the image x axis, "
+            f"where --tilt-axis (preprocess.tilt_axis) gives {used:+.2f}°; check the given direction and its sign, "
+            "or give --tilt-axis auto to use this estimate")
 
 
 MATCHING = ("preprocess.match_folds", "preprocess.match_rounds", "preprocess.match_iterations",
@@ -488,8 +496,9 @@ def preprocess(
     find_tilt_axis : bool, optional
         Where no tilt axis is given and the sample is an isolated particle: True = use the direction the
         images' common lines give (:func:`aetdask.kernels.preprocessing.tilt_axis.estimate_tilt_axis`);
-        False = along x. Either way the estimate is a coordinate of the product (``tilt_axis_found``,
-        ``tilt_axis_found_se``; :func:`axis_warning` says when it contradicts the axis used), and the
+        False = along x. For an isolated particle the estimate is a coordinate of the product whatever the
+        axis used (``tilt_axis_found``, ``tilt_axis_found_se``; :func:`axis_warning` says when it
+        contradicts the axis used, given or not), and the
         provenance's ``tilt_axis`` is ``"found"`` where it was used. None = ``aetdask.preprocess.find_tilt_axis``.
 
     Returns
@@ -518,12 +527,12 @@ def preprocess(
                         meta=np.empty((0, 0, 0, 0), np.float32))
     axis = config.get("preprocess.tilt_axis", tilt_axis)
     found = None
-    if axis is None and not extended and alignment != "neighbours":
+    if not extended and alignment != "neighbours":
         # an isolated particle's common lines say where the axis is (one task on the whole series): used where
-        # asked, else recorded for a check (axis_warning)
+        # asked and no axis is given, else recorded for a check of the axis used (axis_warning)
         found = data.rechunk({0: -1, 1: -1, 2: -1}).map_blocks(_axis_estimate, drop_axis=[1, 2], chunks=(2,),
                                                                dtype=np.float64, meta=np.empty((0,)))
-    use = found is not None and bool(config.get("preprocess.find_tilt_axis", find_tilt_axis))
+    use = axis is None and found is not None and bool(config.get("preprocess.find_tilt_axis", find_tilt_axis))
     # the direction: a number, or the estimate (a dask array (angle, se)) passed to the tasks that need it
     axis = found if use else (0.0 if axis is None else float(axis))
     pass_axis = (axis, "a") if use else (axis, None)
