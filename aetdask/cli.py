@@ -117,6 +117,19 @@ class _Angle(click.ParamType):
 
 
 ANGLE = _Angle()
+
+
+class _AxisAngle(_Angle):
+    """An angle in degrees, or ``auto``."""
+
+    name = "degrees|auto"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return "auto"
+        return super().convert(value, param, ctx)
+
+
 #: Seeds of NumPy's generators: 0 to 2³² − 1.
 SEED = click.IntRange(min=0, max=2**32 - 1)
 
@@ -332,17 +345,6 @@ def _tilt_axis_option(func):
         with config.set(settings):
             return func(*args, **kwargs)
     return wrapper
-
-
-class _AxisAngle(_Angle):
-    """An angle in degrees, or ``auto``."""
-
-    name = "degrees|auto"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, str) and value.strip().lower() == "auto":
-            return "auto"
-        return super().convert(value, param, ctx)
 
 
 def _geometry_options(func):

@@ -171,7 +171,7 @@ def test_euler_geometry_runs_all_three_methods(small_series):
 def test_a_series_on_a_turned_detector_is_reconstructed_on_the_single_axis_path(small_series):
     """A single-axis series whose detector is turned 30° (beyond the shear-warp projector's reach): the
     projections are turned back for the reconstruction only, which takes the single-axis path and gives the
-    volume the unturned series gives, in the same sample frame."""
+    volume the unturned series gives (correlation 0.9998), in the same sample frame."""
     from aetdask.kernels.preprocessing.tilt_axis import turned_angles
 
     model, ts = small_series
@@ -181,7 +181,7 @@ def test_a_series_on_a_turned_detector_is_reconstructed_on_the_single_axis_path(
     p = vol.attrs["provenance"][-1]["params"]
     assert p["geometry"] == "single-axis" and abs(p["turned_back"] - 30.0) < 1e-6
     plain = resire(ts, iterations=60).values
-    assert np.corrcoef(vol.values.ravel(), plain.ravel())[0, 1] > 0.95
+    assert np.corrcoef(vol.values.ravel(), plain.ravel())[0, 1] > 0.99  # turned back the wrong way: 0.13
     # the atoms where the model has them
     v = vol.values
     for x, y, z in model.position.values:

@@ -817,7 +817,6 @@ def _split(problem, x, kinds, min_distance):
                                              np.repeat(sk[:, None], 3, 1), np.array([-1.0, 1.0, 1.0]), wgt)
         better = change < best
         best[better], pairs[better] = change[better], group[better, 1:]
-    # the halves must keep their distance from every other atom
     # the halves must keep their distance from every other atom (of a half's two nearest atoms, the one
     # that is not the atom it splits: that may be the nearer or the farther)
     dist, index = cKDTree(pos).query(pairs.reshape(-1, 3), k=2)

@@ -536,9 +536,10 @@ def preprocess(
     # the direction: a number, or the estimate (a dask array (angle, se)) passed to the tasks that need it
     axis = found if use else (0.0 if axis is None else float(axis))
     pass_axis = (axis, "a") if use else (axis, None)
+    turning = use or axis != 0.0  # the statistics and the geometry follow a turned axis
     clean, unmasked = both[:, 0], both[:, 1]
     measured, raw = unmasked, data
-    if use or axis:  # the statistics across and along the axis, on turned copies
+    if turning:  # the statistics across and along the axis, on turned copies
         turned = da.blockwise(_turned, "tcyx", both, "tcyx", *pass_axis, "constant", None, concatenate=True,
                               dtype=both.dtype, meta=np.empty((0, 0, 0, 0), np.float32))
         raw = da.blockwise(_turned, "tyx", data, "tyx", *pass_axis, "nearest", None, concatenate=True,
@@ -562,7 +563,7 @@ def preprocess(
         shifts = da.blockwise(_matched, "ts", steps, "tq", clean_stats.rechunk(whole), "tyx", raw.rechunk(whole),
                               "tyx", params.rechunk({0: -1}), "tr", tilts.theta.values, None, settings, None,
                               new_axes={"s": 2}, concatenate=True, dtype=np.float64, meta=np.empty((0, 0)))
-    if use or axis:
+    if turning:
         shifts = da.blockwise(_image_shifts, "ts", shifts, "ts", *pass_axis, concatenate=True, dtype=np.float64,
                               meta=np.empty((0, 0)))
     if alignment == "neighbours":
@@ -575,7 +576,7 @@ def preprocess(
         shift_y=("tilt", shifts[:, 0]), shift_x=("tilt", shifts[:, 1]), scale=("tilt", scales),
         edge_cut=("tilt", cut),
     )
-    if use or axis:
+    if turning:
         given = np.c_[tilts.phi.values, tilts.theta.values, tilts.psi.values]
         euler = (da.blockwise(_turned_euler, "te", da.from_array(given, chunks=-1), "te", *pass_axis,
                               concatenate=True, dtype=np.float64, meta=np.empty((0, 0)))

@@ -170,9 +170,11 @@ def white_noise_power(stack, beyond=0.9):
 
 def _best_shifts(lines, mean_of_others, weights, freqs, grid):
     """Each line's shift (px, along the axis) that best aligns it to ``mean_of_others``: the maximum of
-    their weighted cross-correlation on ``grid``, refined by a parabola through its neighbours."""
+    their weighted cross-correlation on ``grid``, refined by a parabola through its neighbours and then
+    by Newton steps on the exact correlation."""
+    product = lines * np.conj(mean_of_others) * weights
     phase = np.exp(2j * np.pi * np.outer(grid, freqs))  # (nd, nu)
-    corr = ((lines * np.conj(mean_of_others) * weights) @ phase.T).real  # (n, nd)
+    corr = (product @ phase.T).real  # (n, nd)
     rows = np.arange(len(lines))
     j = np.clip(corr.argmax(axis=1), 1, len(grid) - 2)
     y0, y1, y2 = corr[rows, j - 1], corr[rows, j], corr[rows, j + 1]
@@ -180,7 +182,6 @@ def _best_shifts(lines, mean_of_others, weights, freqs, grid):
     step = np.where(curve < 0, 0.5 * (y0 - y2) / np.where(curve < 0, curve, -1.0), 0.0)
     d = grid[j] + np.clip(step, -1.0, 1.0) * (grid[1] - grid[0])
     # Newton steps on the exact correlation, each held within the grid's spacing
-    product = lines * np.conj(mean_of_others) * weights
     ramp = 2j * np.pi * freqs
     for _ in range(3):
         terms = product * np.exp(np.outer(d, ramp))
@@ -246,9 +247,9 @@ def _padded_lines(s, angles, freqs):
     a = np.deg2rad(np.asarray(angles, dtype=float))
     rows = py // 2 + np.outer(np.sin(a), freqs) * py  # (na, nu)
     cols = px // 2 + np.outer(np.cos(a), freqs) * px
+    coords = np.stack([rows.ravel(), cols.ravel()])
     out = np.empty((len(a), n, len(freqs)), dtype=complex)
     for k in range(n):
-        coords = np.stack([rows.ravel(), cols.ravel()])
         re = ndimage.map_coordinates(f[k].real, coords, order=1)
         im = ndimage.map_coordinates(f[k].imag, coords, order=1)
         out[:, k] = (re + 1j * im).reshape(len(a), len(freqs))
@@ -297,18 +298,19 @@ def estimate_tilt_axis(stack, noise_power=None, *, step=1.0, highest=0.5, blur=0
     n = len(s)
     if n < 2:
         raise ValueError("estimate_tilt_axis: need at least 2 projections")
-    noise = np.zeros(n) if noise_power is None else np.clip(np.asarray(noise_power, dtype=float), 0.0, None)
-    totals = image_scales(s, noise if noise_power is not None else None)
+    noise = None if noise_power is None else np.clip(np.asarray(noise_power, dtype=float), 0.0, None)
+    totals = image_scales(s, noise)
     totals = np.where(np.abs(totals) > 0, np.abs(totals), 1.0)
     freqs = _frequencies(s.shape[1:], highest)
-    weights = signal_weights(s, freqs, totals, noise if noise_power is not None else None)
+    weights = signal_weights(s, freqs, totals, noise)
     used = np.flatnonzero(weights > 0.02)
     if len(used) == 0:
         raise ValueError("estimate_tilt_axis: the images show no signal above their noise")
     last = max(int(used.max()) + 1, 2)
     freqs, weights = freqs[:last], weights[:last]
-    variance = noise / totals**2 if noise_power is not None else np.ones(n)
-    variance = np.where(variance > 0, variance, max(float(variance.max()), 1e-12) if variance.max() > 0 else 1.0)
+    # each line's noise variance (no noise given: all alike); a noiseless image weighs as the noisiest one
+    variance = np.ones(n) if noise is None or not noise.max() > 0 else noise / totals**2
+    variance = np.where(variance > 0, variance, variance.max())
 
     grid = np.arange(-90.0, 90.0, float(step))
     coarse = _padded_lines(s, grid, freqs) / totals[None, :, None]
