@@ -7,7 +7,7 @@
 ``benchmarks/gpu_check.sh`` runs it on a GPU machine after installing the carried wheels
 (``benchmarks/gpu_prepare.sh`` downloads them); ``--device cpu --small`` runs every part here on the
 CPU at small sizes, which tests the plumbing. The parts, each in its own process with its own
-share of ``--budget`` (a part past its share is stopped and recorded as such, the rest go on):
+share of ``--budget`` (a part past its share is stopped, or if it ends there recorded as over time; the rest go on):
 
 * ``env`` — GPU, driver, CuPy, the memory bandwidth (device properties, and a measured copy);
 * ``tests`` — ``tests/test_backend.py``, ``tests/test_projector_cuda.py`` and every test that asks
@@ -590,6 +590,8 @@ def main(argv=None):
             try:
                 grace = min(10.0, max(2.0, 0.1 * seconds))  # the part keeps to its deadline; this is its exit
                 status = "ok" if proc.wait(timeout=seconds + grace) == 0 else f"failed (exit {proc.returncode})"
+                if status == "ok" and time.time() > deadline:  # ended in the grace: it overran its share all the same
+                    status = "timeout"
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)  # the part and whatever it started (a cluster, pytest)
                 proc.wait()
