@@ -288,9 +288,8 @@ class _Problem:
         m, atoms = self.model(p, frame)
         self.rendered = (np.array(p, copy=True), m)
         if self.counts:
-            mp = np.maximum((m + self.offset) / self.alpha, 1e-12)
-            value = self.norm * float(np.sum(mp - self.zp * np.log(mp)))
-            g = self.norm * (1.0 - self.zp / mp) / self.alpha  # dL/dm
+            value, g = gaussian_atoms.poisson_misfit(m, self.offset, self.alpha, self.zp)  # and dL/dm
+            value, g = self.norm * value, self.norm * g
         else:
             r = m - self.b
             value = 0.5 * self.norm * float(np.sum(r * r))

@@ -204,7 +204,8 @@ def register_1d(reference, line, upsample=20):
     The integer peak of the circular cross-correlation is refined by
     evaluating the correlation (an inverse DFT of the cross-power spectrum) on
     a grid of ``1 / upsample`` px within ±1.5 px of the peak, then by a parabola
-    through the best grid point and its two neighbours.
+    through the best grid point and its two neighbours. Rows of 2-D ``reference``
+    and ``line`` are registered pair by pair, all at once (an array of shifts).
 
     Examples
     --------
@@ -212,24 +213,30 @@ def register_1d(reference, line, upsample=20):
     >>> ref = np.exp(-((x - 30.0) ** 2) / 10.0)
     >>> round(register_1d(ref, shift_1d(ref, 2.37)), 3)
     -2.37
+    >>> register_1d(np.stack([ref, ref]), np.stack([shift_1d(ref, 2.37), shift_1d(ref, -0.5)])).round(3).tolist()
+    [-2.37, 0.5]
     """
-    a = _to_numpy(reference)
-    b = _to_numpy(line)
+    a = np.asarray(_to_numpy(reference), dtype=np.float64)
+    b = np.asarray(_to_numpy(line), dtype=np.float64)
+    single = a.ndim == 1
+    a, b = np.atleast_2d(a), np.atleast_2d(b)
     n = a.shape[-1]
-    cross = np.fft.fft(a - a.mean()) * np.conj(np.fft.fft(b - b.mean()))
-    cc = np.fft.ifft(cross).real
-    peak = int(np.argmax(cc))
-    if peak > n // 2:
-        peak -= n
+    cross = np.fft.fft(a - a.mean(axis=-1, keepdims=True)) * np.conj(np.fft.fft(b - b.mean(axis=-1, keepdims=True)))
+    peak = np.argmax(np.fft.ifft(cross).real, axis=-1)
+    peak = np.where(peak > n // 2, peak - n, peak)
     step = 1.0 / max(int(upsample), 1)
-    grid = peak + np.arange(-1.5, 1.5 + step / 2, step)
+    offsets = np.arange(-1.5, 1.5 + step / 2, step)
     freqs = np.fft.fftfreq(n) * n
-    values = (np.exp(2j * np.pi * np.outer(grid, freqs) / n) @ cross).real
-    i = int(np.argmax(values))
-    best = grid[i]
-    if 0 < i < len(grid) - 1:
-        best += step * _parabola_vertex(values[i - 1 : i + 2])
-    return float(best)
+    # the correlation at peak + offset: the peak's phase ramp on each row, the offsets' ramps shared by all rows
+    values = ((cross * np.exp(2j * np.pi * np.outer(peak, freqs) / n)) @ np.exp(2j * np.pi * np.outer(offsets, freqs) / n).T).real
+    rows = np.arange(len(values))
+    i = np.argmax(values, axis=-1)
+    inner = np.clip(i, 1, len(offsets) - 2)
+    y0, y1, y2 = values[rows, inner - 1], values[rows, inner], values[rows, inner + 1]
+    denom = y0 - 2 * y1 + y2
+    vertex = np.where(denom < 0, np.clip(0.5 * (y0 - y2) / np.where(denom < 0, denom, -1.0), -0.5, 0.5), 0.0)
+    best = peak + offsets[i] + np.where((i > 0) & (i < len(offsets) - 1), step * vertex, 0.0)
+    return float(best[0]) if single else best
 
 
 def common_line_shifts(stack, upsample=20, iterations=3):
@@ -265,16 +272,15 @@ def common_line_shifts(stack, upsample=20, iterations=3):
     if n < 2:
         return np.zeros(n)
     pair = np.zeros((n, n))  # pair[i, j]: the shift that moves line j onto line i (= d_j − d_i)
-    for i in range(n):
-        for j in range(i + 1, n):
-            pair[i, j] = register_1d(lines[i], lines[j], upsample)
-            pair[j, i] = -pair[i, j]
+    i, j = np.triu_indices(n, 1)
+    pair[i, j] = register_1d(lines[i], lines[j], upsample)
+    pair[j, i] = -pair[i, j]
     dx = pair.mean(axis=0)
     dx -= dx.mean()
     for _ in range(max(0, int(iterations))):
         moved = shift_1d(lines, dx)
         total = moved.sum(axis=0)
-        dx = np.array([register_1d((total - moved[k]) / (n - 1), moved[k], upsample) for k in range(n)]) + dx
+        dx = register_1d((total[None] - moved) / (n - 1), moved, upsample) + dx
         dx -= dx.mean()
     return dx
 

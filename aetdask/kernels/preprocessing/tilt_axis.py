@@ -168,12 +168,11 @@ def white_noise_power(stack, beyond=0.9):
     return power[:, corner].mean(axis=1)
 
 
-def _best_shifts(lines, mean_of_others, weights, freqs, grid):
+def _best_shifts(lines, mean_of_others, weights, freqs, grid, phase):
     """Each line's shift (px, along the axis) that best aligns it to ``mean_of_others``: the maximum of
-    their weighted cross-correlation on ``grid``, refined by a parabola through its neighbours and then
-    by Newton steps on the exact correlation."""
+    their weighted cross-correlation on ``grid`` (``phase``: ``exp(2πi grid ⊗ freqs)``), refined by a
+    parabola through its neighbours and then by Newton steps on the exact correlation."""
     product = lines * np.conj(mean_of_others) * weights
-    phase = np.exp(2j * np.pi * np.outer(grid, freqs))  # (nd, nu)
     corr = (product @ phase.T).real  # (n, nd)
     rows = np.arange(len(lines))
     j = np.clip(corr.argmax(axis=1), 1, len(grid) - 2)
@@ -216,13 +215,14 @@ def common_line_misfit(lines, freqs, variance, weights, *, reach=None, rounds=30
     w = np.asarray(weights, dtype=float)
     reach = 0.25 / freqs[0] if reach is None else float(reach)
     grid = np.arange(-np.ceil(reach), np.ceil(reach) + 0.25, 0.5)
+    phase = np.exp(2j * np.pi * np.outer(grid, freqs))  # (nd, nu), the same every round
     d = np.zeros(n)
     if n > 1:
         for _ in range(rounds):
             aligned = lines * np.exp(2j * np.pi * np.outer(d, freqs))
             total = (aligned * inv[:, None]).sum(axis=0)
             others = (total[None] - aligned * inv[:, None]) / (inv.sum() - inv)[:, None]
-            new = _best_shifts(lines, others, w, freqs, grid)
+            new = _best_shifts(lines, others, w, freqs, grid, phase)
             new -= np.median(new)
             moved = np.max(np.abs(new - d))
             d = new
