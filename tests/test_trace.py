@@ -56,6 +56,21 @@ def test_merge_keeps_the_brightest_of_each_cluster_and_is_order_free():
     assert sorted(perm[again].tolist()) == sorted(kept.tolist())
 
 
+@pytest.mark.parametrize("distance", [0.7, 3.0, 8.5])
+def test_merge_is_the_greedy_rule_at_any_density(distance):
+    """Every candidate, brightest first, is kept unless one kept already lies within the distance (checked against
+    every pair, here in a volume with negative coordinates and chains of neighbours)."""
+    rng = np.random.default_rng(7)
+    pts = rng.uniform(-20, 40, (600, 3))
+    strength = rng.uniform(0, 1, len(pts))
+    dist = np.linalg.norm(pts[:, None] - pts[None], axis=2)
+    kept = []
+    for i in np.argsort(-strength, kind="stable"):
+        if not any(dist[i, j] <= distance for j in kept):
+            kept.append(i)
+    assert trace_k.merge(pts, strength, distance).tolist() == kept
+
+
 def test_merge_distance_follows_from_the_species():
     assert merge_distance(["Si"]) == pytest.approx(0.75 * 2 * 1.11)
     assert merge_distance(["Si", "O"]) < merge_distance(["Si"]) < merge_distance(["Co", "Pd", "Pt"])

@@ -15,11 +15,12 @@ Positions are in voxel index units ``(k, i, j)`` of a ``(z, y, x)`` volume.
 from __future__ import annotations
 
 import itertools
+import math
 
+import numba
 import numpy as np
 from scipy import ndimage
 from scipy.signal import fftconvolve
-from scipy.spatial import cKDTree
 
 
 def spline_coefficients(volume, order: int = 3) -> np.ndarray:
@@ -108,19 +109,62 @@ def _poly_derivatives(dcoef, exps, u):
     return d[:, 0], d[:, 1:4], hess
 
 
-def _bspline3(t):
-    """Cubic B-spline basis function."""
-    a = np.abs(t)
-    return np.where(a < 1, 2.0 / 3.0 - a * a + 0.5 * a**3, np.where(a < 2, (2.0 - a) ** 3 / 6.0, 0.0))
+@numba.njit(inline="always", cache=True)
+def _bspline3_at(t):
+    a = abs(t)
+    if a < 1.0:
+        return 2.0 / 3.0 - a * a + 0.5 * a * a * a
+    if a < 2.0:
+        return (2.0 - a) ** 3 / 6.0
+    return 0.0
 
 
-def _mirror(index, n):
-    """Indices reflected at the edges without repeating them (the ``mirror`` boundary)."""
+@numba.njit(inline="always", cache=True)
+def _mirror_at(index, n):
     if n == 1:
-        return np.zeros_like(index)
+        return 0
     period = 2 * n - 2
-    index = np.abs(index) % period
-    return np.where(index >= n, period - index, index)
+    index = abs(index) % period
+    return period - index if index >= n else index
+
+
+@numba.njit(parallel=True, cache=True)
+def _window_samples(c, centers, steps, first, k):
+    n, m = centers.shape[0], steps.shape[0]
+    out = np.empty((n, m, m, m))
+    for q in numba.prange(n):
+        w = np.empty((3, m, k))
+        idx = np.empty((3, k), dtype=np.int64)
+        for ax in range(3):
+            base = math.floor(centers[q, ax])
+            frac = centers[q, ax] - base
+            for s in range(k):
+                idx[ax, s] = _mirror_at(int(base) + first + s, c.shape[ax])
+                for a in range(m):
+                    w[ax, a, s] = _bspline3_at(frac + steps[a] - (first + s))
+        # separable: one axis at a time
+        one = np.zeros((m, k, k))
+        for i in range(k):
+            for j in range(k):
+                for l in range(k):
+                    v = c[idx[0, i], idx[1, j], idx[2, l]]
+                    for a in range(m):
+                        one[a, j, l] += w[0, a, i] * v
+        two = np.zeros((m, m, k))
+        for a in range(m):
+            for j in range(k):
+                for b in range(m):
+                    wb = w[1, b, j]
+                    for l in range(k):
+                        two[a, b, l] += wb * one[a, j, l]
+        for a in range(m):
+            for b in range(m):
+                for cc in range(m):
+                    acc = 0.0
+                    for l in range(k):
+                        acc += w[2, cc, l] * two[a, b, l]
+                    out[q, a, b, cc] = acc
+    return out
 
 
 def window_samples(coefficients, centers, steps):
@@ -130,23 +174,12 @@ def window_samples(coefficients, centers, steps):
     matrix per axis, the same numbers as ``map_coordinates(order=3,
     mode="mirror", prefilter=False)`` at those points.
     """
-    c = np.asarray(coefficients)
-    centers = np.asarray(centers, dtype=np.float64).reshape(-1, 3)
-    steps = np.asarray(steps, dtype=np.float64)
-    lo = int(np.floor(steps.min())) - 1
-    span = np.arange(lo, int(np.ceil(steps.max())) + 3)  # coefficient offsets that can contribute
-    base = np.floor(centers).astype(int)
-    frac = centers - base
-    weights = []
-    index = []
-    for ax in range(3):
-        t = frac[:, ax, None, None] + steps[None, :, None] - span[None, None, :]  # (n, m, k)
-        weights.append(_bspline3(t))
-        index.append(_mirror(base[:, ax, None] + span[None, :], c.shape[ax]))
-    block = c[index[0][:, :, None, None], index[1][:, None, :, None], index[2][:, None, None, :]]
-    out = np.einsum("nai,nijk->najk", weights[0], block, optimize=True)
-    out = np.einsum("nbj,najk->nabk", weights[1], out, optimize=True)
-    return np.einsum("nck,nabk->nabc", weights[2], out, optimize=True)
+    c = np.ascontiguousarray(coefficients, dtype=np.float64)
+    centers = np.ascontiguousarray(np.asarray(centers, dtype=np.float64).reshape(-1, 3))
+    steps = np.ascontiguousarray(steps, dtype=np.float64)
+    first = int(np.floor(steps.min())) - 1  # the coefficient offsets that can contribute: first … first + k − 1
+    k = int(np.ceil(steps.max())) + 3 - first
+    return _window_samples(c, centers, steps, first, k)
 
 
 def fit_peaks(
@@ -188,6 +221,7 @@ def fit_peaks(
     offsets, op, exps = fit_operator(window, oversample, sigma, order)
     steps = (np.arange(window) - window // 2) / oversample
     dops = _derivative_operators(exps)
+    flat_dops = dops.transpose(1, 0, 2).reshape(len(exps), -1)  # (terms, 10 · terms)
     half = (window // 2) / oversample
     pos = start.copy()
     peak = np.zeros(len(pos))
@@ -201,7 +235,7 @@ def fit_peaks(
         if idx.size == 0:
             break
         coef = window_samples(c, pos[idx], steps).reshape(len(idx), -1) @ op.T
-        coef = np.einsum("nt,kts->nks", coef, dops)
+        coef = (coef @ flat_dops).reshape(len(idx), len(dops), -1)  # (n, 10, terms): one matrix product
         step = np.zeros((len(idx), 3))
         moving = np.ones(len(idx), dtype=bool)
         for _newton in range(8):  # maximise each fitted polynomial inside its window
@@ -236,28 +270,67 @@ def fit_peaks(
 
 def merge(positions, strength, min_distance: float) -> np.ndarray:
     """Greedy minimum-distance merge: keep candidates in descending ``strength``, dropping any
-    closer than ``min_distance`` to one already kept. Returns the kept indices (descending strength).
+    within ``min_distance`` of one already kept. Returns the kept indices (descending strength).
 
     >>> merge(np.array([[0, 0, 0], [0, 0, 1.0], [0, 0, 3.0]]), np.array([1.0, 2.0, 0.5]), 1.5).tolist()
     [1, 2]
     """
-    pos = np.asarray(positions, dtype=float).reshape(-1, 3)
+    pos = np.ascontiguousarray(np.asarray(positions, dtype=np.float64).reshape(-1, 3))
     order = np.lexsort((np.arange(len(pos)), -np.asarray(strength, dtype=float)))  # ties: lower index first
     if len(pos) == 0:
         return np.empty(0, dtype=int)
-    pairs = cKDTree(pos).query_pairs(float(min_distance), output_type="ndarray")
-    rank = np.empty(len(pos), dtype=int)
-    rank[order] = np.arange(len(pos))
-    # for every candidate, the brighter neighbours that could suppress it
-    a, b = pairs[:, 0], pairs[:, 1]
-    brighter, dimmer = np.where(rank[a] < rank[b], a, b), np.where(rank[a] < rank[b], b, a)
-    sort = np.argsort(rank[dimmer], kind="stable")
-    dimmer, brighter = dimmer[sort], brighter[sort]
-    bounds = np.searchsorted(rank[dimmer], np.arange(len(pos) + 1))
-    kept = np.zeros(len(pos), dtype=bool)
-    for r, i in enumerate(order):
-        kept[i] = not kept[brighter[bounds[r]:bounds[r + 1]]].any()
+    d = float(min_distance)
+    if not d > 0:  # only candidates at the very same place merge
+        _, first = np.unique(pos[order], axis=0, return_index=True)
+        return order[np.sort(first)]
+    if not np.all(np.isfinite(pos)):
+        raise ValueError("merge: positions must be finite")
+    kept = _greedy_keep(pos, order.astype(np.int64), d)
     return order[kept[order]]
+
+
+@numba.njit(cache=True)
+def _greedy_keep(pos, order, d):
+    """In ``order``, keep each candidate with no kept one within ``d``: the kept ones are filed in cells of
+    side ``d`` (a hash of cell → last kept, chained), so each test looks at the 27 cells around it."""
+    n = len(pos)
+    kept = np.zeros(n, dtype=np.bool_)
+    chain = np.full(n, -1, dtype=np.int64)
+    heads = numba.typed.Dict.empty(key_type=numba.types.int64, value_type=numba.types.int64)
+    lo = np.empty(3)
+    for a in range(3):
+        lo[a] = pos[:, a].min()
+    d2 = d * d
+    for r in range(len(order)):
+        i = order[r]
+        cx = int(math.floor((pos[i, 0] - lo[0]) / d)) + 1
+        cy = int(math.floor((pos[i, 1] - lo[1]) / d)) + 1
+        cz = int(math.floor((pos[i, 2] - lo[2]) / d)) + 1
+        free = True
+        for ax in range(cx - 1, cx + 2):
+            for ay in range(cy - 1, cy + 2):
+                for az in range(cz - 1, cz + 2):
+                    key = (ax * 2097152 + ay) * 2097152 + az
+                    j = heads[key] if key in heads else -1
+                    while j >= 0:
+                        dd = ((pos[i, 0] - pos[j, 0]) ** 2 + (pos[i, 1] - pos[j, 1]) ** 2
+                              + (pos[i, 2] - pos[j, 2]) ** 2)
+                        if dd <= d2:
+                            free = False
+                            break
+                        j = chain[j]
+                    if not free:
+                        break
+                if not free:
+                    break
+            if not free:
+                break
+        if free:
+            kept[i] = True
+            key = (cx * 2097152 + cy) * 2097152 + cz
+            chain[i] = heads[key] if key in heads else -1
+            heads[key] = i
+    return kept
 
 
 def ball_sums(volume, positions, radius: float) -> np.ndarray:
