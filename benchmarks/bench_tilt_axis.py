@@ -89,6 +89,7 @@ def refined_offsets(series, work, label):
     import sys
 
     from aetdask.io import RunStore
+    from aetdask.schema import last_record
 
     tilts, store = work / f"{label}.npy", work / f"{label}.zarr"
     np.save(tilts, series.values.astype(np.float32))
@@ -99,8 +100,8 @@ def refined_offsets(series, work, label):
                           capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"aetdask run failed:\n{done.stderr[-2000:]}")
-    record = [r for r in RunStore(store, create=False).read("refined").attrs["provenance"] if r["stage"] == "refine"][-1]
-    return -np.c_[record["params"]["offset_y"], record["params"]["offset_x"]]
+    params = last_record(RunStore(store, create=False).read("refined"), "refine")
+    return -np.c_[params["offset_y"], params["offset_x"]]
 
 
 def refine_rows(raw, most, theta):

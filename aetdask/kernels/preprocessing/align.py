@@ -113,12 +113,11 @@ def _correlation_at(cross, ys, xs):
 
 
 def _parabola_vertex(values):
-    """Offset (in grid steps, within ±0.5) of the vertex of the parabola through three values."""
-    y0, y1, y2 = values
+    """Offset (in grid steps, within ±0.5) of the vertex of the parabola through three values (along the first
+    axis: several parabolas at once); 0 where it has no maximum."""
+    y0, y1, y2 = np.asarray(values, dtype=float)
     denom = y0 - 2 * y1 + y2
-    if denom >= 0:  # not a maximum
-        return 0.0
-    return float(np.clip(0.5 * (y0 - y2) / denom, -0.5, 0.5))
+    return np.where(denom < 0, np.clip(0.5 * (y0 - y2) / np.where(denom < 0, denom, -1.0), -0.5, 0.5), 0.0)
 
 
 def prealign_neighbours(stack, upsample=20):
@@ -232,9 +231,7 @@ def register_1d(reference, line, upsample=20):
     rows = np.arange(len(values))
     i = np.argmax(values, axis=-1)
     inner = np.clip(i, 1, len(offsets) - 2)
-    y0, y1, y2 = values[rows, inner - 1], values[rows, inner], values[rows, inner + 1]
-    denom = y0 - 2 * y1 + y2
-    vertex = np.where(denom < 0, np.clip(0.5 * (y0 - y2) / np.where(denom < 0, denom, -1.0), -0.5, 0.5), 0.0)
+    vertex = _parabola_vertex([values[rows, inner - 1], values[rows, inner], values[rows, inner + 1]])
     best = peak + offsets[i] + np.where((i > 0) & (i < len(offsets) - 1), step * vertex, 0.0)
     return float(best[0]) if single else best
 
