@@ -28,7 +28,6 @@ from aetdask.errors import StoreError
 from aetdask.io import RunStore
 from aetdask.io.store import BESIDE, LOCK_NAME, PRODUCTS
 from aetdask.pipeline import run
-from aetdask.report import write_report
 from aetdask.simulate import amorphous_particle, linear
 
 MARKER = "demo.json"  # the demo's mark on its run store: {"made_by": "aetdask demo", "records": {...}}
@@ -173,9 +172,9 @@ def run_demo(out="aetdask-demo", *, overwrite: bool = False, echo=print) -> dict
     mark = {"made_by": MADE_BY, "version": __version__}
     store.write_json(MARKER, mark)  # first: a demo killed from here on can be started afresh
     store.write("truth", truth)
+    # the run's report scores its model against the store's truth (written above) and writes metrics.json
     run(tilts, path, species, echo=echo)
     cutoff = config.get("evaluate.cutoff")
-    write_report(store, truth=truth, cutoff=cutoff)  # scores the refined model and writes metrics.json
     store.write_json(MARKER, {**mark, "records": {p: store.record(p) for p in store.products()}})
     result = store.read_json("metrics.json")  # strict JSON: a figure that could not be computed is None
     nan = float("nan")

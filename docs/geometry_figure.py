@@ -31,7 +31,9 @@ def main():
     ydet = np.array([0, np.cos(theta), -np.sin(theta)])
     ax.quiver(*o, *(0.8 * ydet), color="C1", linestyle="--", arrow_length_ratio=0.1)
     ax.text(*(0.9 * ydet), "y_det", color="C1")
-    ax.set_xlim(-1, 1); ax.set_ylim(-1, 1); ax.set_zlim(-1, 1)
+    ax.set_xlim(-1, 1)
+    ax.set_ylim(-1, 1)
+    ax.set_zlim(-1, 1)
     ax.set_axis_off()
     ax.set_title("sample frame; φ = ψ = 0:\nx_det = x,  y_det = y cos θ − z sin θ", fontsize=9)
 

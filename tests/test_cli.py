@@ -128,7 +128,9 @@ def test_reconstruct_command_writes_the_volume(tmp_path, scheduler):
 def test_each_stage_by_its_own_command_prints_one_json_object_and_info_names_the_result(tmp_path, scheduler):
     cmd = [sys.executable, "-m", "aetdask.cli"]
     store = str(tmp_path / "r.zarr")
-    r = subprocess.run(cmd + ["simulate", "--n-atoms", "20", "--shape", "48", "--dose", "1e5", "--out", store],
+    np.savetxt(tmp_path / "angles.txt", np.arange(0.0, 180.0, 6.0))  # 30 projections: every stage's work halved
+    r = subprocess.run(cmd + ["simulate", "--n-atoms", "20", "--shape", "48", "--dose", "1e5", "--out", store,
+                              "--angles", str(tmp_path / "angles.txt")],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     (tmp_path / "fast.yaml").write_text("refine_atoms:\n  iterations: 5\n")
@@ -152,14 +154,15 @@ def test_each_stage_by_its_own_command_prints_one_json_object_and_info_names_the
 def test_preprocess_command(tmp_path, scheduler):
     cmd = [sys.executable, "-m", "aetdask.cli"]
     store = str(tmp_path / "p.zarr")
-    r = subprocess.run(cmd + ["simulate", "--n-atoms", "30", "--shape", "64", "--dose", "2e4", "--out", store],
-                       capture_output=True, text=True, timeout=300)
+    np.savetxt(tmp_path / "angles.txt", np.arange(0.0, 180.0, 6.0))
+    r = subprocess.run(cmd + ["simulate", "--n-atoms", "30", "--shape", "64", "--dose", "2e4", "--out", store,
+                              "--angles", str(tmp_path / "angles.txt")], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     r = subprocess.run(cmd + ["preprocess", store, "--denoiser", "nlm", "--json", "--scheduler", scheduler],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout.strip().splitlines()[-1])
-    assert out["denoiser"] == "nlm" and out["projections"] == 60
+    assert out["denoiser"] == "nlm" and out["projections"] == 30
     assert 0.8 < out["noise_alpha_median"] < 1.25  # Poisson counts: gain ≈ 1
     pre = xr.open_zarr(store, group="preprocessed")
     assert {"shift_y", "shift_x", "scale", "noise_alpha"} <= set(pre.coords)

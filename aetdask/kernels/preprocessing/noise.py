@@ -486,21 +486,29 @@ def _lattice_refine(image, mask, alpha0, alpha_se, sigma0, smoothing=4.0, per_gr
         penalty = 0.5 * ((alpha - alpha0) / alpha_se) ** 2
         return -float(np.sum(counts[used] * np.log(np.maximum(p, 1e-300)))) + penalty
 
+    # σ below the finest bin the histogram may have (α/400) changes none of its probabilities much: the binned
+    # likelihood is flat there, and a search on log σ would walk towards σ = 0 for hundreds of steps (pure
+    # Poisson counts). The floor is not the bin width itself: that follows the moments' σ, which may be far too high
+    floor = np.log(0.02 * alpha0 / 8 / scale[1])
     # start from a peak width of at least α/5, where the likelihood is smooth in α, with
     # a simplex spanning ±2 % in α and a factor 1.5 in σ; and, where the moments put σ above
     # that, from α/5 as well: a moment σ made too large by a small or structured background
     # lies where the peaks have merged and the likelihood is flat in σ, so a search started
     # there stays there. The better of the two ends is kept.
+    def walled(theta):  # a smooth wall at the floor: the simplex settles against it instead of being clipped
+        below = max(floor - theta[1], 0.0)
+        return nll((theta[0], theta[1] + below)) + 1e3 * below**2
+
     best = None
     for s0 in sorted({max(sigma0, 0.2 * alpha0), 0.2 * alpha0}):
         start = np.array([0.0, np.log(s0 / scale[1])])
         simplex = start + np.array([[0.0, 0.0], [0.02, 0.0], [0.0, -0.4]])
-        res = optimize.minimize(nll, start, method="Nelder-Mead",
+        res = optimize.minimize(walled, start, method="Nelder-Mead",
                                 options={"xatol": 1e-5, "fatol": 1e-3, "maxiter": 1000,
                                          "initial_simplex": simplex})
         if best is None or res.fun < best.fun:
             best = res
-    alpha, sigma = scale * np.exp(best.x)
+    alpha, sigma = scale * np.exp(np.maximum(best.x, (-np.inf, floor)))
     return float(alpha), float(sigma)
 
 
