@@ -57,6 +57,22 @@ def quiet_task_failures() -> None:
         logger.addFilter(_TaskFailureFilter())
 
 
+class _ShutdownFilter(logging.Filter):
+    """Drops a worker's "Failed to communicate with scheduler during heartbeat" record (ERROR, with a traceback):
+    while a cluster started for one command closes, a heartbeat in flight finds the scheduler gone."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Failed to communicate with scheduler")
+
+
+def quiet_shutdown() -> None:
+    """Stop ``distributed.worker`` in this process from logging a lost heartbeat (:class:`_ShutdownFilter`): run
+    on a cluster's workers just before the command that started it closes it. Idempotent."""
+    logger = logging.getLogger("distributed.worker")
+    if not any(isinstance(f, _ShutdownFilter) for f in logger.filters):
+        logger.addFilter(_ShutdownFilter())
+
+
 def _quiet_task_failures_plugin():
     """A worker plugin that runs :func:`quiet_task_failures` in every worker process of a cluster started here
     (also in those started later, e.g. after one died)."""
@@ -335,6 +351,10 @@ def cluster(scheduler: str | None = None, n_workers: int | None = None, processe
     try:
         yield client
     finally:
+        if local is not None:  # a cluster of this command's own: its closing is not news
+            with contextlib.suppress(Exception):
+                client.run(quiet_shutdown)
+            quiet_shutdown()
         client.close()
         if local is not None:
             local.close()

@@ -65,3 +65,27 @@ def test_an_unreachable_scheduler_is_a_clear_input_error():
     with dask.config.set({"distributed.comm.timeouts.connect": "1s"}), \
             pytest.raises(InputError, match="cannot connect"), cluster("tcp://127.0.0.1:9", quiet=True):
         pass
+
+
+def test_closing_a_commands_own_cluster_silences_only_a_lost_heartbeat():
+    """A heartbeat in flight while the command's cluster closes finds the scheduler gone: distributed logs that
+    at ERROR with a traceback. From the moment the command closes its cluster, that record (and only it) is
+    dropped on the workers; before, it is logged like any other."""
+    import logging
+
+    from aetdask.cluster import _ShutdownFilter, cluster
+
+    logger = logging.getLogger("distributed.worker")
+    for f in [f for f in logger.filters if isinstance(f, _ShutdownFilter)]:
+        logger.removeFilter(f)
+
+    def record(msg):
+        return logging.LogRecord("distributed.worker", logging.ERROR, __file__, 1, msg, None, None)
+
+    lost = record("Failed to communicate with scheduler during heartbeat.")
+    with cluster(n_workers=1, processes=False, quiet=True) as client:
+        assert client.run(lambda: logging.getLogger("distributed.worker").filter(lost))
+    assert not logger.filter(lost)  # dropped once closing
+    assert logger.filter(record("Worker stream died during communication"))  # everything else still logged
+    for f in [f for f in logger.filters if isinstance(f, _ShutdownFilter)]:
+        logger.removeFilter(f)
