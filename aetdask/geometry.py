@@ -74,7 +74,7 @@ def detector_coordinates(positions, angles) -> np.ndarray:
     """
     r = np.asarray(positions, dtype=float)
     a = projection_matrices(angles)
-    xyz = np.einsum("tij,nj->tni", a, r)
+    xyz = np.einsum("tij,nj->tni", a, r, optimize=True)
     return xyz[..., [1, 0]]
 
 

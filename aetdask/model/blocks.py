@@ -86,7 +86,7 @@ def _profiles(frame, kind):
 
 def _detector(frame, pos, corner):
     """Detector pixels (t, n, 2) of the atoms, relative to the window's ``corner`` (row, column)."""
-    xyz = np.einsum("tij,nj->tni", frame.matrices, pos)
+    xyz = np.einsum("tij,nj->tni", frame.matrices, pos, optimize=True)
     det = xyz[..., [1, 0]] / frame.pixel + frame.n_px // 2 + frame.offsets[:, None, :]
     if corner[0] or corner[1]:
         det = det - np.array(corner, dtype=float)
@@ -152,10 +152,10 @@ def gradient_block(frame, pos, kind, win, residual):
     g_e = np.zeros((n_t, 3))
     if frame.turns is not None:
         for comp in range(3):
-            moved = np.einsum("tij,nj->tni", frame.turns[comp], pos)[..., [1, 0]] / frame.pixel
+            moved = np.einsum("tij,nj->tni", frame.turns[comp], pos, optimize=True)[..., [1, 0]] / frame.pixel
             g_e[:, comp] = np.einsum("tnc,tnc->t", gp, moved)
     n_prof = len(frame.height)
-    return (np.einsum("tnc,tcd->nd", gp, _jacobian(frame)), np.bincount(prof, gh, n_prof),
+    return (np.einsum("tnc,tcd->nd", gp, _jacobian(frame), optimize=True), np.bincount(prof, gh, n_prof),
             np.bincount(prof, gs, n_prof), gp.sum(axis=1), g_e)
 
 
@@ -170,7 +170,7 @@ def fisher_block(frame, pos, kind, win, mean, weight):
     blocks = gaussian_atoms.fisher_blocks(mean, _detector(frame, pos, (r0, c0)), frame.height[prof].reshape(-1, frame.k),
                                           frame.width[prof].reshape(-1, frame.k), weight, cutoff=frame.cutoff)
     jac = _jacobian(frame)
-    return np.einsum("tai,tnab,tbj->nij", jac, blocks, jac)
+    return np.einsum("tai,tnab,tbj->nij", jac, blocks, jac, optimize=True)
 
 
 def likelihood_block(frame, pos, kind, win, counts, mean, weight, sign):

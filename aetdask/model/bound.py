@@ -52,7 +52,7 @@ def orientation_bound(refined: xr.Dataset, tilts: xr.DataArray, *, poisson: bool
     pixel = float(tilts.attrs["pixel_size"])
     angles = (np.c_[p["phi"], p["theta"], p["psi"]] if "theta" in p
               else np.c_[tilts.phi.values, tilts.theta.values, tilts.psi.values])
-    q = np.einsum("tij,nj->tni", projection_matrices(angles), refined.position.values)  # (x_det, y_det, depth), Å
+    q = np.einsum("tij,nj->tni", projection_matrices(angles), refined.position.values, optimize=True)  # (x_det, y_det, depth), Å
     offset = np.c_[p["offset_y"], p["offset_x"]][:, None, :]
     bg, scale = np.asarray(p["background"], dtype=float), np.asarray(p["scale"], dtype=float)
 
@@ -76,5 +76,5 @@ def orientation_bound(refined: xr.Dataset, tilts: xr.DataArray, *, poisson: bool
     gy, gx = np.gradient(atoms, axis=(1, 2))
     cols += [scale[:, None, None] * gy, scale[:, None, None] * gx, atoms, np.ones_like(atoms)]
     jac = np.stack([c.reshape(n_tilt, -1) for c in cols], axis=2)  # (tilt, pixels, 7)
-    fisher = np.einsum("tpi,tp,tpj->tij", jac, 1.0 / var.reshape(n_tilt, -1), jac)
+    fisher = np.einsum("tpi,tp,tpj->tij", jac, 1.0 / var.reshape(n_tilt, -1), jac, optimize=True)
     return np.sqrt(np.stack([np.diag(np.linalg.inv(f))[:3] for f in fisher]))

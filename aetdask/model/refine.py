@@ -114,7 +114,7 @@ def _position_hessians(problem, x, delta=1e-3):
     blocks = 0.5 * (blocks + np.swapaxes(blocks, 1, 2))
     w, v = np.linalg.eigh(blocks)
     w = np.maximum(w, 1e-3 * w.max(axis=1, keepdims=True))
-    return np.einsum("nij,nj,nkj->nik", v, w, v)
+    return np.einsum("nij,nj,nkj->nik", v, w, v, optimize=True)
 
 
 def _fit_positions(problem, x, hessian, iterations=10):
@@ -174,7 +174,7 @@ def _score_positions(problem, x, lower, upper, iterations=20, log=None):
         info = _position_information(problem, x)
         w, v = np.linalg.eigh(info)
         w = np.maximum(w, 1e-6 * max(float(w.max()), 1e-300))  # an atom the counts do not see does not move
-        step = -np.einsum("nij,nj,nkj,nk->ni", v, 1.0 / w, v, grad[sl].reshape(-1, 3)).ravel()
+        step = -np.einsum("nij,nj,nkj,nk->ni", v, 1.0 / w, v, grad[sl].reshape(-1, 3), optimize=True).ravel()
         for _half in range(6):
             trial = x.copy()
             trial[sl] = np.clip(x[sl] + step, lower, upper)
@@ -256,7 +256,7 @@ class _Problem:
         return self.matrices(e)[:, [1, 0], :] / self.pixel
 
     def detector(self, pos, o, e):
-        xyz = np.einsum("tij,nj->tni", self.matrices(e), pos)
+        xyz = np.einsum("tij,nj->tni", self.matrices(e), pos, optimize=True)
         return xyz[..., [1, 0]] / self.pixel + self.n_px // 2 + o[:, None, :]
 
     def gaussians(self, pos, h, s, o, e):
@@ -797,9 +797,9 @@ def _split(problem, x, kinds, min_distance):
     # the direction of least observed relative to expected information: F^(-1/2) O F^(-1/2)'s lowest eigenvector
     w, v = np.linalg.eigh(expected)
     w = np.maximum(w, 1e-9 * np.maximum(w.max(axis=1, keepdims=True), 1e-300))
-    root = np.einsum("nij,nj,nkj->nik", v, 1.0 / np.sqrt(w), v)
-    _, u = np.linalg.eigh(np.einsum("nij,njk,nkl->nil", root, observed, root))
-    axis = np.einsum("nij,nj->ni", root, u[:, :, 0])
+    root = np.einsum("nij,nj,nkj->nik", v, 1.0 / np.sqrt(w), v, optimize=True)
+    _, u = np.linalg.eigh(np.einsum("nij,njk,nkl->nil", root, observed, root, optimize=True))
+    axis = np.einsum("nij,nj->ni", root, u[:, :, 0], optimize=True)
     axis /= np.maximum(np.linalg.norm(axis, axis=1, keepdims=True), 1e-300)
     kind = problem.kind_of
     half = np.array([covalent_radii[atomic_numbers[str(k)]] for k in kinds])[kind]

@@ -193,7 +193,7 @@ def projection_scores(problem, x) -> np.ndarray:
     residual = (data - mean) / mean if problem.counts else data - mean
     grad = gradients(residual * weight[:, None, None], *problem.gaussians(pos, h, s, o, e))[0]
     grad = grad.reshape(problem.n_t, len(pos), problem.k, 2).sum(axis=2)
-    return np.einsum("tni,tij->tnj", grad, jac)
+    return np.einsum("tni,tij->tnj", grad, jac, optimize=True)
 
 
 def position_information(problem, x, *, radius: float | None = None, kind: str = "expected") -> PositionInformation:
@@ -220,8 +220,8 @@ def position_information(problem, x, *, radius: float | None = None, kind: str =
     if kind == "projection-score":
         score = projection_scores(problem, x)
         pairs = _pairs(problem.unpack(x)[0], radius)
-        cross = np.einsum("tpi,tpj->pij", score[:, pairs[:, 0]], score[:, pairs[:, 1]])
-        return PositionInformation(np.einsum("tni,tnj->nij", score, score), pairs, cross.reshape(-1, 3, 3), 1.0,
+        cross = np.einsum("tpi,tpj->pij", score[:, pairs[:, 0]], score[:, pairs[:, 1]], optimize=True)
+        return PositionInformation(np.einsum("tni,tnj->nij", score, score, optimize=True), pairs, cross.reshape(-1, 3, 3), 1.0,
                                    np.inf if radius is None else float(radius))
     pos, det, hc, sc, weight, jac, mean, data = _pixels(problem, x)
     precision, residual = None, None
@@ -240,7 +240,7 @@ def position_information(problem, x, *, radius: float | None = None, kind: str =
     blocks = fisher_blocks(expected, det, hc, sc, weight, precision=precision)
     if residual is not None:
         blocks = blocks + curvature_blocks(residual, det, hc, sc, weight)
-    diagonal = np.einsum("tai,tnab,tbj->nij", jac, blocks, jac)
+    diagonal = np.einsum("tai,tnab,tbj->nij", jac, blocks, jac, optimize=True)
     scale = 1.0 if problem.counts or kind == "score" else residual_variance(problem, x)
     pairs = _pairs(pos, radius)
     cross = pair_information(expected, det, hc, sc, weight, jac, pairs, precision=precision).reshape(-1, 3, 3)
@@ -345,7 +345,7 @@ def _sandwich_block(matrix, middle, at, fallback=None):
     inv = 0.5 * (x[sel] + x[sel].T)
     if middle.ndim == 3:  # block-diagonal M
         xb = x.reshape(-1, 3, 3)
-        sand = np.einsum("lai,lab,lbj->ij", xb, middle, xb)
+        sand = np.einsum("lai,lab,lbj->ij", xb, middle, xb, optimize=True)
     else:
         sand = x.T @ middle @ x
     sand = 0.5 * (sand + sand.T)

@@ -191,28 +191,41 @@ def _profile_window(py, px, sigma, cutoff, ny, nx):
 
 
 @numba.njit(parallel=True, cache=True)
-def _likelihood_change(zp, mp, pos, height, sigma, weight, cutoff):
+def _likelihood_change(zp, mp, log_mp, pos, height, sigma, weight, cutoff):
     nt, ny, nx = zp.shape
     na, nc = height.shape
     out = np.zeros((nt, na))
+    span = 3
+    for j in range(na):
+        for c in range(nc):
+            span = max(span, 2 * int(math.ceil(cutoff * sigma[j, c])) + 3)
     for k in numba.prange(nt):
+        ey = np.empty((nc, span))  # each component's row and column factors (the height in the rows')
+        ex = np.empty((nc, span))
+        wk = weight[k]
         for j in range(na):
             py, px = pos[k, j, 0], pos[k, j, 1]
             r, i0, i1, j0, j1 = _profile_window(py, px, sigma[j], cutoff, ny, nx)
+            for c in range(nc):
+                inv = 0.5 / (sigma[j, c] * sigma[j, c])
+                for u in range(i0, i1 + 1):
+                    ey[c, u - i0] = height[j, c] * math.exp(-((u - py) ** 2) * inv)
+                for u in range(j0, j1 + 1):
+                    ex[c, u - j0] = math.exp(-((u - px) ** 2) * inv)
             acc = 0.0
             for i in range(i0, i1 + 1):
-                for m in range(j0, j1 + 1):
-                    d2 = (i - py) ** 2 + (m - px) ** 2
-                    if d2 > r * r:
-                        continue
+                dy = i - py
+                m0, m1 = _row_bounds(dy, px, r, j0, j1)
+                for m in range(m0, m1 + 1):
+                    d2 = dy * dy + (m - px) ** 2
                     add = 0.0
                     for c in range(nc):
                         s = sigma[j, c]
                         if d2 <= (cutoff * s) ** 2:
-                            add += height[j, c] * math.exp(-0.5 * d2 / (s * s))
+                            add += ey[c, i - i0] * ex[c, m - j0]
                     base = mp[k, i, m]
-                    new = max(base + weight[k] * add, 1e-12)
-                    acc += (new - base) - zp[k, i, m] * math.log(new / base)
+                    new = max(base + wk * add, 1e-12)
+                    acc += (new - base) - zp[k, i, m] * (math.log(new) - log_mp[k, i, m])
             out[k, j] = acc
     return out
 
@@ -232,7 +245,9 @@ def likelihood_change(counts, mean, positions, height, sigma, weight, cutoff: fl
     True
     """
     n = np.shape(positions)[1]
-    out = _likelihood_change(np.ascontiguousarray(counts, dtype=np.float64), np.ascontiguousarray(mean, dtype=np.float64),
+    mean = np.ascontiguousarray(mean, dtype=np.float64)
+    # log m once per pixel, not once per atom that reaches it; the Gaussians as row × column factors
+    out = _likelihood_change(np.ascontiguousarray(counts, dtype=np.float64), mean, np.log(mean),
                              np.ascontiguousarray(positions, dtype=np.float64),
                              np.ascontiguousarray(np.asarray(height, np.float64).reshape(n, -1)),
                              np.ascontiguousarray(np.asarray(sigma, np.float64).reshape(n, -1)),
@@ -423,26 +438,37 @@ def _window_blocks(field, pos, height, sigma, weight, cutoff, mode):
     nt, ny, nx = field.shape
     na, nc = height.shape
     out = np.zeros((nt, na, 2, 2))
+    span = 3
+    for j in range(na):
+        for c in range(nc):
+            span = max(span, 2 * int(math.ceil(cutoff * sigma[j, c])) + 3)
     for k in numba.prange(nt):
+        ey = np.empty((nc, span))  # each component's row and column factors (H/s² in the rows')
+        ex = np.empty((nc, span))
         for j in range(na):
             py, px = pos[k, j, 0], pos[k, j, 1]
             r, i0, i1, j0, j1 = _profile_window(py, px, sigma[j], cutoff, ny, nx)
+            for c in range(nc):
+                inv = 0.5 / (sigma[j, c] * sigma[j, c])
+                for u in range(i0, i1 + 1):
+                    ey[c, u - i0] = 2.0 * inv * height[j, c] * math.exp(-((u - py) ** 2) * inv)
+                for u in range(j0, j1 + 1):
+                    ex[c, u - j0] = math.exp(-((u - px) ** 2) * inv)
             ayy = 0.0
             ayx = 0.0
             axx = 0.0
             for i in range(i0, i1 + 1):
                 dy = i - py
-                for m in range(j0, j1 + 1):
+                m0, m1 = _row_bounds(dy, px, r, j0, j1)
+                for m in range(m0, m1 + 1):
                     dx = m - px
                     d2 = dy * dy + dx * dx
-                    if d2 > r * r:
-                        continue
                     first = 0.0  # Σ_c g_c / s_c²: d(image)/d(position) along the offset, per unit offset
                     second = 0.0  # Σ_c g_c / s_c⁴
                     for c in range(nc):
                         s = sigma[j, c]
                         if d2 <= (cutoff * s) ** 2:
-                            g = height[j, c] * math.exp(-0.5 * d2 / (s * s)) / (s * s)
+                            g = ey[c, i - i0] * ex[c, m - j0]
                             first += g
                             second += g / (s * s)
                     if mode == _CURVATURE:
