@@ -134,3 +134,21 @@ def test_matched_filter_finds_atoms_plain_local_maxima_miss():
     assert width == pytest.approx(1.3 * pixel, rel=0.3)  # the measured profile (Å)
     assert matched > 0.75
     assert plain < 0.65
+
+
+def test_nearest_distance_is_the_distance_transform_within_its_reach():
+    from scipy import ndimage
+
+    from aetdask.kernels.atoms.trace import nearest_distance
+
+    rng = np.random.default_rng(1)
+    shape = np.array([30, 35, 40])
+    idx = rng.integers(0, shape, size=(150, 3))
+    empty = np.ones(shape, bool)
+    empty[tuple(idx.T)] = False
+    exact = ndimage.distance_transform_edt(empty, sampling=0.347)
+    reach = 3.4  # not a whole number of grid steps: the ball reaches grid points no axis-aligned step does
+    got = nearest_distance(idx, shape, reach, spacing=0.347)
+    within = exact <= reach
+    assert np.allclose(got[within], exact[within], rtol=0, atol=1e-12)
+    assert np.isinf(got[~within]).all()

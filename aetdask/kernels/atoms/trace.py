@@ -333,6 +333,46 @@ def _greedy_keep(pos, order, d):
     return kept
 
 
+@numba.njit(cache=True)
+def _nearest_squared(idx, shape, r2, reach):
+    out = np.full((shape[0], shape[1], shape[2]), r2 + 1, dtype=np.int64)
+    for a in range(idx.shape[0]):
+        k0, i0, j0 = idx[a, 0], idx[a, 1], idx[a, 2]
+        for k in range(max(0, k0 - reach), min(shape[0], k0 + reach + 1)):
+            dk = (k - k0) * (k - k0)
+            for i in range(max(0, i0 - reach), min(shape[1], i0 + reach + 1)):
+                dki = dk + (i - i0) * (i - i0)
+                if dki > r2:
+                    continue
+                for j in range(max(0, j0 - reach), min(shape[2], j0 + reach + 1)):
+                    d = dki + (j - j0) * (j - j0)
+                    if d < out[k, i, j]:
+                        out[k, i, j] = d
+    return out
+
+
+def nearest_distance(indices, shape, reach: float, spacing: float = 1.0) -> np.ndarray:
+    """Distance from every point of a grid of ``shape`` to the nearest of the grid points ``indices``
+    (n, 3), times ``spacing``, where it is at most ``reach`` (same unit); ``inf`` beyond.
+
+    The Euclidean distance transform of the grid with the points as its zeros, but only as far as
+    ``reach``: each point paints the ball around it, so the work is the points' balls, not the grid.
+
+    >>> d = nearest_distance(np.array([[0, 0, 0]]), (1, 1, 4), 2.5, spacing=0.5)
+    >>> d.tolist()
+    [[[0.0, 0.5, 1.0, 1.5]]]
+    >>> bool(np.isinf(nearest_distance(np.array([[0, 0, 0]]), (1, 1, 4), 1.0)[0, 0, 3]))
+    True
+    """
+    shape = tuple(int(v) for v in shape)
+    r2 = int(math.floor((reach / spacing) ** 2 + 1e-9))  # the largest squared grid distance within reach
+    squared = _nearest_squared(np.ascontiguousarray(indices, dtype=np.int64).reshape(-1, 3),
+                               np.array(shape, dtype=np.int64), r2, math.isqrt(r2))
+    out = spacing * np.sqrt(squared.astype(np.float64))
+    out[squared > r2] = np.inf
+    return out
+
+
 def ball_sums(volume, positions, radius: float) -> np.ndarray:
     """Integrated intensity in a ball of ``radius`` voxels around each position.
 
