@@ -175,16 +175,18 @@ def _score_positions(problem, x, lower, upper, iterations=20, log=None):
         w, v = np.linalg.eigh(info)
         w = np.maximum(w, 1e-6 * max(float(w.max()), 1e-300))  # an atom the counts do not see does not move
         step = -np.einsum("nij,nj,nkj,nk->ni", v, 1.0 / w, v, grad[sl].reshape(-1, 3), optimize=True).ravel()
-        for _half in range(6):
+        for _half in range(6):  # the misfit alone for a step that may be refused; the gradient once one is not
             trial = x.copy()
             trial[sl] = np.clip(x[sl] + step, lower, upper)
-            new, new_grad = problem(trial, ("h", "s", "bg", "c", "o", "e"))
+            new = problem.value(trial)
             if new < value:
                 break
             step *= 0.5
         else:
             break
         gained = value - new
+        new_grad = problem(trial, ("h", "s", "bg", "c", "o", "e"))[1]
+        problem.calls -= 1  # the same evaluation, its gradient now
         x, value, grad = trial, new, new_grad
         if log is not None:
             log(f"scoring {it + 1}: misfit {value:.8g}")
@@ -233,7 +235,7 @@ class _Problem:
         self.calls = 0
         self.last = np.nan
         self.rendered = None  # (parameters, model images) last rendered, by an evaluation or for an information
-        self._drawn = None  # (parameters but bg and c, atoms' image) of the last call that held all the others
+        self._drawn = None  # (parameters but bg and c, the atoms' image) last drawn
         # runs the per-atom kernels: here (the reference), or in blocks on Dask workers (refine_atoms sets it)
         self.engine = LocalEngine()
         sizes = [3 * self.n_at, n_sp * self.k, n_sp * self.k, self.n_t, self.n_t, 2 * self.n_t, 3 * self.n_t]
@@ -283,27 +285,45 @@ class _Problem:
         atoms = self.engine.render(frame if frame is not None else self.frame(h, s, o, e), pos, self.kind_of)
         return bg[:, None, None] + c[:, None, None] * atoms, atoms
 
-    def __call__(self, p, frozen=()):
+    def _images(self, p, frame):
+        """Model images and the atoms' image at ``p``: the atoms' image is the last one drawn where only the
+        backgrounds and scales changed since (a fit of those alone, or a step tried by :meth:`value` first)."""
         pos, h, s, bg, c, o, e = self.unpack(p)
-        # with the atoms, their profile, the offsets and the angles all held (a fit of the backgrounds and
-        # scales alone), the atoms' image is the one the last such call drew and their gradients are not needed
-        still = {"pos", "h", "s", "o"} <= set(frozen) and ("e" in frozen or not self.angles)
-        frame = self.frame(h, s, o, e, turns=self.angles and "e" not in frozen)
         shape = np.concatenate([p[: self.split[2]], p[self.split[4]:]])  # everything but bg and c
-        if still and self._drawn is not None and np.array_equal(self._drawn[0], shape):
+        if self._drawn is not None and np.array_equal(self._drawn[0], shape):
             atoms = self._drawn[1]
             m = bg[:, None, None] + c[:, None, None] * atoms
         else:
             m, atoms = self.model(p, frame)
-            self._drawn = (shape, atoms) if still else None
+            self._drawn = (shape, atoms)
         self.rendered = (np.array(p, copy=True), m)
+        return m, atoms
+
+    def _misfit(self, m):
         if self.counts:
             value, g = gaussian_atoms.poisson_misfit(m, self.offset, self.alpha, self.zp)  # and dL/dm
-            value, g = self.norm * value, self.norm * g
-        else:
-            r = m - self.b
-            value = 0.5 * self.norm * float(np.sum(r * r))
-            g = self.norm * r
+            return self.norm * value, self.norm * g
+        r = m - self.b
+        return 0.5 * self.norm * float(np.sum(r * r)), self.norm * r
+
+    def value(self, p):
+        """The misfit alone (no gradient): for a step that may be refused; its images are kept, so the
+        gradient there, if it is taken, costs no second rendering."""
+        pos, h, s, bg, c, o, e = self.unpack(p)
+        m, _ = self._images(p, self.frame(h, s, o, e))
+        value = self._misfit(m)[0]
+        self.calls += 1
+        self.last = value
+        return value
+
+    def __call__(self, p, frozen=()):
+        pos, h, s, bg, c, o, e = self.unpack(p)
+        # with the atoms, their profile, the offsets and the angles all held (a fit of the backgrounds and
+        # scales alone), the atoms' image is the one drawn before and their gradients are not needed
+        still = {"pos", "h", "s", "o"} <= set(frozen) and ("e" in frozen or not self.angles)
+        frame = self.frame(h, s, o, e, turns=self.angles and "e" not in frozen)
+        m, atoms = self._images(p, frame)
+        value, g = self._misfit(m)
         # per atom: positions; summed over the atoms: profiles, offsets and angles (the engine's blocks)
         if still:
             n_prof = self.n_sp * self.k
