@@ -190,15 +190,25 @@ def _profile_window(py, px, sigma, cutoff, ny, nx):
     return r, i0, i1, j0, j1
 
 
+@numba.njit(inline="always", cache=True)
+def _component_factors(ey, ex, i0, i1, j0, j1, py, px, sigma, height, per_variance):
+    """Each profile component's row factors (times its height, and by 1/s² with ``per_variance``) into
+    ``ey[c]`` and column factors into ``ex[c]`` (:func:`_axis_weights`) over rows ``i0…i1``, columns ``j0…j1``."""
+    for c in range(sigma.shape[0]):
+        inv = 0.5 / (sigma[c] * sigma[c])
+        _axis_weights(ey[c], i0, i1, py, inv)
+        _axis_weights(ex[c], j0, j1, px, inv)
+        factor = 2.0 * inv * height[c] if per_variance else height[c]
+        for u in range(i1 - i0 + 1):
+            ey[c, u] = factor * ey[c, u]
+
+
 @numba.njit(parallel=True, cache=True)
 def _likelihood_change(zp, mp, log_mp, pos, height, sigma, weight, cutoff):
     nt, ny, nx = zp.shape
     na, nc = height.shape
     out = np.zeros((nt, na))
-    span = 3
-    for j in range(na):
-        for c in range(nc):
-            span = max(span, 2 * int(math.ceil(cutoff * sigma[j, c])) + 3)
+    span = _widest_window(sigma.ravel(), cutoff)
     for k in numba.prange(nt):
         ey = np.empty((nc, span))  # each component's row and column factors (the height in the rows')
         ex = np.empty((nc, span))
@@ -206,12 +216,7 @@ def _likelihood_change(zp, mp, log_mp, pos, height, sigma, weight, cutoff):
         for j in range(na):
             py, px = pos[k, j, 0], pos[k, j, 1]
             r, i0, i1, j0, j1 = _profile_window(py, px, sigma[j], cutoff, ny, nx)
-            for c in range(nc):
-                inv = 0.5 / (sigma[j, c] * sigma[j, c])
-                for u in range(i0, i1 + 1):
-                    ey[c, u - i0] = height[j, c] * math.exp(-((u - py) ** 2) * inv)
-                for u in range(j0, j1 + 1):
-                    ex[c, u - j0] = math.exp(-((u - px) ** 2) * inv)
+            _component_factors(ey, ex, i0, i1, j0, j1, py, px, sigma[j], height[j], False)
             acc = 0.0
             for i in range(i0, i1 + 1):
                 dy = i - py
@@ -438,22 +443,14 @@ def _window_blocks(field, pos, height, sigma, weight, cutoff, mode):
     nt, ny, nx = field.shape
     na, nc = height.shape
     out = np.zeros((nt, na, 2, 2))
-    span = 3
-    for j in range(na):
-        for c in range(nc):
-            span = max(span, 2 * int(math.ceil(cutoff * sigma[j, c])) + 3)
+    span = _widest_window(sigma.ravel(), cutoff)
     for k in numba.prange(nt):
         ey = np.empty((nc, span))  # each component's row and column factors (H/s² in the rows')
         ex = np.empty((nc, span))
         for j in range(na):
             py, px = pos[k, j, 0], pos[k, j, 1]
             r, i0, i1, j0, j1 = _profile_window(py, px, sigma[j], cutoff, ny, nx)
-            for c in range(nc):
-                inv = 0.5 / (sigma[j, c] * sigma[j, c])
-                for u in range(i0, i1 + 1):
-                    ey[c, u - i0] = 2.0 * inv * height[j, c] * math.exp(-((u - py) ** 2) * inv)
-                for u in range(j0, j1 + 1):
-                    ex[c, u - j0] = math.exp(-((u - px) ** 2) * inv)
+            _component_factors(ey, ex, i0, i1, j0, j1, py, px, sigma[j], height[j], True)
             ayy = 0.0
             ayx = 0.0
             axx = 0.0
