@@ -121,6 +121,25 @@ def test_the_sandwich_is_the_inverse_information_around_the_scores_outer_product
     np.testing.assert_allclose(result.covariance, np.swapaxes(result.covariance, 1, 2), atol=1e-12)
 
 
+def test_the_kinds_computed_together_are_each_computed_alone():
+    """One pass over the pairs' pixels for several kinds of information (what the covariance takes) gives
+    each kind's blocks as its own pass does, and a neighbourhood's dense block is the whole matrix's."""
+    problem, x = _cluster_problem(3)
+    problem = _with_counts(problem, x, np.random.default_rng(1), profile=1.2)
+    kinds = ("expected", "score", "observed", "projection-score")
+    together = uncertainty.position_informations(problem, x, radius=6.0, kinds=kinds)
+    for kind, got in zip(kinds, together):
+        alone = uncertainty.position_information(problem, x, radius=6.0, kind=kind)
+        np.testing.assert_array_equal(got.pairs, alone.pairs)
+        np.testing.assert_allclose(got.diagonal, alone.diagonal, rtol=1e-12, atol=0)
+        np.testing.assert_allclose(got.cross, alone.cross, rtol=1e-10, atol=1e-12 * np.abs(alone.cross).max())
+    assert len(together[0].pairs) and not np.allclose(together[0].cross, together[1].cross)
+    full = together[2].matrix()
+    hood = np.array([1, 3, 4, 6])
+    rows = (3 * hood[:, None] + np.arange(3)).ravel()
+    np.testing.assert_array_equal(together[2].local(hood), full[np.ix_(rows, rows)])
+
+
 def test_the_sandwich_grows_with_the_misfit_and_the_bound_does_not():
     """Counts from atoms 1.4 times wider than the model's: the residuals exceed the noise, M > F, and the
     sandwich's σ exceeds the bound's, which depends on the model alone."""

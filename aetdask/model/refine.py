@@ -822,13 +822,13 @@ def _split(problem, x, kinds, min_distance):
     from ase.data import atomic_numbers, covalent_radii
     from scipy.spatial import cKDTree
 
-    from aetdask.model.uncertainty import _pixels, position_information
+    from aetdask.model.uncertainty import _pixels, position_informations
 
     pos, h, s, bg, c, o, e = problem.unpack(x)
     _, _, _, _, weight, _, mean, _ = _pixels(problem, x)
     # each atom's own blocks only (no pairs): the expected information and the curvature at x
-    expected = position_information(problem, x, radius=0.0, kind="expected").diagonal
-    observed = position_information(problem, x, radius=0.0, kind="observed").diagonal
+    expected, observed = (i.diagonal for i in position_informations(problem, x, radius=0.0,
+                                                                     kinds=("expected", "observed")))
     # the direction of least observed relative to expected information: F^(-1/2) O F^(-1/2)'s lowest eigenvector
     w, v = np.linalg.eigh(expected)
     w = np.maximum(w, 1e-9 * np.maximum(w.max(axis=1, keepdims=True), 1e-300))

@@ -128,19 +128,35 @@ class PositionInformation:
     def n(self) -> int:
         return len(self.diagonal)
 
-    def local(self, atoms) -> np.ndarray:
-        """The dense ``(3m, 3m)`` principal block of the atoms ``atoms`` (sorted, m of them)."""
+    def local(self, atoms, entries=None) -> np.ndarray:
+        """The dense ``(3m, 3m)`` principal block of the atoms ``atoms`` (sorted, m of them); ``entries``:
+        :meth:`entries` of those atoms, from this or another information over the same pairs."""
         atoms = np.asarray(atoms, dtype=np.int64)
         m = len(atoms)
         out = np.zeros((m, m, 3, 3))
         out[np.arange(m), np.arange(m)] = self.diagonal[atoms]
-        if len(self.pairs):
-            sub = self._index()[atoms][:, atoms].tocoo()
-            q = sub.data
+        if len(self.pairs) and m > 1:
+            row, col, q = self.entries(atoms) if entries is None else entries
             upper = q > 0
-            out[sub.row[upper], sub.col[upper]] = self.cross[q[upper] - 1]
-            out[sub.row[~upper], sub.col[~upper]] = np.swapaxes(self.cross[-q[~upper] - 1], 1, 2)
+            out[row[upper], col[upper]] = self.cross[q[upper] - 1]
+            out[row[~upper], col[~upper]] = np.swapaxes(self.cross[-q[~upper] - 1], 1, 2)
         return out.transpose(0, 2, 1, 3).reshape(3 * m, 3 * m)
+
+    def entries(self, atoms):
+        """Where the pair blocks of the atoms ``atoms`` (sorted) go in their :meth:`local` block: rows,
+        columns (0…m−1) and the signed pair number (+(q + 1) for ``(j, l)``, −(q + 1) for ``(l, j)``)."""
+        index = self._index()
+        m = len(atoms)
+        # the stored entries of the atoms' rows (CSR: each row's slice), kept where the column is one of them
+        start = index.indptr[atoms]
+        count = index.indptr[atoms + 1] - start
+        row = np.repeat(np.arange(m), count)
+        entry = np.repeat(start - np.cumsum(count) + count, count) + np.arange(int(count.sum()))
+        other = index.indices[entry]
+        col = np.searchsorted(atoms, other)
+        inside = col < m
+        inside[inside] = atoms[col[inside]] == other[inside]
+        return row[inside], col[inside], index.data[entry][inside]
 
     def matrix(self) -> np.ndarray:
         """The whole ``(3n, 3n)`` matrix, dense (for small models and checks)."""
@@ -215,36 +231,62 @@ def position_information(problem, x, *, radius: float | None = None, kind: str =
       ``Σ ∇m ∇mᵀ z/m² − Σ ∇²m (z − m)/m`` (counts) or ``JᵀJ + Σ ∇²m (m − z)``; the second sum only on
       the diagonal blocks (an atom's image does not depend on another's position).
     """
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
-    if kind == "projection-score":
+    return position_informations(problem, x, radius=radius, kinds=(kind,))[0]
+
+
+def position_informations(problem, x, *, radius: float | None = None, kinds=("expected",)) -> list:
+    """:func:`position_information` of several ``kinds`` at once, one per kind: their pair blocks in one pass
+    over the pairs' pixels (the images' gradients, where the time goes, are the same for every kind)."""
+    for kind in kinds:
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
+    found = {}
+    if "projection-score" in kinds:
         score = projection_scores(problem, x)
         pairs = _pairs(problem.unpack(x)[0], radius)
         cross = np.einsum("tpi,tpj->pij", score[:, pairs[:, 0]], score[:, pairs[:, 1]], optimize=True)
-        return PositionInformation(np.einsum("tni,tnj->nij", score, score, optimize=True), pairs, cross.reshape(-1, 3, 3), 1.0,
-                                   np.inf if radius is None else float(radius))
-    pos, det, hc, sc, weight, jac, mean, data = _pixels(problem, x)
+        found["projection-score"] = PositionInformation(
+            np.einsum("tni,tnj->nij", score, score, optimize=True), pairs, cross.reshape(-1, 3, 3), 1.0,
+            np.inf if radius is None else float(radius))
+    pixel_kinds = [k for k in dict.fromkeys(kinds) if k != "projection-score"]
+    if pixel_kinds:
+        pos, det, hc, sc, weight, jac, mean, data = _pixels(problem, x)
+        pairs = _pairs(pos, radius)
+        fields = []
+        for kind in pixel_kinds:
+            precision, residual = _weights(problem, kind, mean, data)
+            blocks = fisher_blocks(mean if problem.counts else np.ones_like(mean), det, hc, sc, weight,
+                                   precision=precision)
+            if residual is not None:
+                blocks = blocks + curvature_blocks(residual, det, hc, sc, weight)
+            diagonal = np.einsum("tai,tnab,tbj->nij", jac, blocks, jac, optimize=True)
+            scale = 1.0 if problem.counts or kind == "score" else residual_variance(problem, x)
+            found[kind] = (diagonal, scale)
+            fields.append(precision if precision is not None
+                          else (1.0 / np.maximum(mean, 1e-12) if problem.counts else np.ones_like(mean)))
+        cross = pair_information(None, det, hc, sc, weight, jac, pairs, precision=np.stack(fields))
+        for kind, c in zip(pixel_kinds, cross):
+            diagonal, scale = found[kind]
+            found[kind] = PositionInformation(diagonal, pairs, c.reshape(-1, 3, 3), scale,
+                                              np.inf if radius is None else float(radius))
+    return [found[k] for k in kinds]
+
+
+def _weights(problem, kind, mean, data):
+    """A kind's per-pixel weight in place of the expected ``1/m`` (None: that one) and the residual whose
+    curvature the observed information adds to the diagonal blocks (None: none)."""
     precision, residual = None, None
     if problem.counts:
         if kind == "score":
             precision = (data - mean) ** 2 / (mean * mean)
         elif kind == "observed":
             precision, residual = data / (mean * mean), -(data - mean) / mean
-        expected = mean
     else:
         if kind == "score":
             precision = (mean - data) ** 2
         elif kind == "observed":
             residual = mean - data
-        expected = np.ones_like(mean)
-    blocks = fisher_blocks(expected, det, hc, sc, weight, precision=precision)
-    if residual is not None:
-        blocks = blocks + curvature_blocks(residual, det, hc, sc, weight)
-    diagonal = np.einsum("tai,tnab,tbj->nij", jac, blocks, jac, optimize=True)
-    scale = 1.0 if problem.counts or kind == "score" else residual_variance(problem, x)
-    pairs = _pairs(pos, radius)
-    cross = pair_information(expected, det, hc, sc, weight, jac, pairs, precision=precision).reshape(-1, 3, 3)
-    return PositionInformation(diagonal, pairs, cross, scale, np.inf if radius is None else float(radius))
+    return precision, residual
 
 
 def _pairs(pos, radius):
@@ -371,9 +413,16 @@ def _local_sandwich(info, score, positions, radius, *, coupled=True, fallback=No
             hoods = [np.sort(np.asarray(h, dtype=np.int64)) for h in cKDTree(positions).query_ball_point(positions, radius)]
         for j, hood in enumerate(hoods):
             at = int(np.searchsorted(hood, j))
-            a = info.local(hood) if len(hood) > 1 else info.diagonal[j]
-            m = (score.local(hood) if len(hood) > 1 else score.diagonal[j]) if coupled else score.diagonal[hood]
-            f = None if fallback is None else (fallback.local(hood) if len(hood) > 1 else fallback.diagonal[j])
+            many = len(hood) > 1
+            # where the pair blocks go, once for the informations over the same pairs (the kinds of one pass)
+            where = info.entries(hood) if many and len(info.pairs) else None
+
+            def local(other):
+                return other.local(hood, where if other.pairs is info.pairs else None)
+
+            a = local(info) if many else info.diagonal[j]
+            m = (local(score) if many else score.diagonal[j]) if coupled else score.diagonal[hood]
+            f = None if fallback is None else (local(fallback) if many else fallback.diagonal[j])
             inv[j], sand[j] = _sandwich_block(a, m, at, f)
     return inv, sand
 
@@ -486,15 +535,19 @@ def position_covariance(problem, x, *, coupling: bool = True, radius: float | No
         radius = NEIGHBOURHOOD * max(information_width(hh, ss) for hh, ss in zip(h, s))
     radius = float(radius) if coupling else 0.0
     span = PAIR_SPAN * radius if radius > 0 else 0.0
-    info = position_information(problem, x, radius=span)
     if estimator == "fisher":
+        info = position_information(problem, x, radius=span)
         own = np.stack([_inverse_block(b, 0) for b in info.diagonal])
         cov = _local_inverse(info, pos, radius) if radius > 0 else own
         cov, own = info.scale * cov, info.scale * own
         return PositionCovariance(cov, _sigma(cov), _sigma(own), radius, info.scale, bool(problem.counts))
-    score = position_information(problem, x, radius=span if score_coupling else 0.0,
-                                 kind="score" if units == "pixel" else "projection-score")
-    bread = info if curvature == "expected" else position_information(problem, x, radius=span, kind="observed")
+    score_kind = "score" if units == "pixel" else "projection-score"
+    if curvature == "observed" and score_coupling:  # the three kinds over the same pairs, in one pass
+        info, score, bread = position_informations(problem, x, radius=span, kinds=("expected", score_kind, "observed"))
+    else:
+        info = position_information(problem, x, radius=span)
+        score = position_information(problem, x, radius=span if score_coupling else 0.0, kind=score_kind)
+        bread = info if curvature == "expected" else position_information(problem, x, radius=span, kind="observed")
     fallback = None if curvature == "expected" else info
     inv, cov = _local_sandwich(bread, score, pos, radius, coupled=score_coupling, fallback=fallback)
     if curvature == "observed":

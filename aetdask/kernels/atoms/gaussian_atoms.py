@@ -521,19 +521,21 @@ def fisher_blocks(mean, positions, height, sigma, weight, cutoff: float = 4.0, *
 
 
 @numba.njit(parallel=True, cache=True)
-def _pair_blocks(mean, pos, height, sigma, weight, jac, first, second, cutoff, given):
-    """``Σ_k J_kᵀ C_k J_k`` (pairs, 3, 3) for atom pairs (first, second): ``C_k`` the pixel sum
-    ``Σ_u w_k² ∇a_j ∇a_lᵀ / m`` of projection k over the pixels both images reach, with the same
-    cut-offs as :func:`aetdask.kernels.atoms.gaussian_atoms.fisher_blocks`. Each Gaussian is the product of
-    its row and column factors: a window of n² pixels needs 2n exponentials per atom, not n²."""
-    nt, ny, nx = mean.shape
+def _pair_blocks(precision, pos, height, sigma, weight, jac, first, second, cutoff):
+    """``Σ_k J_kᵀ C_k J_k`` (fields, pairs, 3, 3) for atom pairs (first, second): ``C_k`` the pixel sum
+    ``Σ_u w_k² ∇a_j ∇a_lᵀ · P(u)`` of projection k over the pixels both images reach, for each per-pixel
+    weight ``P`` of ``precision`` (fields, t, ny, nx), with the same cut-offs as
+    :func:`aetdask.kernels.atoms.gaussian_atoms.fisher_blocks`. The images' gradients are formed once for
+    all the fields. Each Gaussian is the product of its row and column factors: a window of n² pixels
+    needs 2n exponentials per atom, not n²."""
+    nf, nt, ny, nx = precision.shape
     n_pairs = first.shape[0]
     nc = height.shape[1]
     span = 3
     for j in range(sigma.shape[0]):
         for c in range(nc):
             span = max(span, 2 * int(math.ceil(cutoff * sigma[j, c])) + 3)
-    out = np.zeros((n_pairs, 3, 3))
+    out = np.zeros((nf, n_pairs, 3, 3))
     for q in numba.prange(n_pairs):
         atom = (first[q], second[q])
         reach = np.zeros(2)
@@ -549,7 +551,8 @@ def _pair_blocks(mean, pos, height, sigma, weight, jac, first, second, cutoff, g
                 s = sigma[atom[side], c]
                 coef[side, c] = height[atom[side], c] / (s * s)
                 cut2[side, c] = (cutoff * s) ** 2
-        acc = np.zeros((3, 3))
+        acc = np.zeros((nf, 3, 3))
+        a = np.empty((nf, 4))
         for k in range(nt):
             ay, ax = pos[k, atom[0], 0], pos[k, atom[0], 1]
             by, bx = pos[k, atom[1], 0], pos[k, atom[1], 1]
@@ -570,10 +573,8 @@ def _pair_blocks(mean, pos, height, sigma, weight, jac, first, second, cutoff, g
                         rows[side, c, i - i0] = math.exp(-((i - py) ** 2) * inv)
                     for u in range(j0, j1 + 1):
                         cols[side, c, u - j0] = math.exp(-((u - px) ** 2) * inv)
-            a00 = 0.0
-            a01 = 0.0
-            a10 = 0.0
-            a11 = 0.0
+            a[:] = 0.0
+            w2 = weight[k] * weight[k]
             for i in range(i0, i1 + 1):
                 dya = i - ay
                 dyb = i - by
@@ -591,16 +592,20 @@ def _pair_blocks(mean, pos, height, sigma, weight, jac, first, second, cutoff, g
                             sa += coef[0, c] * rows[0, c, i - i0] * cols[0, c, u - j0]
                         if d2b <= cut2[1, c]:
                             sb += coef[1, c] * rows[1, c, i - i0] * cols[1, c, u - j0]
-                    f = _information_weight(weight[k], sa * sb, mean[k, i, u], given)
-                    a00 += f * dya * dyb
-                    a01 += f * dya * dxb
-                    a10 += f * dxa * dyb
-                    a11 += f * dxa * dxb
-            for r in range(3):
-                for t in range(3):
-                    acc[r, t] += (jac[k, 0, r] * (a00 * jac[k, 0, t] + a01 * jac[k, 1, t])
-                                  + jac[k, 1, r] * (a10 * jac[k, 0, t] + a11 * jac[k, 1, t]))
-        out[q] = acc
+                    g = w2 * sa * sb
+                    for f in range(nf):
+                        v = g * precision[f, k, i, u]
+                        a[f, 0] += v * dya * dyb
+                        a[f, 1] += v * dya * dxb
+                        a[f, 2] += v * dxa * dyb
+                        a[f, 3] += v * dxa * dxb
+            for f in range(nf):
+                for r in range(3):
+                    for t in range(3):
+                        acc[f, r, t] += (jac[k, 0, r] * (a[f, 0] * jac[k, 0, t] + a[f, 1] * jac[k, 1, t])
+                                         + jac[k, 1, r] * (a[f, 2] * jac[k, 0, t] + a[f, 3] * jac[k, 1, t]))
+        for f in range(nf):
+            out[f, q] = acc[f]
     return out
 
 
@@ -613,7 +618,8 @@ def pair_information(mean, positions, height, sigma, weight, jacobian, pairs, cu
     ``(t, ny, nx)`` the Poisson-scale mean, ``positions`` ``(t, n, 2)`` detector
     pixels (row, column), ``height`` and ``sigma`` ``(n, components)`` each atom's profile (px),
     ``weight`` ``(t,)``, ``jacobian`` ``(t, 2, 3)`` detector pixels per Å, ``pairs`` ``(p, 2)``;
-    ``precision`` as in :func:`fisher_blocks` (a per-pixel weight in place of ``1/m``).
+    ``precision`` as in :func:`fisher_blocks` (a per-pixel weight in place of ``1/m``), or a stack of
+    them ``(f, t, ny, nx)``: the sums for each, ``(f, pairs, 3, 3)``, for the cost of little more than one.
 
     Examples
     --------
@@ -628,13 +634,18 @@ def pair_information(mean, positions, height, sigma, weight, jacobian, pairs, cu
     """
     n = np.shape(positions)[1]
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
-    given = precision is not None
-    return _pair_blocks(np.ascontiguousarray(precision if given else mean, dtype=np.float64),
-                        np.ascontiguousarray(positions, dtype=np.float64),
-                        np.ascontiguousarray(np.asarray(height, np.float64).reshape(n, -1)),
-                        np.ascontiguousarray(np.asarray(sigma, np.float64).reshape(n, -1)),
-                        np.asarray(weight, np.float64), np.ascontiguousarray(jacobian, dtype=np.float64),
-                        np.ascontiguousarray(pairs[:, 0]), np.ascontiguousarray(pairs[:, 1]), float(cutoff), given)
+    if precision is None:
+        fields = 1.0 / np.maximum(np.asarray(mean, dtype=np.float64), 1e-12)
+    else:
+        fields = np.asarray(precision, dtype=np.float64)
+    stacked = fields.ndim == 4
+    out = _pair_blocks(np.ascontiguousarray(fields if stacked else fields[None]),
+                       np.ascontiguousarray(positions, dtype=np.float64),
+                       np.ascontiguousarray(np.asarray(height, np.float64).reshape(n, -1)),
+                       np.ascontiguousarray(np.asarray(sigma, np.float64).reshape(n, -1)),
+                       np.asarray(weight, np.float64), np.ascontiguousarray(jacobian, dtype=np.float64),
+                       np.ascontiguousarray(pairs[:, 0]), np.ascontiguousarray(pairs[:, 1]), float(cutoff))
+    return out if stacked else out[0]
 
 
 def curvature_blocks(residual, positions, height, sigma, weight, cutoff: float = 4.0) -> np.ndarray:
