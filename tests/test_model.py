@@ -380,3 +380,28 @@ def test_angle_refinement_travels_the_deformation_valley():
     print("deformation ×1e3 before", (before * 1e3).round(2), "after", (after * 1e3).round(2))
     assert np.linalg.norm(after[seen]) < 0.3 * np.linalg.norm(before[seen])
     assert abs(after[1] - after[2]) < 0.3 * abs(before[1] - before[2])
+
+
+def test_the_free_fit_ends_once_its_gain_per_atom_stalls():
+    """L-BFGS is stopped once its last iterations gained less than the stall level per atom and iteration on
+    average, and not while they gain more (nor before a whole window of iterations)."""
+    import sys
+    from types import SimpleNamespace
+
+    refine_module = sys.modules["aetdask.model.refine"]
+    window, level = refine_module.STALL_WINDOW, refine_module.STALL
+    problem = SimpleNamespace(last=0.0, norm=0.5, n_at=1000)
+    per_iteration = level * problem.norm * problem.n_at  # the stall level in the misfit's units
+    seen = []
+    check = refine_module._stalled(problem, seen.append)
+    for it in range(3 * window):  # gaining twice the level: never stopped
+        problem.last -= 2.0 * per_iteration
+        check(it)
+    assert len(seen) == 3 * window
+    check = refine_module._stalled(problem, seen.append)
+    for it in range(window):  # gaining a tenth of it: not before a whole window has passed
+        problem.last -= 0.1 * per_iteration
+        check(it)
+    problem.last -= 0.1 * per_iteration
+    with pytest.raises(StopIteration):
+        check(window)
