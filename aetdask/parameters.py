@@ -246,7 +246,9 @@ _ALL = [
        "cross-sections, when the data do not record them", ["classify"]),
     _p("classify.tied_means", False, bool, "mixture species means = one fitted scale × the species' relative ADF "
        "cross-sections (false: free means when the information criterion prefers them)", ["classify"]),
-    _p("refine_atoms.iterations", 200, int, "L-BFGS iterations of the Gaussian-atom fit", ["refine"], low=1),
+    _p("refine_atoms.iterations", 200, int,
+       "most L-BFGS iterations of each free fit of the Gaussian atoms (it ends sooner once its gain per atom stalls)",
+       ["refine"], low=1),
     _p("refine_atoms.max_displacement", 1.0, float, "Å, along each axis, from the traced position", ["refine"],
        low=0, open_low=True),
     _p("refine_atoms.select", True, bool,
