@@ -206,7 +206,9 @@ def _stalled(problem, callback):
     """An L-BFGS callback that calls ``callback`` and ends the fit (``StopIteration``) once the misfit's last
     :data:`STALL_WINDOW` iterations gained less than :data:`STALL` per atom and iteration: Fisher scoring
     (:func:`_score_positions`), which follows, then gains more per evaluation. On 20,000 atoms the second
-    free fit gained 0.08 per atom in its last 160 of 200 iterations, for 260 s (BENCHMARKS.md)."""
+    free fit gained 0.08 per atom in its last 160 of 200 iterations, for 260 s (BENCHMARKS.md). Only on counts
+    (a misfit in log-likelihood) and with the angles held: refined angles travel a long, flat valley of the
+    misfit whose small gains per iteration add up (:func:`_deformation_search`)."""
     values = []
 
     def check(xk):
@@ -568,7 +570,8 @@ def refine_atoms(
                 calls[0] += problem.calls
                 return problem, scipy.optimize.OptimizeResult(x=p, fun=problem(p)[0]), value0
         result = scipy.optimize.minimize(problem, p, jac=True, method="L-BFGS-B", bounds=bounds(True),
-                                         callback=_stalled(problem, report(problem)),
+                                         callback=_stalled(problem, report(problem)) if problem.counts and not free_angles
+                                         else report(problem),
                                          options={"maxiter": iterations, "maxcor": 20, "ftol": _FTOL})
         # L-BFGS scales no atom by its own curvature: on 20,000 atoms it stops at its iteration cap short of the
         # optimum (scoring after it: 89.2 → 90.7 % identified, 48.4 → 46.5 pm at 1.6×10⁴ e⁻/Å², BENCHMARKS.md)
