@@ -411,7 +411,9 @@ def refine_atoms(
         Noise model of counts (variance = α·mean + σ²); default the
         ``noise_alpha``/``noise_sigma`` coords, else pure Poisson (1, 0).
     iterations, max_displacement
-        None = ``aetdask.refine_atoms.*`` configuration. Every atom stays within
+        None = ``aetdask.refine_atoms.*`` configuration. ``iterations`` caps each
+        free L-BFGS fit; on counts with the angles held it ends sooner, once its
+        gain per atom stalls (:data:`STALL`). Every atom stays within
         ``max_displacement`` Å of its starting position along each axis.
     candidates : array (n, 3), optional
         Positions (Å) that tracing found but classification left out; with
