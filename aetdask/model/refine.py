@@ -46,7 +46,7 @@ _FTOL = 1e-13
 #: Gaussians of width s at distance d show two peaks only while d > 2s (Sparrow's limit).
 _CORE_WIDTH = 0.5
 #: Most Fisher-scoring iterations on the positions after each free fit (:func:`_score_positions`); they stop
-#: sooner once one gains less than 10⁻³ per atom.
+#: sooner once one gains less than :data:`STALL` per atom.
 SCORING = 30
 #: Log-likelihood per atom below which an iteration's gain is not worth its cost: Fisher scoring stops after an
 #: iteration that gains less, L-BFGS once its last :data:`STALL_WINDOW` iterations gained less each on average (a
@@ -171,8 +171,7 @@ def _score_positions(problem, x, lower, upper, iterations=20, log=None):
     a quasi-Newton fit of all positions at once, scaled by none of it, needs hundreds of iterations;
     these steps take each atom most of the way in one. The blocks leave out the coupling of atoms whose
     images overlap, so a step that raises the misfit is halved (at most six times), and the scoring
-    stops once an iteration gains less than 10⁻³ in log-likelihood per atom (a step of 1/20 of an
-    atom's own standard error gains about that).
+    stops once an iteration gains less than :data:`STALL` in log-likelihood per atom.
     """
     sl = problem._slice("pos")
     x = x.copy()

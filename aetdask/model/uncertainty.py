@@ -255,15 +255,13 @@ def position_informations(problem, x, *, radius: float | None = None, kinds=("ex
         fields = []
         for kind in pixel_kinds:
             precision, residual = _weights(problem, kind, mean, data)
-            blocks = fisher_blocks(mean if problem.counts else np.ones_like(mean), det, hc, sc, weight,
-                                   precision=precision)
+            blocks = fisher_blocks(None, det, hc, sc, weight, precision=precision)
             if residual is not None:
                 blocks = blocks + curvature_blocks(residual, det, hc, sc, weight)
             diagonal = np.einsum("tai,tnab,tbj->nij", jac, blocks, jac, optimize=True)
             scale = 1.0 if problem.counts or kind == "score" else residual_variance(problem, x)
             found[kind] = (diagonal, scale)
-            fields.append(precision if precision is not None
-                          else (1.0 / np.maximum(mean, 1e-12) if problem.counts else np.ones_like(mean)))
+            fields.append(precision)
         cross = pair_information(None, det, hc, sc, weight, jac, pairs, precision=np.stack(fields))
         for kind, c in zip(pixel_kinds, cross):
             diagonal, scale = found[kind]
@@ -273,18 +271,20 @@ def position_informations(problem, x, *, radius: float | None = None, kinds=("ex
 
 
 def _weights(problem, kind, mean, data):
-    """A kind's per-pixel weight in place of the expected ``1/m`` (None: that one) and the residual whose
-    curvature the observed information adds to the diagonal blocks (None: none)."""
-    precision, residual = None, None
+    """A kind's weight of each pixel in the sums of ``∇m ∇mᵀ`` (counts: ``1/m`` expected, ``(z − m)²/m²`` score,
+    ``z/m²`` observed; least squares: 1, ``(m − z)²``, 1) and the residual whose curvature the observed
+    information adds to the diagonal blocks (None: none)."""
+    residual = None
     if problem.counts:
         if kind == "score":
             precision = (data - mean) ** 2 / (mean * mean)
         elif kind == "observed":
             precision, residual = data / (mean * mean), -(data - mean) / mean
+        else:
+            precision = 1.0 / np.maximum(mean, 1e-12)
     else:
-        if kind == "score":
-            precision = (mean - data) ** 2
-        elif kind == "observed":
+        precision = (mean - data) ** 2 if kind == "score" else np.ones_like(mean)
+        if kind == "observed":
             residual = mean - data
     return precision, residual
 
@@ -542,12 +542,11 @@ def position_covariance(problem, x, *, coupling: bool = True, radius: float | No
         cov, own = info.scale * cov, info.scale * own
         return PositionCovariance(cov, _sigma(cov), _sigma(own), radius, info.scale, bool(problem.counts))
     score_kind = "score" if units == "pixel" else "projection-score"
-    if curvature == "observed" and score_coupling:  # the three kinds over the same pairs, in one pass
-        info, score, bread = position_informations(problem, x, radius=span, kinds=("expected", score_kind, "observed"))
-    else:
-        info = position_information(problem, x, radius=span)
-        score = position_information(problem, x, radius=span if score_coupling else 0.0, kind=score_kind)
-        bread = info if curvature == "expected" else position_information(problem, x, radius=span, kind="observed")
+    # the kinds over the same pairs in one pass; the score's own blocks alone where its coupling is left out
+    kinds = ["expected"] + (["observed"] if curvature == "observed" else []) + ([score_kind] if score_coupling else [])
+    got = dict(zip(kinds, position_informations(problem, x, radius=span, kinds=kinds)))
+    info, bread = got["expected"], got.get("observed", got["expected"])
+    score = got[score_kind] if score_coupling else position_information(problem, x, radius=0.0, kind=score_kind)
     fallback = None if curvature == "expected" else info
     inv, cov = _local_sandwich(bread, score, pos, radius, coupled=score_coupling, fallback=fallback)
     if curvature == "observed":

@@ -531,10 +531,7 @@ def _pair_blocks(precision, pos, height, sigma, weight, jac, first, second, cuto
     nf, nt, ny, nx = precision.shape
     n_pairs = first.shape[0]
     nc = height.shape[1]
-    span = 3
-    for j in range(sigma.shape[0]):
-        for c in range(nc):
-            span = max(span, 2 * int(math.ceil(cutoff * sigma[j, c])) + 3)
+    span = _widest_window(sigma.ravel(), cutoff)
     out = np.zeros((nf, n_pairs, 3, 3))
     for q in numba.prange(n_pairs):
         atom = (first[q], second[q])
